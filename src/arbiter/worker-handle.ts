@@ -1,0 +1,86 @@
+/** Owns what the master knows of one worker: its process, number, generation, state and deadlines,
+ *  and how it is started and stopped. The code that runs inside a worker is in src/worker/. */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import type { Config } from '../config/settings';
+import { WORKER_SPEC_ENV, type WorkerSpec } from '../ipc/messages';
+
+/** The worker entry, as the inspector names it (see stack-capture.ts). */
+export const WORKER_SCRIPT = join(__dirname, '..', 'worker', 'main.js');
+
+/** booting: loading the app · serving: ready · replacing: serving until its replacement is ready ·
+ *  stopping: told to stop · exited. */
+export type WorkerState = 'booting' | 'serving' | 'replacing' | 'stopping' | 'exited';
+
+export interface WorkerHandle {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly nr: number;
+  readonly generation: number;
+  readonly spawnedAtMs: number;
+  state: WorkerState;
+  readyAtMs: number | null;
+  lastBeatAtMs: number;
+  inspectPort: number | null;
+  inFlight: number;
+  requests: number;
+  /** Set when the master decided to end it (stop, timeout, boot timeout): its exit is expected. */
+  endReason: string | null;
+  /** What the worker said when its app failed to load. */
+  bootFailure: string | null;
+  /** When a stopping worker is killed if it has not exited. */
+  killAtMs: number | null;
+}
+
+/** Escalation is data: what to send, and how long to wait before the next step. */
+export interface StopPlan { readonly send: NodeJS.Signals; readonly killAfterMs: number }
+export const stopPlans = {
+  graceful: (gracefulTimeoutMs: number): StopPlan => ({ send: 'SIGTERM', killAfterMs: gracefulTimeoutMs }),
+  /** INT/QUIT: the worker exits at once; a worker too stuck to do so is killed soon after. */
+  quick: (gracefulTimeoutMs: number): StopPlan => ({ send: 'SIGQUIT', killAfterMs: Math.min(gracefulTimeoutMs, 2000) }),
+};
+
+export interface SpawnRequest {
+  readonly nr: number;
+  readonly generation: number;
+  readonly config: Config;
+  readonly name: string;
+  readonly fds: readonly number[];
+  readonly beatIntervalMs: number;
+  readonly nowMs: number;
+}
+
+export type SpawnWorker = (req: SpawnRequest) => WorkerHandle;
+
+/** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
+export const spawnWorker: SpawnWorker = (req) => {
+  const spec: WorkerSpec = {
+    nr: req.nr, generation: req.generation, fds: req.fds.map((_, i) => 3 + i),
+    beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
+  };
+  const child = spawn(process.execPath, [WORKER_SCRIPT], {
+    env: { ...process.env, ...req.config.env, [WORKER_SPEC_ENV]: JSON.stringify(spec) },
+    stdio: ['ignore', 'inherit', 'inherit', ...req.fds, 'ipc'],
+    serialization: 'json',
+  });
+  return {
+    child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
+    state: 'booting', readyAtMs: null, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0,
+    endReason: null, bootFailure: null, killAtMs: null,
+  };
+};
+
+export function sendSignal(h: WorkerHandle, sig: NodeJS.Signals): void {
+  if (h.state === 'exited' || h.pid <= 0) return;
+  try { process.kill(h.pid, sig); } catch { /* it exited in between; its exit event follows */ }
+}
+
+export function beginStop(h: WorkerHandle, plan: StopPlan, reason: string, nowMs: number): void {
+  if (h.state === 'exited') return;
+  h.state = 'stopping';
+  h.endReason ??= reason;
+  const killAt = nowMs + plan.killAfterMs;
+  h.killAtMs = h.killAtMs === null ? killAt : Math.min(h.killAtMs, killAt);
+  sendSignal(h, plan.send);
+}

@@ -1,0 +1,55 @@
+/** Owns --help: rendered from the settings table and the action list, never written by hand. */
+
+import { envName, settings, SETTING_NAMES, type Section } from '../config/settings';
+import { ACTIONS } from './argv';
+
+const WIDTH = 100;
+const INDENT = 30;
+
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/)) {
+    if (line && line.length + 1 + word.length > width) { lines.push(line); line = word; } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+function entry(left: string, doc: string): string {
+  const body = wrap(doc, WIDTH - INDENT);
+  const first = left.length < INDENT - 2 ? `  ${left.padEnd(INDENT - 2)}${body.shift() ?? ''}` : `  ${left}`;
+  return [first, ...body.map((l) => `${' '.repeat(INDENT)}${l}`)].join('\n');
+}
+
+export function renderHelp(version: string): string {
+  const out = [
+    `forkd ${version}: a pre-fork HTTP server for Node.js apps`,
+    '',
+    'Usage: forkd [options] APP',
+    '',
+    'APP is MODULE, MODULE:EXPORT or MODULE:FACTORY(). The export may be a request listener (Express),',
+    'a Koa app, a Fastify instance, an http.Server, or a fetch handler ((Request) => Response, or an',
+    'object with fetch(), as Hono). Settings come from, later winning: defaults < config file <',
+    'environment (FORKD_<NAME>) < command line.',
+  ];
+  const sections = new Map<Section, string[]>();
+  for (const name of SETTING_NAMES) {
+    const def = settings[name];
+    if (!def.flags) continue;
+    const isBool = def.parse.isBool === true;
+    const long = def.flags[def.flags.length - 1]!;
+    const left = `${def.flags.join(', ')}${isBool ? `, --no-${long.slice(2)}` : ` ${def.metavar ?? 'VALUE'}`}`;
+    const envs = [envName(name), ...(def.env ?? []).map((e) => e.name)].join(', ');
+    const doc = `${def.doc} [default: ${JSON.stringify(def.default)}; env: ${envs}; file: ${name}]`;
+    const list = sections.get(def.section) ?? [];
+    list.push(entry(left, doc));
+    sections.set(def.section, list);
+  }
+  for (const [section, entries] of sections) out.push('', `${section}:`, ...entries);
+  out.push('', 'Actions:', ...Object.values(ACTIONS).map((a) => entry(a.flags.join(', '), a.doc)));
+  out.push('', 'Signals to the master: TERM graceful stop, INT/QUIT quick stop, TTIN/TTOU one worker more/fewer.',
+    'Exit codes: 0 stopped, 1 failure, 2 usage, 3 workers failed to boot, 4 app failed to load, 78 invalid config.',
+    'See forkd(1) and forkd.config(5).');
+  return out.join('\n');
+}

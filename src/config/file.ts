@@ -1,0 +1,176 @@
+/** Owns finding and reading the config file. Every read is fresh (a HUP must see the file as it is
+ *  now, never Node's module cache), and nothing is written to disk (a config may sit in a read-only
+ *  directory): TypeScript and CommonJS configs are compiled in memory, ESM ones imported under a
+ *  new URL each time. */
+
+import { readFileSync, existsSync, statSync } from 'node:fs';
+import Module from 'node:module';
+import { dirname, extname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { cosmiconfig, type Loader } from 'cosmiconfig';
+import { ConfigError } from './errors';
+
+const NAMES = ['forkd.config.ts', 'forkd.config.mts', 'forkd.config.cts', 'forkd.config.js', 'forkd.config.mjs',
+  'forkd.config.cjs', 'forkd.config.json', 'forkd.config.yaml', 'forkd.config.yml'];
+const RC = ['', '.json', '.yaml', '.yml', '.js', '.ts', '.mjs', '.cjs'];
+export const SEARCH_PLACES: readonly string[] = [
+  ...NAMES, ...RC.map((ext) => `.forkdrc${ext}`), ...RC.map((ext) => `.config/forkdrc${ext}`), 'package.json',
+];
+
+const TS_EXTS = new Set(['.ts', '.mts', '.cts']);
+/** What a relative `require()` inside a config file may omit, in the order tried. */
+const RESOLVE_EXTS = ['', '.ts', '.mts', '.cts', '.js', '.cjs', '.json', '/index.ts', '/index.js'];
+
+export interface ConfigFile {
+  readonly path: string;
+  readonly values: Readonly<Record<string, unknown>>;
+}
+
+type InternalModule = Module & {
+  _compile(code: string, filename: string): void;
+  paths: string[];
+};
+const ModuleStatics = Module as unknown as { _nodeModulePaths(dir: string): string[] };
+
+function transpile(file: string, source: string): string {
+  // Required lazily: typescript is large, and only .ts configs need it.
+  const ts = require('typescript') as typeof import('typescript');
+  const out = ts.transpileModule(source, {
+    fileName: file,
+    reportDiagnostics: true,
+    compilerOptions: {
+      module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true,
+    },
+  });
+  const diag = out.diagnostics?.[0];
+  if (diag) {
+    const where = diag.file && diag.start !== undefined ? diag.file.getLineAndCharacterOfPosition(diag.start) : null;
+    const text = ts.flattenDiagnosticMessageText(diag.messageText, ' ');
+    throw new SyntaxError(where ? `${text} (line ${where.line + 1}, column ${where.character + 1})` : text);
+  }
+  return out.outputText;
+}
+
+function isEsmJs(file: string): boolean {
+  if (file.endsWith('.mjs')) return true;
+  if (!file.endsWith('.js')) return false;
+  for (let dir = dirname(file); ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try { return (JSON.parse(readFileSync(pkg, 'utf8')) as { type?: unknown }).type === 'module'; } catch { return false; }
+    }
+    if (dirname(dir) === dir) return false;
+  }
+}
+
+function resolveLocal(from: string, id: string): string | null {
+  const base = resolve(dirname(from), id);
+  for (const ext of RESOLVE_EXTS) {
+    const candidate = base + ext;
+    if (existsSync(candidate) && statSync(candidate).isFile()) return candidate;
+  }
+  return null;
+}
+
+/** Compiles one CommonJS or TypeScript file fresh, with a require() that compiles its local
+ *  imports fresh too and gives `forkd` (for defineConfig) even where forkd is not installed. */
+function compileFresh(file: string, source: string, seen: Map<string, InternalModule>): unknown {
+  const cached = seen.get(file);
+  if (cached) return cached.exports;
+  const m = new Module(file) as InternalModule;
+  m.filename = file;
+  m.paths = ModuleStatics._nodeModulePaths(dirname(file));
+  seen.set(file, m);
+  m.require = ((id: string) => {
+    if (id === 'forkd') return require('../index');
+    if (id.startsWith('.') || id.startsWith('/')) {
+      const local = resolveLocal(file, id);
+      if (local && !local.includes('/node_modules/')) {
+        if (local.endsWith('.json')) return JSON.parse(readFileSync(local, 'utf8'));
+        if (!isEsmJs(local)) return compileFresh(local, readFileSync(local, 'utf8'), seen);
+      }
+    }
+    return Module.prototype.require.call(m, id);
+  }) as NodeJS.Require;
+  m._compile(TS_EXTS.has(extname(file)) ? transpile(file, source) : source, file);
+  return m.exports;
+}
+
+/** A token that makes each ESM import of a config a new module record (Node never evicts the old
+ *  one, so each reload of an ESM config keeps one small module in memory). */
+function freshUrl(file: string): string {
+  return `${pathToFileURL(file).href}?forkd-load=${process.hrtime.bigint()}`;
+}
+
+const loadModule: Loader = async (file, source) => {
+  if (isEsmJs(file)) return import(freshUrl(file));
+  try {
+    return compileFresh(file, source, new Map());
+  } catch (err) {
+    // A .js file written with import/export in a package that is not "type": "module".
+    if (err instanceof SyntaxError && /\b(import|export)\b/.test(err.message) && !TS_EXTS.has(extname(file))) {
+      return import(freshUrl(file));
+    }
+    throw err;
+  }
+};
+
+/** The config a module exports: its default export if it has one, called if it is a function. */
+async function exportedValue(loaded: unknown): Promise<unknown> {
+  let value = loaded;
+  const isNamespace = !!value && typeof value === 'object'
+    && (!!(value as { __esModule?: unknown }).__esModule || Object.prototype.toString.call(value) === '[object Module]');
+  if (isNamespace) {
+    const { default: dflt, __esModule: _marker, ...named } = value as Record<string, unknown>;
+    value = dflt !== undefined ? dflt : named;
+  }
+  if (typeof value === 'function') value = await (value as () => unknown)();
+  return value;
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'a non-plain object' : `a ${typeof value}`;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (!value || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Loads the config file named with -c, or the first one found in `searchFrom`; null if none. */
+export async function loadConfigFile(opts: { explicit: string | null; searchFrom: string }): Promise<ConfigFile | null> {
+  const loaders = { '.js': loadModule, '.cjs': loadModule, '.mjs': loadModule, '.ts': loadModule,
+    '.mts': loadModule, '.cts': loadModule };
+  const explorer = cosmiconfig('forkd', {
+    searchPlaces: [...SEARCH_PLACES], loaders, searchStrategy: 'none', cache: false,
+  });
+  let found: { filepath: string; config: unknown; isEmpty?: boolean } | null;
+  const where = opts.explicit ? resolve(opts.explicit) : null;
+  if (where && !existsSync(where)) throw new ConfigError(`config file not found: ${where}`);
+  try {
+    found = where ? await explorer.load(where) : await explorer.search(opts.searchFrom);
+  } catch (err) {
+    const e = err as Error & { filepath?: string };
+    const file = e.filepath ?? where ?? opts.searchFrom;
+    const frame = /\n\s+at .*?\(?(\/[^)\n]+)\)?/.exec(e.stack ?? '')?.[1];
+    throw new ConfigError(`config file ${file} failed to load: ${e.name ?? 'Error'}: ${e.message}`
+      + (frame && !e.message.includes(frame) ? ` (at ${frame})` : ''));
+  }
+  if (!found) return null;
+  let values: unknown;
+  try {
+    values = found.isEmpty ? {} : await exportedValue(found.config);
+  } catch (err) {
+    const e = err as Error;
+    throw new ConfigError(`config file ${found.filepath} failed to load: its exported function threw ${e.name}: ${e.message}`);
+  }
+  if (values === undefined || values === null) values = {};
+  if (!isPlainObject(values)) {
+    throw new ConfigError(`config file ${found.filepath} must export an object of settings (or a function returning one);`
+      + ` it exported ${describeType(values)}`);
+  }
+  return { path: found.filepath, values };
+}

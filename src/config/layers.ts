@@ -1,0 +1,111 @@
+/** Owns the merge of the four layers, later wins: defaults < config file < environment < command
+ *  line. Every value is validated where it comes from, so an error names its layer. Pure. */
+
+import { ConfigError, showValue, suggestion } from './errors';
+import { envName, settings, SETTING_NAMES, type Config, type SettingName } from './settings';
+import { Invalid } from './values';
+import { INTERNAL_ENV } from '../ipc/messages';
+
+export type Origin =
+  | { readonly layer: 'default' }
+  | { readonly layer: 'file'; readonly file: string }
+  | { readonly layer: 'env'; readonly name: string }
+  | { readonly layer: 'cli'; readonly flag: string };
+
+export type CliValues = Partial<Record<SettingName, { readonly value: unknown; readonly flag: string }>>;
+
+export interface LayerInputs {
+  readonly cli: CliValues;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly file: { readonly path: string; readonly values: Readonly<Record<string, unknown>> } | null;
+}
+
+export interface Resolved {
+  readonly config: Config;
+  readonly origins: Readonly<Record<SettingName, Origin>>;
+}
+
+export function describeOrigin(origin: Origin): string {
+  switch (origin.layer) {
+    case 'default': return 'the default';
+    case 'file': return `config file ${origin.file}`;
+    case 'env': return `environment variable ${origin.name}`;
+    case 'cli': return `the command line (${origin.flag})`;
+  }
+}
+
+function parseFrom<K extends SettingName>(name: K, raw: unknown, origin: Origin): Config[K] {
+  try {
+    return settings[name].parse(raw) as Config[K];
+  } catch (err) {
+    if (!(err instanceof Invalid)) throw err;
+    throw new ConfigError(`invalid ${name} = ${showValue(raw)} from ${describeOrigin(origin)}: ${err.message}`);
+  }
+}
+
+/** The environment's value for a setting: FORKD_<NAME> first, then its aliases in order. */
+function fromEnv(name: SettingName, env: LayerInputs['env']): { raw: unknown; origin: Origin } | null {
+  const own = env[envName(name)];
+  if (own !== undefined && own !== '') return { raw: own, origin: { layer: 'env', name: envName(name) } };
+  const def = settings[name];
+  for (const alias of 'env' in def ? def.env ?? [] : []) {
+    const v = env[alias.name];
+    if (v !== undefined && v !== '') {
+      return { raw: alias.map ? alias.map(v) : v, origin: { layer: 'env', name: alias.name } };
+    }
+  }
+  return null;
+}
+
+function checkUnknown(inputs: LayerInputs): void {
+  if (inputs.file) {
+    for (const key of Object.keys(inputs.file.values)) {
+      if (!(key in settings)) {
+        throw new ConfigError(`unknown setting ${JSON.stringify(key)} in config file ${inputs.file.path}`
+          + `${suggestion(key, SETTING_NAMES)} (forkd --help lists every setting)`);
+      }
+      const def = settings[key as SettingName];
+      if ('notInFile' in def && def.notInFile) {
+        throw new ConfigError(`${key} cannot be set in config file ${inputs.file.path}: it says where that file is;`
+          + ' use the command line or the environment');
+      }
+    }
+  }
+  const known = SETTING_NAMES.map(envName);
+  for (const name of Object.keys(inputs.env)) {
+    if (name.startsWith('FORKD_') && !known.includes(name) && !INTERNAL_ENV.includes(name)) {
+      throw new ConfigError(`unknown environment variable ${name}${suggestion(name, known)}`
+        + ' (FORKD_<SETTING> variables set settings; forkd --help lists them)');
+    }
+  }
+}
+
+function checkTogether(config: Config, origins: Resolved['origins']): void {
+  if (config.requestTimeout > 0 && config.headersTimeout > config.requestTimeout) {
+    throw new ConfigError(`headersTimeout (${config.headersTimeout}s, from ${describeOrigin(origins.headersTimeout)})`
+      + ` must not exceed requestTimeout (${config.requestTimeout}s, from ${describeOrigin(origins.requestTimeout)})`);
+  }
+}
+
+export function resolveLayers(inputs: LayerInputs): Resolved {
+  checkUnknown(inputs);
+  const config: Record<string, unknown> = {};
+  const origins: Record<string, Origin> = {};
+  for (const name of SETTING_NAMES) {
+    let value: unknown = settings[name].default;
+    let origin: Origin = { layer: 'default' };
+    if (inputs.file && Object.hasOwn(inputs.file.values, name) && inputs.file.values[name] !== undefined) {
+      origin = { layer: 'file', file: inputs.file.path };
+      value = parseFrom(name, inputs.file.values[name], origin);
+    }
+    const env = fromEnv(name, inputs.env);
+    if (env) { origin = env.origin; value = parseFrom(name, env.raw, origin); }
+    const cli = inputs.cli[name];
+    if (cli) { origin = { layer: 'cli', flag: cli.flag }; value = parseFrom(name, cli.value, origin); }
+    config[name] = value;
+    origins[name] = origin;
+  }
+  const resolved = { config: config as Config, origins: origins as Record<SettingName, Origin> };
+  checkTogether(resolved.config, resolved.origins);
+  return resolved;
+}

@@ -1,0 +1,27 @@
+/** Owns reading the whole configuration: where the config file is, reading it, merging the layers.
+ *  Called at start and again on every reload, so it reads everything afresh each time. */
+
+import { resolve } from 'node:path';
+import { loadConfigFile } from './file';
+import { resolveLayers, type CliValues, type Resolved } from './layers';
+
+export interface LoadInputs {
+  readonly cli: CliValues;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** The directory forkd was started in: relative paths on the command line are relative to it. */
+  readonly cwd: string;
+}
+
+export interface Loaded extends Resolved {
+  /** The config file that was read, if any. */
+  readonly file: string | null;
+}
+
+export async function loadConfig(inputs: LoadInputs): Promise<Loaded> {
+  // Where the file is can only come from the command line or the environment.
+  const early = resolveLayers({ cli: inputs.cli, env: inputs.env, file: null }).config;
+  const searchFrom = early.chdir ? resolve(inputs.cwd, early.chdir) : inputs.cwd;
+  const explicit = early.config ? resolve(inputs.cwd, early.config) : null;
+  const file = await loadConfigFile({ explicit, searchFrom });
+  return { ...resolveLayers({ cli: inputs.cli, env: inputs.env, file }), file: file?.path ?? null };
+}

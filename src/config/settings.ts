@@ -1,0 +1,176 @@
+/** Owns the settings table: every setting is declared here once. The command-line parser, --help,
+ *  validation, the Config type, --print-config and the man page are all derived from it. */
+
+import {
+  bindList, bool, duration, envMap, integer, oneOf, optional, text, workerCount, Invalid, type Parser,
+} from './values';
+import { parseAppSpec } from './app-spec';
+import { compileAccessFormat } from '../log/access';
+
+export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging';
+
+/** An environment variable other than FORKD_<NAME> that also sets a setting (lower precedence). */
+export interface EnvAlias {
+  readonly name: string;
+  /** Turns the variable's text into the setting's input, e.g. PORT=80 → ["0.0.0.0:80"]. */
+  readonly map?: (value: string) => unknown;
+}
+
+export interface SettingDef<T> {
+  readonly section: Section;
+  /** Command-line flags, e.g. ['-w', '--workers']; the last is the long form. */
+  readonly flags?: readonly string[];
+  /** Set by the positional argument instead of a flag. */
+  readonly positional?: string;
+  readonly metavar?: string;
+  readonly env?: readonly EnvAlias[];
+  /** Only the command line and the environment can set it (it says where the file is). */
+  readonly notInFile?: boolean;
+  readonly parse: Parser<T>;
+  readonly default: NoInfer<T>;
+  readonly doc: string;
+}
+
+function setting<T>(def: SettingDef<T>): SettingDef<T> {
+  return def;
+}
+
+const appSpec: Parser<string> = Object.assign((input: unknown) => {
+  if (typeof input !== 'string') throw new Invalid(appSpec.allowed);
+  const parsed = parseAppSpec(input);
+  if (typeof parsed === 'string') throw new Invalid(appSpec.allowed, parsed);
+  return input;
+}, { allowed: 'MODULE, MODULE:EXPORT or MODULE:FACTORY()' });
+
+const accessFormat: Parser<string> = Object.assign((input: unknown) => {
+  const format = text()(input);
+  const compiled = compileAccessFormat(format);
+  if (typeof compiled === 'string') throw new Invalid(accessFormat.allowed, compiled);
+  return format;
+}, { allowed: '"json" or a format of %(ATOM)s atoms' });
+
+export const GUNICORN_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"';
+
+export const LOG_LEVELS = ['critical', 'error', 'warning', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const settings = {
+  config: setting({
+    section: 'Config', flags: ['-c', '--config'], metavar: 'FILE', notInFile: true,
+    parse: optional(text('a file path')), default: null,
+    doc: 'Config file to load. Without it, forkd looks for forkd.config.{ts,mts,cts,js,mjs,cjs,json,yaml,yml}, '
+      + '.forkdrc* or a "forkd" key in package.json in the working directory.',
+  }),
+  app: setting({
+    section: 'Config', positional: 'APP', parse: optional(appSpec), default: null,
+    doc: 'The app: MODULE (its default export), MODULE:EXPORT, or MODULE:FACTORY() to call a factory, '
+      + 'sync or async, once in each worker.',
+  }),
+  bind: setting({
+    section: 'Server socket', flags: ['-b', '--bind'], metavar: 'ADDRESS',
+    env: [{ name: 'PORT', map: (port) => [`0.0.0.0:${port}`] }],
+    parse: bindList, default: ['127.0.0.1:8000'],
+    doc: 'Address to listen on, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. '
+      + 'PORT in the environment means 0.0.0.0:$PORT.',
+  }),
+  backlog: setting({
+    section: 'Server socket', flags: ['--backlog'], metavar: 'INT', parse: integer({ min: 1 }), default: 2048,
+    doc: 'Pending connections the kernel queues on each listener (capped by net.core.somaxconn).',
+  }),
+  workers: setting({
+    section: 'Workers', flags: ['-w', '--workers'], metavar: 'INT', env: [{ name: 'WEB_CONCURRENCY' }],
+    parse: workerCount, default: 'auto',
+    doc: 'Worker processes to keep alive. "auto" is one per CPU this process may run on: a Node worker '
+      + 'multiplexes I/O on its event loop, so more workers than cores add memory, not throughput.',
+  }),
+  maxRequests: setting({
+    section: 'Workers', flags: ['--max-requests'], metavar: 'INT', parse: integer(), default: 0,
+    doc: 'Recycle a worker after it has served this many requests (0: never). Its replacement starts first.',
+  }),
+  maxRequestsJitter: setting({
+    section: 'Workers', flags: ['--max-requests-jitter'], metavar: 'INT', parse: integer(), default: 0,
+    doc: 'Add a random 0..N to each worker\'s max-requests, so that workers do not all recycle at once.',
+  }),
+  timeout: setting({
+    section: 'Timeouts', flags: ['-t', '--timeout'], metavar: 'SECONDS', parse: duration(), default: 30,
+    doc: 'Kill and replace a worker whose event loop has not sent a heartbeat for this long (0: never).',
+  }),
+  timeoutStack: setting({
+    section: 'Timeouts', flags: ['--timeout-stack'], parse: bool, default: true,
+    doc: 'Before killing a timed-out worker, open its inspector on 127.0.0.1 for a moment to log the '
+      + 'JavaScript stack it is stuck in.',
+  }),
+  bootTimeout: setting({
+    section: 'Timeouts', flags: ['--boot-timeout'], metavar: 'SECONDS', parse: duration({ min: 0.1 }), default: 30,
+    doc: 'How long a new worker has to load the app and start listening.',
+  }),
+  gracefulTimeout: setting({
+    section: 'Timeouts', flags: ['--graceful-timeout'], metavar: 'SECONDS', parse: duration(), default: 30,
+    doc: 'How long a stopping worker has to finish its requests before it is killed.',
+  }),
+  keepAlive: setting({
+    section: 'Timeouts', flags: ['--keep-alive'], metavar: 'SECONDS', parse: duration(), default: 5,
+    doc: 'How long an idle keep-alive connection is kept open (0: no keep-alive).',
+  }),
+  requestTimeout: setting({
+    section: 'Timeouts', flags: ['--request-timeout'], metavar: 'SECONDS', parse: duration(), default: 300,
+    doc: 'Longest time to receive a whole request from a client (0: no limit).',
+  }),
+  headersTimeout: setting({
+    section: 'Timeouts', flags: ['--headers-timeout'], metavar: 'SECONDS', parse: duration(), default: 60,
+    doc: 'Longest time to receive a request\'s headers; at most request-timeout.',
+  }),
+  limitRequestLine: setting({
+    section: 'Security', flags: ['--limit-request-line'], metavar: 'BYTES', parse: integer(), default: 4094,
+    doc: 'Longest request line (method, target, version) accepted; longer ones get 414 (0: no limit).',
+  }),
+  limitRequestFields: setting({
+    section: 'Security', flags: ['--limit-request-fields'], metavar: 'INT', parse: integer(), default: 100,
+    doc: 'Most header fields a request may have; more get 431 (0: no limit). Node caps all headers at 16 KiB.',
+  }),
+  limitRequestFieldSize: setting({
+    section: 'Security', flags: ['--limit-request-field-size'], metavar: 'BYTES', parse: integer(), default: 8190,
+    doc: 'Longest header field line (name, value and line end) accepted; longer ones get 431 (0: no limit).',
+  }),
+  name: setting({
+    section: 'Process', flags: ['-n', '--name'], metavar: 'NAME', parse: optional(text()), default: null,
+    doc: 'Name in process titles ("forkd: master [NAME]"); the app by default.',
+  }),
+  pid: setting({
+    section: 'Process', flags: ['-p', '--pid'], metavar: 'FILE', parse: optional(text('a file path')), default: null,
+    doc: 'Write the master\'s pid to this file once the sockets are bound; removed at exit.',
+  }),
+  chdir: setting({
+    section: 'Process', flags: ['--chdir'], metavar: 'DIR', parse: optional(text('a directory')), default: null,
+    doc: 'Change to this directory before loading the app (config files are looked for there too).',
+  }),
+  env: setting({
+    section: 'Process', flags: ['-e', '--env'], metavar: 'KEY=VALUE', parse: envMap, default: {},
+    doc: 'Set an environment variable in the workers, repeatable.',
+  }),
+  logLevel: setting({
+    section: 'Logging', flags: ['--log-level'], metavar: 'LEVEL', parse: oneOf(LOG_LEVELS), default: 'info',
+    doc: 'Least severe level written to the error log.',
+  }),
+  errorLog: setting({
+    section: 'Logging', flags: ['--error-logfile', '--log-file'], metavar: 'FILE', parse: text('a file path or "-"'),
+    default: '-', doc: 'Where the error log goes: "-" is stderr.',
+  }),
+  accessLog: setting({
+    section: 'Logging', flags: ['--access-logfile'], metavar: 'FILE', parse: optional(text('a file path or "-"')),
+    default: null, doc: 'Where the access log goes: "-" is stdout; off by default.',
+  }),
+  accessLogFormat: setting({
+    section: 'Logging', flags: ['--access-logformat'], metavar: 'FORMAT', parse: accessFormat, default: GUNICORN_ACCESS_FORMAT,
+    doc: 'Access log line, with gunicorn\'s atoms (%(h)s %(r)s %(s)s …), or "json" for one JSON object a line.',
+  }),
+} as const;
+
+export type SettingName = keyof typeof settings;
+export type Config = { readonly [K in SettingName]: ReturnType<(typeof settings)[K]['parse']> };
+export const SETTING_NAMES = Object.keys(settings) as SettingName[];
+
+/** FORKD_<NAME>: gracefulTimeout → FORKD_GRACEFUL_TIMEOUT. */
+export function envName(name: SettingName): string {
+  return `FORKD_${name.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}

@@ -1,0 +1,16 @@
+/** Owns forkd's exit codes: a contract with operators and with systemd (RestartPreventExitStatus=78). */
+
+export const ExitCode = {
+  Ok: 0,
+  /** Something failed that has no code of its own, e.g. a listener could not be bound. */
+  Failure: 1,
+  Usage: 2,
+  /** Workers kept failing to boot at start. */
+  BootFailed: 3,
+  /** The app could not be loaded (a worker's exit code too). */
+  AppLoadFailed: 4,
+  /** EX_CONFIG: the configuration is invalid. */
+  ConfigInvalid: 78,
+} as const;
+
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];

@@ -1,0 +1,18 @@
+/** Owns forkd's public API for config files: `defineConfig()` and the types it checks against. */
+
+import type { Config, SettingName } from './config/settings';
+
+export type { Config } from './config/settings';
+
+/** What a config file may give for a setting: durations and counts may also be strings ("2m"). */
+type Input<T> = T extends number ? number | string
+  : T extends Readonly<Record<string, string>> ? Readonly<Record<string, string | number | boolean>> | readonly string[]
+    : T extends readonly string[] ? readonly string[] | string
+      : T;
+
+export type UserConfig = { readonly [K in Exclude<SettingName, 'config'>]?: Input<Config[K]> };
+
+/** Types a config file: `export default defineConfig({ workers: 4, bind: ['0.0.0.0:8080'] })`. */
+export function defineConfig<T extends UserConfig | (() => UserConfig | Promise<UserConfig>)>(config: T): T {
+  return config;
+}

@@ -1,0 +1,41 @@
+/** Owns what the master and a worker say to each other: the worker's boot spec (passed in its
+ *  environment) and the messages on the IPC channel. The only code both sides share. */
+
+import type { Config } from '../config/settings';
+
+/** Environment variable carrying the WorkerSpec as JSON; the worker deletes it on start. */
+export const WORKER_SPEC_ENV = 'FORKD_WORKER';
+/** FORKD_* variables forkd sets for itself, never settings. */
+export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV];
+
+export interface WorkerSpec {
+  /** Stable worker number, 1..workers, reused by the worker's replacement. */
+  readonly nr: number;
+  readonly generation: number;
+  /** The listening sockets, as this worker's inherited file descriptors. */
+  readonly fds: readonly number[];
+  readonly beatIntervalMs: number;
+  /** The master's resolved config; only its JSON-serialisable part crosses. */
+  readonly config: Config;
+  /** The resolved title name ("forkd: worker N [NAME]"). */
+  readonly name: string;
+}
+
+export type FromWorker =
+  /** The app is loaded and the worker accepts on every listener. */
+  | { readonly type: 'ready'; readonly inspectPort: number | null }
+  | { readonly type: 'beat'; readonly inFlight: number; readonly requests: number }
+  /** Loading the app failed; the worker exits with AppLoadFailed right after. */
+  | { readonly type: 'bootFailed'; readonly reason: string }
+  /** maxRequests reached: start my replacement, then stop me. */
+  | { readonly type: 'recycle'; readonly requests: number };
+
+const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['ready', 'beat', 'bootFailed', 'recycle']);
+
+export function isFromWorker(msg: unknown): msg is FromWorker {
+  return typeof msg === 'object' && msg !== null && FROM_WORKER_TYPES.has((msg as { type?: unknown }).type as string);
+}
+
+export function assertNever(x: never): never {
+  throw new Error(`unexpected value: ${JSON.stringify(x)}`);
+}

@@ -1,0 +1,128 @@
+/** Owns the access log line: gunicorn's atoms (`%(h)s %(r)s %(s)s …`) or one JSON object a line.
+ *  A format is compiled once into a list of parts; every request-derived value is escaped. */
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { escapeQuoted } from './escape';
+
+export interface AccessEntry {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** When the request arrived (wall clock, for %(t)s). */
+  readonly startedAt: Date;
+  readonly durationUs: number;
+  /** Body bytes sent. */
+  readonly bytes: number;
+}
+
+export type AccessFormatter = (entry: AccessEntry) => string;
+type Atom = (e: AccessEntry) => string | number | undefined;
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** `[27/Nov/2026:10:00:00 +0000]`, the common log format's time. */
+function clfTime(d: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  const off = -d.getTimezoneOffset();
+  const abs = Math.abs(off);
+  return `[${p(d.getDate())}/${MONTHS[d.getMonth()]}/${d.getFullYear()}:${p(d.getHours())}:${p(d.getMinutes())}:`
+    + `${p(d.getSeconds())} ${off >= 0 ? '+' : '-'}${p(Math.floor(abs / 60))}${p(abs % 60)}]`;
+}
+
+function basicAuthUser(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (!auth || !/^basic /i.test(auth)) return undefined;
+  const decoded = Buffer.from(auth.slice(6).trim(), 'base64').toString('latin1');
+  const colon = decoded.indexOf(':');
+  return colon >= 0 ? decoded.slice(0, colon) : undefined;
+}
+
+function path(req: IncomingMessage): string {
+  const url = req.url ?? '';
+  const q = url.indexOf('?');
+  return q >= 0 ? url.slice(0, q) : url;
+}
+
+function query(req: IncomingMessage): string {
+  const url = req.url ?? '';
+  const q = url.indexOf('?');
+  return q >= 0 ? url.slice(q + 1) : '';
+}
+
+const ATOMS: Record<string, Atom> = {
+  h: (e) => e.req.socket.remoteAddress,
+  l: () => '-',
+  u: (e) => basicAuthUser(e.req),
+  t: (e) => clfTime(e.startedAt),
+  r: (e) => `${e.req.method} ${e.req.url} HTTP/${e.req.httpVersion}`,
+  m: (e) => e.req.method,
+  U: (e) => path(e.req),
+  q: (e) => query(e.req),
+  H: (e) => `HTTP/${e.req.httpVersion}`,
+  s: (e) => e.res.statusCode,
+  B: (e) => e.bytes,
+  b: (e) => (e.bytes > 0 ? e.bytes : '-'),
+  f: (e) => e.req.headers.referer,
+  a: (e) => e.req.headers['user-agent'],
+  T: (e) => Math.floor(e.durationUs / 1e6),
+  D: (e) => Math.round(e.durationUs),
+  M: (e) => Math.round(e.durationUs / 1000),
+  L: (e) => (e.durationUs / 1e6).toFixed(6),
+  p: () => `<${process.pid}>`,
+};
+export const ATOM_NAMES = Object.keys(ATOMS);
+
+function headerValue(v: string | string[] | number | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v === undefined ? undefined : String(v);
+}
+
+/** The atom for `%(NAME)s`, or null when NAME is not one. */
+function atomFor(name: string): Atom | null {
+  const own = ATOMS[name];
+  if (own) return own;
+  const m = /^\{([^}]+)\}([ioe])$/.exec(name);
+  if (!m) return null;
+  const key = m[1]!.toLowerCase();
+  if (m[2] === 'i') return (e) => headerValue(e.req.headers[key]);
+  if (m[2] === 'o') return (e) => headerValue(e.res.getHeader(key));
+  const envKey = m[1]!;
+  return () => process.env[envKey];
+}
+
+function jsonLine(e: AccessEntry): string {
+  const line = JSON.stringify({
+    time: e.startedAt.toISOString(), remote: e.req.socket.remoteAddress ?? null, method: e.req.method,
+    url: e.req.url, protocol: `HTTP/${e.req.httpVersion}`, status: e.res.statusCode, bytes: e.bytes,
+    referer: e.req.headers.referer ?? null, user_agent: e.req.headers['user-agent'] ?? null,
+    duration_ms: Math.round(e.durationUs) / 1000, pid: process.pid,
+  });
+  // JSON escapes C0 controls itself; DEL and C1 controls pass through it, so escape them here.
+  return line.replace(/[\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** Compiles a format, or returns a sentence naming the unknown atom. */
+export function compileAccessFormat(format: string): AccessFormatter | string {
+  if (format === 'json') return jsonLine;
+  const parts: Array<string | Atom> = [];
+  const re = /%\(([^)]*)\)s/g;
+  let last = 0;
+  for (let m = re.exec(format); m; m = re.exec(format)) {
+    if (m.index > last) parts.push(format.slice(last, m.index));
+    const atom = atomFor(m[1]!);
+    if (!atom) {
+      return `unknown atom %(${m[1]})s; atoms are ${ATOM_NAMES.map((a) => `%(${a})s`).join(' ')}, `
+        + '%({header}i)s, %({header}o)s and %({VAR}e)s';
+    }
+    parts.push(atom);
+    last = re.lastIndex;
+  }
+  if (last < format.length) parts.push(format.slice(last));
+  return (e) => {
+    let out = '';
+    for (const part of parts) {
+      if (typeof part === 'string') { out += part; continue; }
+      const v = part(e);
+      out += v === undefined || v === '' ? '-' : escapeQuoted(String(v));
+    }
+    return out;
+  };
+}

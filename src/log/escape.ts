@@ -1,0 +1,21 @@
+/** Owns escaping of text that reaches a log line, so that no client-supplied byte can end a line,
+ *  start a forged one, or drive a terminal. */
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
+// eslint-disable-next-line no-control-regex
+const CONTROL_QUOTE_BACKSLASH = /[\x00-\x1f\x7f-\x9f"\\]/g;
+
+function hex(c: string): string {
+  return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+}
+
+/** Control characters (C0, DEL and C1) become \xHH. */
+export function escapeControl(s: string): string {
+  return s.replace(CONTROL, hex);
+}
+
+/** For a value inside double quotes: control characters become \xHH, `"` and `\` get a backslash. */
+export function escapeQuoted(s: string): string {
+  return s.replace(CONTROL_QUOTE_BACKSLASH, (c) => (c === '"' || c === '\\' ? `\\${c}` : hex(c)));
+}

@@ -1,0 +1,60 @@
+/** Owns the bind address grammar: what `-b/--bind` accepts and how an address is shown in logs.
+ *  Pure: resolving names and opening sockets belong to listeners.ts. */
+
+import { isIPv4, isIPv6 } from 'node:net';
+
+export type BindSpec =
+  | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
+  | { readonly kind: 'unix'; readonly path: string }
+  | { readonly kind: 'fd'; readonly fd: number };
+
+/** Longest path a Unix socket address holds on Linux (sun_path is 108 bytes with the NUL). */
+const UNIX_PATH_MAX = 107;
+const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+
+/** Parses one bind address; returns a sentence saying what is wrong instead of throwing. */
+export function parseBind(input: string): BindSpec | string {
+  const s = input.trim();
+  if (s.startsWith('unix:')) {
+    const path = s.slice('unix:'.length);
+    if (path.length === 0) return 'unix: needs a path, as in unix:/run/app.sock';
+    if (Buffer.byteLength(path) > UNIX_PATH_MAX) return `the socket path is longer than ${UNIX_PATH_MAX} bytes`;
+    return { kind: 'unix', path };
+  }
+  if (s.startsWith('fd://')) {
+    const n = s.slice('fd://'.length);
+    if (!/^\d+$/.test(n) || Number(n) < 3) return 'fd:// needs a file descriptor number ≥ 3, as in fd://3';
+    return { kind: 'fd', fd: Number(n) };
+  }
+  let host: string;
+  let portText: string;
+  const v6 = /^\[([^\]]*)\]:(.*)$/.exec(s);
+  if (v6) {
+    host = v6[1]!;
+    portText = v6[2]!;
+    if (!isIPv6(host)) return `${JSON.stringify(host)} is not an IPv6 address`;
+  } else {
+    const colon = s.lastIndexOf(':');
+    if (colon < 0) {
+      return /^\d+$/.test(s) ? `a bare port has no host: write 127.0.0.1:${s} (this machine) or 0.0.0.0:${s} (every interface)`
+        : 'the port is missing, as in 127.0.0.1:8000';
+    }
+    host = s.slice(0, colon) || '0.0.0.0';
+    portText = s.slice(colon + 1);
+    if (host.includes(':')) return 'an IPv6 address must be in brackets, as in [::1]:8000';
+    if (!isIPv4(host) && !HOSTNAME.test(host)) return `${JSON.stringify(host)} is not an IP address or host name`;
+  }
+  if (!/^\d+$/.test(portText)) return `the port ${JSON.stringify(portText)} is not a number`;
+  const port = Number(portText);
+  if (port > 65535) return `the port ${port} is out of range 0-65535`;
+  return { kind: 'tcp', host, port };
+}
+
+/** How a listener is named in logs: `http://127.0.0.1:8000`, `http://[::1]:8000`, `unix:/path`, `fd://3`. */
+export function describeBind(spec: BindSpec): string {
+  switch (spec.kind) {
+    case 'tcp': return `http://${isIPv6(spec.host) ? `[${spec.host}]` : spec.host}:${spec.port}`;
+    case 'unix': return `unix:${spec.path}`;
+    case 'fd': return `fd://${spec.fd}`;
+  }
+}

@@ -1,0 +1,121 @@
+/** Owns the listening sockets. The master binds them and never listens or accepts: workers inherit
+ *  the fds and call listen({ fd }) themselves, so the kernel hands each connection to a worker and
+ *  the master is never in the data path. (A master that called listen() would accept connections
+ *  too.) Node has no public way to bind without listening; node:cluster uses net's internal
+ *  `_createServerHandle`, and so do we, here and nowhere else.
+ *  Closing a Unix socket handle this master bound unlinks the socket file: only the master that
+ *  created it may do that, at its exit. */
+
+import { lookup } from 'node:dns/promises';
+import { fstatSync, lstatSync, unlinkSync } from 'node:fs';
+import net, { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { constants as osConstants } from 'node:os';
+import { getSystemErrorName } from 'node:util';
+import { describeBind, parseBind, type BindSpec } from './address';
+
+/** The part of a libuv TCP/Pipe handle this module uses. */
+interface RawHandle {
+  readonly fd: number;
+  getsockname?(out: Record<string, unknown>): number;
+  close(): void;
+}
+
+type CreateServerHandle = (address: string, port: number, addressType: number, fd?: number, flags?: number)
+  => RawHandle | number;
+
+export interface Listener {
+  /** The bind as configured, e.g. "127.0.0.1:0". */
+  readonly bind: string;
+  readonly spec: BindSpec;
+  /** This master's fd for the socket, handed to workers in their stdio. */
+  readonly fd: number;
+  /** As logged: `http://127.0.0.1:41234` (with the port the kernel chose for :0), `unix:/path`, `fd://3`. */
+  readonly url: string;
+  close(): void;
+}
+
+export class BindError extends Error {}
+
+function createServerHandle(): CreateServerHandle {
+  const fn = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
+  if (typeof fn !== 'function') throw new BindError('this Node.js has no net._createServerHandle; forkd needs Node 20');
+  return fn;
+}
+
+function fail(bind: string, errno: number, hint = ''): never {
+  const name = getSystemErrorName(errno);
+  const why = name === 'EADDRINUSE' ? 'address already in use' : name === 'EACCES' ? 'permission denied' : name;
+  throw new BindError(`cannot bind ${bind}: ${why}${hint}`);
+}
+
+async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>): Promise<Listener> {
+  let address = spec.host;
+  if (!isIP(address)) {
+    try { address = (await lookup(spec.host)).address; } catch (err) {
+      throw new BindError(`cannot bind ${bind}: host ${spec.host} does not resolve (${(err as NodeJS.ErrnoException).code})`);
+    }
+  }
+  const handle = createServerHandle()(address, spec.port, isIP(address));
+  if (typeof handle === 'number') fail(bind, handle, spec.port > 0 && spec.port < 1024 ? ' (ports below 1024 need root)' : '');
+  const out: Record<string, unknown> = {};
+  handle.getsockname?.(out);
+  // libuv defers EADDRINUSE from bind() to listen(), and a socket whose bind failed would then be
+  // listened on at a random port: the socket's own address is the only reliable answer here.
+  if (spec.port !== 0 && out.port !== spec.port) {
+    handle.close();
+    fail(bind, -osConstants.errno.EADDRINUSE);
+  }
+  const actual: BindSpec = { kind: 'tcp', host: address, port: out.port as number };
+  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: () => handle.close() };
+}
+
+/** A socket file left by a process that died is replaced; one that still answers is not. */
+async function clearStaleSocket(bind: string, path: string): Promise<void> {
+  let st;
+  try { st = lstatSync(path); } catch { return; }
+  if (!st.isSocket()) throw new BindError(`cannot bind ${bind}: ${path} exists and is not a socket`);
+  const answers = await new Promise<boolean>((done) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => { probe.destroy(); done(true); });
+    probe.once('error', () => done(false));
+  });
+  if (answers) throw new BindError(`cannot bind ${bind}: another process is listening on ${path}`);
+  unlinkSync(path);
+}
+
+async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>): Promise<Listener> {
+  const path = resolve(spec.path);
+  await clearStaleSocket(bind, path);
+  const handle = createServerHandle()(path, -1, -1);
+  if (typeof handle === 'number') fail(bind, handle);
+  const actual: BindSpec = { kind: 'unix', path };
+  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: () => handle.close() };
+}
+
+function adoptFd(bind: string, spec: Extract<BindSpec, { kind: 'fd' }>): Listener {
+  let isSocket = false;
+  try { isSocket = fstatSync(spec.fd).isSocket(); } catch {
+    throw new BindError(`cannot use ${bind}: file descriptor ${spec.fd} is not open in this process`);
+  }
+  if (!isSocket) throw new BindError(`cannot use ${bind}: file descriptor ${spec.fd} is not a socket`);
+  // Not ours to close: whoever passed it keeps it.
+  return { bind, spec, fd: spec.fd, url: describeBind(spec), close: () => undefined };
+}
+
+/** Binds every address in order; on failure closes what it already bound and throws BindError. */
+export async function openListeners(binds: readonly string[]): Promise<Listener[]> {
+  const opened: Listener[] = [];
+  try {
+    for (const bind of binds) {
+      const spec = parseBind(bind);
+      if (typeof spec === 'string') throw new BindError(`cannot bind ${bind}: ${spec}`);
+      opened.push(spec.kind === 'tcp' ? await bindTcp(bind, spec)
+        : spec.kind === 'unix' ? await bindUnix(bind, spec) : adoptFd(bind, spec));
+    }
+    return opened;
+  } catch (err) {
+    for (const l of opened) l.close();
+    throw err;
+  }
+}

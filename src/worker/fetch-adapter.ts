@@ -1,0 +1,60 @@
+/** Owns serving a Web-standard fetch handler, `(Request) => Response`, on Node's http server:
+ *  the request becomes a Request (body streamed, aborted if the client goes away), and the Response
+ *  is written back with backpressure. */
+
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+
+export type FetchHandler = (request: Request) => Response | Promise<Response>;
+
+function toRequest(req: IncomingMessage, signal: AbortSignal): Request {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+  const host = req.headers.host ?? 'localhost';
+  const method = req.method ?? 'GET';
+  const init: RequestInit & { duplex?: 'half' } = { method, headers, signal };
+  if (method !== 'GET' && method !== 'HEAD') {
+    init.body = Readable.toWeb(req) as unknown as ReadableStream;
+    init.duplex = 'half';
+  }
+  return new Request(`http://${host}${req.url ?? '/'}`, init);
+}
+
+async function writeResponse(response: Response, res: ServerResponse): Promise<void> {
+  res.statusCode = response.status;
+  if (response.statusText) res.statusMessage = response.statusText;
+  for (const [name, value] of response.headers) {
+    if (name !== 'set-cookie') res.setHeader(name, value);
+  }
+  const cookies = response.headers.getSetCookie();
+  if (cookies.length) res.setHeader('set-cookie', cookies);
+  if (!response.body) { res.end(); return; }
+  const reader = response.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (res.destroyed) { await reader.cancel(); return; }
+      if (!res.write(value)) await new Promise<void>((ok) => { res.once('drain', ok); res.once('close', ok); });
+    }
+    res.end();
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+export function fetchListener(handler: FetchHandler): RequestListener {
+  return (req, res) => {
+    const aborter = new AbortController();
+    res.once('close', () => { if (!res.writableFinished) aborter.abort(); });
+    return Promise.resolve()
+      .then(() => handler(toRequest(req, aborter.signal)))
+      .then((response) => {
+        if (!(response instanceof Response)) {
+          throw new TypeError(`the fetch handler returned ${response === undefined ? 'undefined' : typeof response}, not a Response`);
+        }
+        return writeResponse(response, res);
+      });
+  };
+}

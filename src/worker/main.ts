@@ -1,0 +1,126 @@
+/** Worker entry: the process the master spawns for each worker. It loads the app, serves on the
+ *  listening fds it inherited, beats its heart over IPC, and drains on TERM. It and the CLI are the
+ *  only modules that end a process. */
+
+// Signal listeners come first, before anything slow: a signal that arrives before its listener
+// takes its default action (TTIN/TTOU would stop the process, TERM kill it mid-request).
+// USR1 is deliberately left to Node: it opens the inspector, which is how the master reads the
+// stack of a hung worker before killing it (a JavaScript listener could not run while it hangs).
+let onTerm: () => void = () => process.exit(0);
+process.on('SIGTERM', () => onTerm());
+process.on('SIGINT', () => process.exit(0));
+process.on('SIGQUIT', () => process.exit(0));
+for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as const) process.on(sig, () => undefined);
+
+import net from 'node:net';
+import { ExitCode } from '../exit-codes';
+import { WORKER_SPEC_ENV, type FromWorker, type WorkerSpec } from '../ipc/messages';
+import { compileAccessFormat } from '../log/access';
+import { openLineSink } from '../log/line-sink';
+import { createLogger, type Logger } from '../log/logger';
+import { loadApp } from './app-loader';
+import { createServing, type Serving } from './serve';
+
+function readSpec(): WorkerSpec {
+  const raw = process.env[WORKER_SPEC_ENV];
+  if (!raw || typeof process.send !== 'function') {
+    process.stderr.write('forkd: the worker entry is started by the forkd master, not by hand\n');
+    process.exit(ExitCode.Usage);
+  }
+  delete process.env[WORKER_SPEC_ENV];
+  return JSON.parse(raw) as WorkerSpec;
+}
+
+function send(msg: FromWorker): Promise<void> {
+  return new Promise((done) => {
+    if (!process.connected) { done(); return; }
+    process.send!(msg, undefined, {}, () => done());
+  });
+}
+
+/** A port for the inspector, should the master need this worker's stack (see USR1 above). */
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const probe = net.createServer();
+    probe.once('error', fail);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => ok(port));
+    });
+  });
+}
+
+function stopper(serving: Serving, log: Logger, gracefulTimeoutMs: number): () => void {
+  let stopping = false;
+  return () => {
+    if (stopping) return;
+    stopping = true;
+    log.debug('worker draining', { event: 'worker.drain', ...serving.stats() });
+    // The master kills us after gracefulTimeout; this covers a master that is gone.
+    setTimeout(() => process.exit(ExitCode.Ok), gracefulTimeoutMs).unref();
+    void serving.drain().then(() => process.exit(ExitCode.Ok));
+  };
+}
+
+async function main(): Promise<void> {
+  const spec = readSpec();
+  const { config } = spec;
+  process.title = `forkd: worker ${spec.nr} [${spec.name}]`;
+  const log = createLogger({ target: config.errorLog, level: config.logLevel });
+  process.on('uncaughtException', (err) => {
+    log.critical('worker crashed: uncaught exception', { event: 'worker.crash', nr: spec.nr, error: err });
+    process.exit(ExitCode.Failure);
+  });
+  log.info(`Booting worker with pid: ${process.pid}`, { nr: spec.nr, generation: spec.generation });
+  const inspectPort = config.timeoutStack ? await freePort() : null;
+  if (inspectPort !== null) process.debugPort = inspectPort;
+
+  let serving: Serving | null = null;
+  setInterval(() => {
+    const stats = serving?.stats() ?? { inFlight: 0, requests: 0 };
+    void send({ type: 'beat', ...stats });
+  }, spec.beatIntervalMs);
+  process.on('disconnect', () => {
+    log.warning('master is gone: worker stopping', { event: 'worker.orphaned', nr: spec.nr });
+    onTerm();
+  });
+
+  let loaded;
+  try {
+    loaded = await loadApp(config.app ?? '', process.cwd());
+  } catch (err) {
+    const reason = err instanceof Error ? `${err.name === 'AppLoadError' ? '' : `${err.name}: `}${err.message}` : String(err);
+    log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack: err instanceof Error && err.name !== 'AppLoadError' ? err.stack : undefined });
+    await send({ type: 'bootFailed', reason });
+    process.exit(ExitCode.AppLoadFailed);
+  }
+  for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
+
+  const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
+  const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
+  const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
+  serving = createServing(loaded.app, {
+    keepAliveMs: config.keepAlive * 1000,
+    requestTimeoutMs: config.requestTimeout * 1000,
+    headersTimeoutMs: config.headersTimeout * 1000,
+    backlog: config.backlog,
+    limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize },
+    maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
+    onRecycle: (requests) => {
+      log.info('max requests reached: asking to be replaced', { event: 'worker.recycle', nr: spec.nr, requests });
+      void send({ type: 'recycle', requests });
+    },
+    accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
+      ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
+    log,
+  });
+  onTerm = stopper(serving, log, config.gracefulTimeout * 1000);
+  await serving.listen(spec.fds);
+  log.debug('worker serving', { event: 'worker.ready', nr: spec.nr, app: loaded.app.shape });
+  await send({ type: 'ready', inspectPort });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`forkd worker ${process.pid}: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(ExitCode.Failure);
+});

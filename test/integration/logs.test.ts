@@ -1,0 +1,99 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { APPS, startForkd, tempDir, waitFor } from '../helpers/forkd';
+import { rawExchange, request, requestUnix } from '../helpers/http';
+
+const probe = join(APPS, 'probe.js');
+
+function lines(path: string): string[] {
+  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean) : [];
+}
+
+test('access log to a file, in gunicorn\'s format, with the body size even when chunked', async () => {
+  const dir = tempDir();
+  const access = join(dir.path, 'access.log');
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--access-logfile', access, probe]);
+  try {
+    await request(`${f.url}/chunked?x=1`, { headers: { 'user-agent': 'tester/1', referer: 'http://ref/' } });
+    await request(`${f.url}/throw`);
+    const log = await waitFor(() => (lines(access).length >= 2 ? lines(access) : null), 'two access log lines');
+    assert.match(log[0]!, /^127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET \/chunked\?x=1 HTTP\/1\.1" 200 7 "http:\/\/ref\/" "tester\/1"$/);
+    assert.match(log[1]!, /"GET \/throw HTTP\/1\.1" 500 /);
+    assert.not.match(f.output(), 'GET /chunked', 'the access log is not in the error log');
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('access log "-" is stdout; json is one object a line', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--access-logfile', '-', '--access-logformat', 'json', probe]);
+  try {
+    await request(`${f.url}/count`, { headers: { 'user-agent': 'json-tester' } });
+    const m = await f.waitForLog(/^\{.*"json-tester".*\}$/m);
+    const entry = JSON.parse(m[0]) as Record<string, unknown>;
+    assert.is(entry.method, 'GET');
+    assert.is(entry.url, '/count');
+    assert.is(entry.status, 200);
+    assert.type(entry.duration_ms, 'number');
+  } finally {
+    await f.kill();
+  }
+});
+
+test('a client cannot forge or colour log lines: request bytes are escaped', async () => {
+  const dir = tempDir();
+  const access = join(dir.path, 'access.log');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--access-logfile', access, probe]);
+  try {
+    const port = Number(new URL(f.url).port);
+    // obs-text bytes pass Node's parser; 0x9b is the one-byte CSI that starts a terminal escape.
+    const evil = Buffer.concat([
+      Buffer.from('GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: ok" 200 1 "-" "x\x9b31m\xff\r\nReferer: ', 'latin1'),
+      Buffer.from([0x9b]), Buffer.from('2J\r\nConnection: close\r\n\r\n'),
+    ]);
+    const reply = await rawExchange(port, evil);
+    assert.match(reply.data, /^HTTP\/1\.1 200/);
+    const [line] = await waitFor(() => (lines(access).length ? lines(access) : null), 'the access log line');
+    assert.not.match(line!, /[\x00-\x1f\x7f-\x9f]/, 'no control character reaches the log');
+    assert.ok(line!.includes('"ok\\" 200 1 \\"-\\" \\"x\\x9b31m\xff"'), line);
+    assert.ok(line!.includes('"\\x9b2J"'), line);
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('--error-logfile gets the master\'s and the workers\' lines; --log-level filters them', async () => {
+  const dir = tempDir();
+  const errors = join(dir.path, 'error.log');
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--error-logfile', errors, '--log-level', 'debug', probe], { logFile: errors });
+  try {
+    await waitFor(() => lines(errors).some((l) => l.includes('Ready: 2 workers serving')), 'the ready line in the file');
+    const log = lines(errors);
+    assert.ok(log.some((l) => /\[DEBUG\] Worker \d ready/.test(l)));
+    assert.is(log.filter((l) => l.includes('Booting worker with pid')).length, 2);
+    const pids = new Set(log.map((l) => /^\[[^\]]+\] \[(\d+)\]/.exec(l)?.[1]));
+    assert.ok(pids.size >= 3, 'lines from the master and both workers');
+    assert.is(f.stdio(), '', 'nothing on stderr');
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+  const quiet = tempDir();
+  const sock = join(quiet.path, 's.sock');
+  const g = await startForkd(['-w', '1', '-b', `unix:${sock}`, '--log-level', 'warning', probe], { wait: 'none' });
+  try {
+    await waitFor(() => requestUnix(sock).then((r) => r.status === 200, () => false), 'forkd to serve');
+    await requestUnix(sock, '/throw');
+    await g.waitForLog(/\[ERROR\] app error/);
+    assert.not.match(g.output(), '[INFO]');
+  } finally {
+    await g.kill();
+    quiet.remove();
+  }
+});
+
+test.run();

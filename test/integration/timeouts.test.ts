@@ -1,0 +1,93 @@
+import http from 'node:http';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { APPS, isAlive, startForkd, waitFor } from '../helpers/forkd';
+import { load, request } from '../helpers/http';
+
+const probe = join(APPS, 'probe.js');
+
+test('a hung worker is killed after timeout, its stack logged, and replaced', async () => {
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '-t', '1', probe]);
+  try {
+    const hung = request(`${f.url}/spin`).then(() => 'answered', (err: Error) => err.message);
+    const m = await f.waitForLog(/\[CRITICAL\] WORKER TIMEOUT \(pid:(\d+)\)(.*)/);
+    const pid = Number(m[1]);
+    const line = m[2]!;
+    assert.match(line, /stack="spinForever \(\S*probe\.js:\d+:\d+\) \| probe \(\S*probe\.js:\d+:\d+\)/, line);
+    assert.match(line, /silentForMs=\d+/);
+    assert.is(await hung, 'socket hang up');
+    await waitFor(() => !isAlive(pid), 'the hung worker to be gone');
+    await waitFor(() => f.workers().length === 2 && !f.workers().includes(pid), 'a replacement');
+    assert.is((await request(`${f.url}/`)).status, 200);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('--no-timeout-stack kills without opening the inspector', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-t', '1', '--no-timeout-stack', probe]);
+  try {
+    void request(`${f.url}/spin`).catch(() => undefined);
+    const m = await f.waitForLog(/WORKER TIMEOUT \(pid:(\d+)\).*/);
+    assert.match(m[0], 'stack="not captured (timeoutStack is off)"');
+    assert.not.match(f.output(), 'Debugger listening');
+  } finally {
+    await f.kill();
+  }
+});
+
+test('max-requests recycles workers under load, replacement first, without a failed request', async () => {
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--max-requests', '60', '--max-requests-jitter', '20', probe]);
+  try {
+    const before = f.workers();
+    const r = await load(`${f.url}/`, { connections: 8, durationMs: 3000, keepAlive: true });
+    assert.is(r.failed, 0, `failed ${r.failed} of ${r.sent}: ${JSON.stringify(r.errors)}`);
+    assert.ok(r.ok > 300, `only ${r.ok} requests`);
+    const recycles = f.output().match(/requests: starting its replacement/g)?.length ?? 0;
+    assert.ok(recycles >= 2, `${recycles} recycles`);
+    await waitFor(() => f.workers().length === 2, 'two workers');
+    assert.ok(before.every((p) => !f.workers().includes(p)), 'every first worker was replaced');
+  } finally {
+    await f.kill();
+  }
+});
+
+test('keep-alive connections are reused; --keep-alive 0 closes after each response', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', probe]);
+  const g = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--keep-alive', '0', probe]);
+  try {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const first = await request(`${f.url}/`, { agent });
+    assert.is(first.headers.connection, 'keep-alive');
+    assert.match(String(first.headers['keep-alive']), 'timeout=5');
+    const reused = await new Promise<boolean>((ok, fail) => {
+      const req = http.get(`${f.url}/`, { agent }, (res) => { res.resume(); res.on('end', () => ok(req.reusedSocket)); });
+      req.on('error', fail);
+    });
+    assert.ok(reused, 'the second request went over the same connection');
+    agent.destroy();
+    assert.is((await request(`${g.url}/`, { agent: new http.Agent({ keepAlive: true }) })).headers.connection, 'close');
+  } finally {
+    await f.kill();
+    await g.kill();
+  }
+});
+
+test('an app that throws answers 500 and its worker lives on', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', probe]);
+  try {
+    const [worker] = f.workers();
+    const sync = await request(`${f.url}/throw`);
+    assert.is(sync.status, 500);
+    const asyncReject = await request(`${f.url}/reject`);
+    assert.is(asyncReject.status, 500);
+    assert.match(f.output(), /\[ERROR\] app error .*url=\/throw .*boom from the app/);
+    assert.match(f.output(), /async boom from the app/);
+    assert.equal(f.workers(), [worker]);
+  } finally {
+    await f.kill();
+  }
+});
+
+test.run();
