@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
   process.title = `forkd: worker ${spec.nr} [${spec.name}]`;
-  const log = createLogger({ target: config.errorLog, level: config.logLevel });
+  const log = createLogger({ target: config.errorLog, level: config.logLevel, backend: 'direct' });
   process.on('uncaughtException', (err) => {
     log.critical('worker crashed: uncaught exception', { event: 'worker.crash', nr: spec.nr, error: err });
     process.exit(ExitCode.Failure);

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -124,6 +124,24 @@ test('a worker killed with -9 is replaced under the same number', async () => {
       return w.length === 2 && !w.includes(victim) && w.map(processTitle).includes('forkd: worker 2 [k9]');
     }, 'worker 2 to be replaced');
     assert.is((await request(`${f.url}/`)).status, 200);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('stray signals neither stop nor open an inspector in the master or a worker', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', probe]);
+  try {
+    const [worker] = f.workers();
+    const state = (pid: number) => /^\S+ \(.*\) (\S)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))![1];
+    for (const sig of ['SIGUSR1', 'SIGTTIN', 'SIGTTOU', 'SIGHUP', 'SIGWINCH', 'SIGUSR2'] as const) process.kill(worker!, sig);
+    f.signal('SIGUSR1');
+    f.signal('SIGWINCH');
+    await f.waitForLog(/WINCH is not supported/);
+    assert.is((await request(`${f.url}/`)).status, 200);
+    assert.is.not(state(worker!), 'T', 'the worker is not stopped by TTIN/TTOU');
+    assert.equal(f.workers(), [worker]);
+    assert.not.match(f.stdio(), /Debugger listening on ws:\/\/127\.0\.0\.1:9229/);
   } finally {
     await f.kill();
   }
