@@ -58,6 +58,11 @@ function countBody(res: http.ServerResponse): { bytes: number } {
   return counter;
 }
 
+function checkEveryMs(opts: ServeOptions): number {
+  const timeouts = [opts.headersTimeoutMs, opts.requestTimeoutMs].filter((t) => t > 0);
+  return timeouts.length ? Math.min(5000, Math.max(250, Math.min(...timeouts) / 4)) : 30_000;
+}
+
 interface ConnState { busy: number; idleSinceMs: number; lastBytesRead: number }
 
 export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
@@ -122,10 +127,13 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
 
   const configure = (server: net.Server) => {
     if ('keepAliveTimeout' in server) { // http.Server, https.Server
-      const h = server as http.Server;
+      const h = server as http.Server & { connectionsCheckingInterval: number };
       h.keepAliveTimeout = opts.keepAliveMs;
       h.requestTimeout = opts.requestTimeoutMs;
       h.headersTimeout = opts.headersTimeoutMs;
+      // Node checks those two timeouts only every connectionsCheckingInterval (30 s by default),
+      // which would let a slow client hold a connection 30 s past them. Read when listening starts.
+      h.connectionsCheckingInterval = checkEveryMs(opts);
       server.prependListener('request', track);
     }
     server.prependListener('connection', onConnection);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, isAlive, startForkd, waitFor } from '../helpers/forkd';
-import { load, request } from '../helpers/http';
+import { load, rawExchange, request } from '../helpers/http';
 
 const probe = join(APPS, 'probe.js');
 
@@ -71,6 +71,20 @@ test('keep-alive connections are reused; --keep-alive 0 closes after each respon
   } finally {
     await f.kill();
     await g.kill();
+  }
+});
+
+test('a client that sends its headers too slowly gets 408 within headersTimeout', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--headers-timeout', '1', '--request-timeout', '2', probe]);
+  try {
+    const port = Number(new URL(f.url).port);
+    const t0 = Date.now();
+    const reply = await rawExchange(port, 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ', 6000);
+    assert.match(reply.data, /^HTTP\/1\.1 408/);
+    assert.ok(reply.closed, 'the connection is closed');
+    assert.ok(Date.now() - t0 < 3000, `answered after ${Date.now() - t0} ms`);
+  } finally {
+    await f.kill();
   }
 });
 
