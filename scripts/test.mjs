@@ -28,13 +28,17 @@ const files = find(join(root, 'dist', 'test'))
 function runFile(file) {
   return new Promise((done) => {
     const started = Date.now();
+    // Its own process group: on a missed deadline the file and every forkd it started go together.
     const child = spawn(process.execPath, [file], {
-      cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
     });
     let out = '';
     child.stdout.on('data', (c) => { out += c; });
     child.stderr.on('data', (c) => { out += c; });
-    const timer = setTimeout(() => { out += `\n[runner] ${FILE_DEADLINE_MS} ms deadline passed: killed\n`; child.kill('SIGKILL'); }, FILE_DEADLINE_MS);
+    const timer = setTimeout(() => {
+      out += `\n[runner] ${FILE_DEADLINE_MS} ms deadline passed: killed\n`;
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { child.kill('SIGKILL'); }
+    }, FILE_DEADLINE_MS);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);

@@ -14,3 +14,13 @@ export const ExitCode = {
 } as const;
 
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** What each code tells an operator, for --help and the man page. */
+export const EXIT_CODE_MEANINGS: Readonly<Record<ExitCode, string>> = {
+  0: 'stopped',
+  1: 'failure (e.g. an address in use)',
+  2: 'usage error',
+  3: 'workers kept failing to boot at start',
+  4: 'the app failed to load',
+  78: 'invalid config',
+};

@@ -11,7 +11,8 @@ export type Item = ManagedSignal | Command;
 
 export interface Loop {
   push(item: Item): void;
-  /** Starts running items, those queued before included. */
+  /** Starts running items, those queued before included. A later call replaces the runner: the
+   *  entry point runs a small one until the master is ready for the rest. */
   start(run: (item: Item) => void | Promise<void>, onError: (err: unknown) => void): void;
 }
 

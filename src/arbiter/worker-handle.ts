@@ -21,6 +21,8 @@ export interface WorkerHandle {
   readonly spawnedAtMs: number;
   state: WorkerState;
   readyAtMs: number | null;
+  /** It has served long enough that its start counts as a success (see STABLE_AFTER_MS). */
+  stable: boolean;
   lastBeatAtMs: number;
   inspectPort: number | null;
   inFlight: number;
@@ -66,7 +68,7 @@ export const spawnWorker: SpawnWorker = (req) => {
   });
   return {
     child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
-    state: 'booting', readyAtMs: null, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0,
+    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0,
     endReason: null, bootFailure: null, killAtMs: null,
   };
 };

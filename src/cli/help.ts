@@ -1,6 +1,7 @@
 /** Owns --help: rendered from the settings table and the action list, never written by hand. */
 
 import { envName, settings, SETTING_NAMES, type Section } from '../config/settings';
+import { EXIT_CODE_MEANINGS } from '../exit-codes';
 import { ACTIONS } from './argv';
 
 const WIDTH = 100;
@@ -41,7 +42,8 @@ export function renderHelp(version: string): string {
     const long = def.flags[def.flags.length - 1]!;
     const left = `${def.flags.join(', ')}${isBool ? `, --no-${long.slice(2)}` : ` ${def.metavar ?? 'VALUE'}`}`;
     const envs = [envName(name), ...(def.env ?? []).map((e) => e.name)].join(', ');
-    const doc = `${def.doc} [default: ${JSON.stringify(def.default)}; env: ${envs}; file: ${name}]`;
+    const file = 'notInFile' in def && def.notInFile ? '' : `; file: ${name}`;
+    const doc = `${def.doc} [default: ${JSON.stringify(def.default)}; env: ${envs}${file}]`;
     const list = sections.get(def.section) ?? [];
     list.push(entry(left, doc));
     sections.set(def.section, list);
@@ -49,7 +51,6 @@ export function renderHelp(version: string): string {
   for (const [section, entries] of sections) out.push('', `${section}:`, ...entries);
   out.push('', 'Actions:', ...Object.values(ACTIONS).map((a) => entry(a.flags.join(', '), a.doc)));
   out.push('', 'Signals to the master: TERM graceful stop, INT/QUIT quick stop, TTIN/TTOU one worker more/fewer.',
-    'Exit codes: 0 stopped, 1 failure, 2 usage, 3 workers failed to boot, 4 app failed to load, 78 invalid config.',
-    'See forkd(1) and forkd.config(5).');
+    `Exit codes: ${Object.entries(EXIT_CODE_MEANINGS).map(([code, meaning]) => `${code} ${meaning}`).join(', ')}.`);
   return out.join('\n');
 }

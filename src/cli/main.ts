@@ -4,19 +4,28 @@
 import { createLoop, listenForSignals } from '../arbiter/loop';
 
 // Before anything slow: a signal that arrived before its listener would take its default action.
-// Signals queue here until the master runs.
+// Until the master runs, a stop signal ends start-up (undoing what was set up); others are dropped.
 const loop = createLoop();
+const undoOnStop: Array<() => void> = [];
 listenForSignals(loop);
+loop.start((item) => {
+  if (item === 'SIGTERM' || item === 'SIGINT' || item === 'SIGQUIT') {
+    for (const undo of undoOnStop.reverse()) undo();
+    process.exit(0);
+  }
+}, () => undefined);
 
 import { resolve } from 'node:path';
 import { createArbiter } from '../arbiter/arbiter';
-import { writePidfile, type Pidfile } from '../arbiter/pidfile';
+import { writePidfile } from '../arbiter/pidfile';
 import { ConfigError, UsageError } from '../config/errors';
-import { loadConfig } from '../config/load';
+import { loadConfig, type Loaded } from '../config/load';
 import { renderConfig } from '../config/print';
+import type { Config } from '../config/settings';
 import { ExitCode } from '../exit-codes';
-import { createLogger } from '../log/logger';
-import { BindError, openListeners } from '../net/listeners';
+import { openLineSink } from '../log/line-sink';
+import { createLogger, type Logger } from '../log/logger';
+import { BindError, openListeners, type Listener } from '../net/listeners';
 import { loadApp } from '../worker/app-loader';
 import { parseArgv } from './argv';
 import { renderHelp } from './help';
@@ -27,48 +36,65 @@ function say(stream: NodeJS.WriteStream, text: string): void {
   stream.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
-async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<ExitCode> {
-  const parsed = parseArgv(argv);
-  if (parsed.actions.has('help')) { say(process.stdout, renderHelp(VERSION)); return ExitCode.Ok; }
-  if (parsed.actions.has('version')) { say(process.stdout, `forkd ${VERSION} (node ${process.version})`); return ExitCode.Ok; }
-
-  const loaded = await loadConfig({ cli: parsed.values, env, cwd: process.cwd() });
+/** --check-config: the app must load, with the workers' environment, within bootTimeout. */
+async function checkApp(loaded: Loaded): Promise<ExitCode> {
   const { config } = loaded;
-  if (parsed.actions.has('printConfig')) { say(process.stdout, renderConfig(loaded)); return ExitCode.Ok; }
-  if (!config.app) {
-    throw new UsageError('no APP to serve: name it on the command line (forkd app.js) or as "app" in the config file');
-  }
-  if (config.chdir) {
-    try { process.chdir(resolve(config.chdir)); } catch (err) {
-      throw new ConfigError(`cannot change to directory ${config.chdir} (chdir): ${(err as NodeJS.ErrnoException).code}`);
-    }
-  }
-  if (parsed.actions.has('checkConfig')) {
-    try {
-      const app = await loadApp(config.app, process.cwd());
-      say(process.stdout, `forkd: config OK (${loaded.file ?? 'no config file'}); app OK: ${app.app.shape} from ${app.file}`);
-      return ExitCode.Ok;
-    } catch (err) {
-      throw new ConfigError(`the app failed to load: ${(err as Error).message}`);
-    }
-  }
-
-  const log = createLogger({ target: config.errorLog, level: config.logLevel });
-  const name = config.name ?? config.app;
-  process.title = `forkd: master [${name}]`;
-  log.info(`Starting forkd ${VERSION}`, { config: loaded.file ?? undefined });
-  let listeners;
+  Object.assign(process.env, config.env);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, fail) => {
+    timer = setTimeout(() => fail(new Error(`it did not finish loading within ${config.bootTimeout}s (bootTimeout)`)),
+      config.bootTimeout * 1000);
+  });
   try {
-    listeners = await openListeners(config.bind);
+    const app = await Promise.race([loadApp(config.app!, process.cwd()), deadline]);
+    say(process.stdout, `forkd: config OK (${loaded.file ?? 'no config file'}); app OK: ${app.app.shape} from ${app.file}`);
+    return ExitCode.Ok;
+  } catch (err) {
+    throw new ConfigError(`the app failed to load: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Opens both logs once here, so that an unwritable path is a config error, not a worker crash loop. */
+function openLogs(config: Config): Logger {
+  const check = (setting: string, path: string, open: () => void) => {
+    try { open(); } catch (err) {
+      throw new ConfigError(`cannot open ${setting} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  if (config.accessLog) check('accessLog', config.accessLog, () => openLineSink(config.accessLog!, 1).close());
+  let log: Logger | undefined;
+  check('errorLog', config.errorLog, () => { log = createLogger({ target: config.errorLog, level: config.logLevel }); });
+  return log!;
+}
+
+async function bindAll(config: Config, log: Logger): Promise<Listener[] | null> {
+  try {
+    const listeners = await openListeners(config.bind);
+    for (const l of listeners) log.info(`Listening at: ${l.url} (${process.pid})`);
+    return listeners;
   } catch (err) {
     if (!(err instanceof BindError)) throw err;
     log.critical(err.message, { event: 'master.bindFailed' });
-    return ExitCode.Failure;
+    return null;
   }
-  for (const l of listeners) log.info(`Listening at: ${l.url} (${process.pid})`);
-  let pidfile: Pidfile | null = null;
+}
+
+async function serve(loaded: Loaded): Promise<ExitCode> {
+  const { config } = loaded;
+  const log = openLogs(config);
+  const name = config.name ?? config.app!;
+  process.title = `forkd: master [${name}]`;
+  log.info(`Starting forkd ${VERSION}`, { config: loaded.file ?? undefined });
+  const listeners = await bindAll(config, log);
+  if (!listeners) return ExitCode.Failure;
+  undoOnStop.push(() => { for (const l of listeners) l.close(); });
   if (config.pid) {
-    try { pidfile = writePidfile(config.pid); } catch (err) {
+    try {
+      const pidfile = writePidfile(config.pid);
+      undoOnStop.push(() => pidfile.remove());
+    } catch (err) {
       log.critical(`cannot write pidfile ${config.pid}: ${(err as Error).message}`, { event: 'master.pidfileFailed' });
       for (const l of listeners) l.close();
       return ExitCode.Failure;
@@ -78,12 +104,29 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Ex
     createArbiter({
       config, name, listeners, log, loop,
       onExit: (code) => {
-        pidfile?.remove();
+        for (const undo of undoOnStop.reverse()) undo();
         log.info('Shutting down: Master', { event: 'master.exit', exitCode: code });
         done(code);
       },
     }).start();
   });
+}
+
+async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<ExitCode> {
+  const parsed = parseArgv(argv);
+  if (parsed.actions.has('help')) { say(process.stdout, renderHelp(VERSION)); return ExitCode.Ok; }
+  if (parsed.actions.has('version')) { say(process.stdout, `forkd ${VERSION} (node ${process.version})`); return ExitCode.Ok; }
+  const loaded = await loadConfig({ cli: parsed.values, env, cwd: process.cwd() });
+  if (parsed.actions.has('printConfig')) { say(process.stdout, renderConfig(loaded)); return ExitCode.Ok; }
+  if (!loaded.config.app) {
+    throw new UsageError('no APP to serve: name it on the command line (forkd app.js) or as "app" in the config file');
+  }
+  if (loaded.config.chdir) {
+    try { process.chdir(resolve(loaded.config.chdir)); } catch (err) {
+      throw new ConfigError(`cannot change to directory ${loaded.config.chdir} (chdir): ${(err as NodeJS.ErrnoException).code}`);
+    }
+  }
+  return parsed.actions.has('checkConfig') ? checkApp(loaded) : serve(loaded);
 }
 
 main(process.argv.slice(2), process.env).then(

@@ -5,10 +5,11 @@
 
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import Module from 'node:module';
-import { dirname, extname, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
 import { ConfigError } from './errors';
+import { isTypeScriptFile } from '../typescript-files';
 
 const NAMES = ['forkd.config.ts', 'forkd.config.mts', 'forkd.config.cts', 'forkd.config.js', 'forkd.config.mjs',
   'forkd.config.cjs', 'forkd.config.json', 'forkd.config.yaml', 'forkd.config.yml'];
@@ -17,7 +18,6 @@ export const SEARCH_PLACES: readonly string[] = [
   ...NAMES, ...RC.map((ext) => `.forkdrc${ext}`), ...RC.map((ext) => `.config/forkdrc${ext}`), 'package.json',
 ];
 
-const TS_EXTS = new Set(['.ts', '.mts', '.cts']);
 /** What a relative `require()` inside a config file may omit, in the order tried. */
 const RESOLVE_EXTS = ['', '.ts', '.mts', '.cts', '.js', '.cjs', '.json', '/index.ts', '/index.js'];
 
@@ -92,7 +92,7 @@ function compileFresh(file: string, source: string, seen: Map<string, InternalMo
     }
     return Module.prototype.require.call(m, id);
   }) as NodeJS.Require;
-  m._compile(TS_EXTS.has(extname(file)) ? transpile(file, source) : source, file);
+  m._compile(isTypeScriptFile(file) ? transpile(file, source) : source, file);
   return m.exports;
 }
 
@@ -108,7 +108,7 @@ const loadModule: Loader = async (file, source) => {
     return compileFresh(file, source, new Map());
   } catch (err) {
     // A .js file written with import/export in a package that is not "type": "module".
-    if (err instanceof SyntaxError && /\b(import|export)\b/.test(err.message) && !TS_EXTS.has(extname(file))) {
+    if (err instanceof SyntaxError && /\b(import|export)\b/.test(err.message) && !isTypeScriptFile(file)) {
       return import(freshUrl(file));
     }
     throw err;

@@ -92,7 +92,7 @@ export const settings = {
     doc: 'Add a random 0..N to each worker\'s max-requests, so that workers do not all recycle at once.',
   }),
   timeout: setting({
-    section: 'Timeouts', flags: ['-t', '--timeout'], metavar: 'SECONDS', parse: duration(), default: 30,
+    section: 'Timeouts', flags: ['-t', '--timeout'], metavar: 'SECONDS', parse: duration({ min: 1, orZero: true }), default: 30,
     doc: 'Kill and replace a worker whose event loop has not sent a heartbeat for this long (0: never).',
   }),
   timeoutStack: setting({

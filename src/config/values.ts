@@ -3,7 +3,7 @@
  *  Invalid saying what is allowed. The layer that called it adds which setting and where from. */
 
 import { availableParallelism } from 'node:os';
-import { parseBind, type BindSpec } from '../net/address';
+import { overlappingBind, parseBind, type BindSpec } from '../net/address';
 
 export class Invalid extends Error {
   /** `allowed` completes "expected …": it describes every acceptable value. */
@@ -28,10 +28,15 @@ function parser<T>(allowed: string, fn: (input: unknown) => T, extra: Partial<Pa
 
 const UNITS_S: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600 };
 
-/** Seconds as a number, or a string such as "500ms", "30s", "2m", "1h". Returns seconds. */
-export function duration(opts: { min?: number } = {}): Parser<number> {
+/** Node's timers hold at most 2^31 - 1 ms; a longer one fires after 1 ms instead. */
+const MAX_DURATION_S = Math.floor((2 ** 31 - 1) / 1000);
+
+/** Seconds as a number, or a string such as "500ms", "30s", "2m", "1h". Returns seconds.
+ *  `orZero`: 0 is also allowed (it turns the limit off) even when `min` is above it. */
+export function duration(opts: { min?: number; orZero?: boolean } = {}): Parser<number> {
   const min = opts.min ?? 0;
-  const allowed = `a duration ≥ ${min}: seconds, or a string such as "500ms", "30s", "2m"`;
+  const allowed = `${opts.orZero && min > 0 ? `0 (off) or ` : ''}a duration from ${min} to ${MAX_DURATION_S}: `
+    + 'seconds, or a string such as "500ms", "30s", "2m"';
   return parser(allowed, (input) => {
     let secs: number;
     if (typeof input === 'number') secs = input;
@@ -40,7 +45,8 @@ export function duration(opts: { min?: number } = {}): Parser<number> {
       if (!m) throw new Invalid(allowed);
       secs = Number(m[1]) * UNITS_S[m[2] ?? 's']!;
     } else throw new Invalid(allowed);
-    if (!Number.isFinite(secs) || secs < min) throw new Invalid(allowed);
+    if (opts.orZero && secs === 0) return 0;
+    if (!Number.isFinite(secs) || secs < min || secs > MAX_DURATION_S) throw new Invalid(allowed);
     return secs;
   });
 }
@@ -111,20 +117,30 @@ export function list<T>(item: Parser<T>, itemName: string): Parser<T[]> {
   }, { repeats: true });
 }
 
+const BIND_FORMS = 'HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N';
+
+/** Listen addresses: each must parse, and no two may claim the same address. */
 export const bindList: Parser<string[]> = (() => {
-  const one = parser<string>('HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N', (input) => {
-    if (typeof input !== 'string') throw new Invalid('HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N');
+  const one = parser<string>(BIND_FORMS, (input) => {
+    if (typeof input !== 'string') throw new Invalid(BIND_FORMS);
     const spec: BindSpec | string = parseBind(input);
-    if (typeof spec === 'string') throw new Invalid('HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N', spec);
+    if (typeof spec === 'string') throw new Invalid(BIND_FORMS, spec);
     return input;
   });
   const inner = list(one, 'address');
   return parser(inner.allowed, (input) => {
     const out = inner(input);
     if (out.length === 0) throw new Invalid(inner.allowed, 'the list is empty');
+    const clash = overlappingBind(out);
+    if (clash) throw new Invalid(`${inner.allowed}, each address once`, clash);
     return out;
   }, { repeats: true });
 })();
+
+function noNul(key: string, value: string): string {
+  if (value.includes('\0')) throw new Invalid('KEY=VALUE pairs (an object in a config file)', `the value of ${key} holds a NUL byte`);
+  return value;
+}
 
 /** Environment for the workers: an object in a config file, `KEY=VALUE` items elsewhere. */
 export const envMap: Parser<Record<string, string>> = parser('KEY=VALUE pairs (an object in a config file)', (input) => {
@@ -135,7 +151,7 @@ export const envMap: Parser<Record<string, string>> = parser('KEY=VALUE pairs (a
     for (const item of items) {
       const m = typeof item === 'string' ? /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(item) : null;
       if (!m) throw new Invalid(allowed, `${JSON.stringify(item)} is not KEY=VALUE`);
-      out[m[1]!] = m[2]!;
+      out[m[1]!] = noNul(m[1]!, m[2]!);
     }
     return out;
   }
@@ -145,7 +161,7 @@ export const envMap: Parser<Record<string, string>> = parser('KEY=VALUE pairs (a
       if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
         throw new Invalid(allowed, `the value of ${k} is not a string`);
       }
-      out[k] = String(v);
+      out[k] = noNul(k, String(v));
     }
     return out;
   }

@@ -58,3 +58,24 @@ export function describeBind(spec: BindSpec): string {
     case 'fd': return `fd://${spec.fd}`;
   }
 }
+
+const WILDCARDS = new Set(['0.0.0.0', '::']);
+
+/** Names the first two binds that would claim the same address (the same TCP port on the same or a
+ *  wildcard host, the same socket path or fd), or null. Port 0 never clashes: each gets its own. */
+export function overlappingBind(binds: readonly string[]): string | null {
+  const specs = binds.map((b) => [b, parseBind(b)] as const);
+  for (let i = 0; i < specs.length; i++) {
+    for (let j = i + 1; j < specs.length; j++) {
+      const [a, sa] = specs[i]!;
+      const [b, sb] = specs[j]!;
+      if (typeof sa === 'string' || typeof sb === 'string' || sa.kind !== sb.kind) continue;
+      const same = sa.kind === 'tcp' && sb.kind === 'tcp'
+        ? sa.port !== 0 && sa.port === sb.port && (sa.host === sb.host || WILDCARDS.has(sa.host) || WILDCARDS.has(sb.host))
+        : sa.kind === 'unix' && sb.kind === 'unix' ? sa.path === sb.path
+          : sa.kind === 'fd' && sb.kind === 'fd' && sa.fd === sb.fd;
+      if (same) return `${a} and ${b} claim the same address`;
+    }
+  }
+  return null;
+}

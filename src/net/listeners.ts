@@ -37,10 +37,17 @@ export interface Listener {
 
 export class BindError extends Error {}
 
+const STALE_PROBE_MS = 1000;
+
 function createServerHandle(): CreateServerHandle {
   const fn = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
   if (typeof fn !== 'function') throw new BindError('this Node.js has no net._createServerHandle; forkd needs Node 20');
   return fn;
+}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => { if (!done) { done = true; fn(); } };
 }
 
 function fail(bind: string, errno: number, hint = ''): never {
@@ -67,7 +74,7 @@ async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>): 
     fail(bind, -osConstants.errno.EADDRINUSE);
   }
   const actual: BindSpec = { kind: 'tcp', host: address, port: out.port as number };
-  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: () => handle.close() };
+  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: once(() => handle.close()) };
 }
 
 /** A socket file left by a process that died is replaced; one that still answers is not. */
@@ -75,12 +82,18 @@ async function clearStaleSocket(bind: string, path: string): Promise<void> {
   let st;
   try { st = lstatSync(path); } catch { return; }
   if (!st.isSocket()) throw new BindError(`cannot bind ${bind}: ${path} exists and is not a socket`);
-  const answers = await new Promise<boolean>((done) => {
-    const probe = net.connect(path);
-    probe.once('connect', () => { probe.destroy(); done(true); });
-    probe.once('error', () => done(false));
+  // Only a refused connection proves the file stale; a full backlog or a slow server means it lives.
+  const probe = await new Promise<'refused' | 'answers' | string>((done) => {
+    const sock = net.connect(path);
+    const timer = setTimeout(() => { sock.destroy(); done('answers'); }, STALE_PROBE_MS);
+    sock.once('connect', () => { clearTimeout(timer); sock.destroy(); done('answers'); });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      done(err.code === 'ECONNREFUSED' ? 'refused' : err.code ?? err.message);
+    });
   });
-  if (answers) throw new BindError(`cannot bind ${bind}: another process is listening on ${path}`);
+  if (probe === 'answers') throw new BindError(`cannot bind ${bind}: another process is listening on ${path}`);
+  if (probe !== 'refused') throw new BindError(`cannot bind ${bind}: cannot tell whether ${path} is in use (${probe})`);
   unlinkSync(path);
 }
 
@@ -90,7 +103,7 @@ async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>)
   const handle = createServerHandle()(path, -1, -1);
   if (typeof handle === 'number') fail(bind, handle);
   const actual: BindSpec = { kind: 'unix', path };
-  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: () => handle.close() };
+  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: once(() => handle.close()) };
 }
 
 function adoptFd(bind: string, spec: Extract<BindSpec, { kind: 'fd' }>): Listener {

@@ -6,9 +6,10 @@ import { existsSync, statSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { createRequire } from 'node:module';
-import { extname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseAppSpec } from '../config/app-spec';
+import { isTypeScriptFile } from '../typescript-files';
 import { fetchListener, type FetchHandler } from './fetch-adapter';
 
 export type LoadedApp =
@@ -19,7 +20,6 @@ export class AppLoadError extends Error {
   override readonly name = 'AppLoadError';
 }
 
-const TS_EXTS = new Set(['.ts', '.mts', '.cts']);
 const TRY_EXTS = ['', '.js', '.mjs', '.cjs', '.ts', '.mts', '.cts', '/index.js', '/index.mjs', '/index.ts'];
 
 function findModule(spec: string, cwd: string): string {
@@ -47,7 +47,7 @@ function registerTsNode(): void {
 
 /** The module's exports as a namespace-like record: `default` plus named exports. */
 async function loadModule(file: string): Promise<Record<string, unknown>> {
-  if (TS_EXTS.has(extname(file))) {
+  if (isTypeScriptFile(file)) {
     registerTsNode();
     const exp = require(file) as unknown;
     if (exp && typeof exp === 'object' && (exp as { __esModule?: unknown }).__esModule) return exp as Record<string, unknown>;

@@ -7,6 +7,19 @@ import { Readable } from 'node:stream';
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 
+/** The absolute URL of a request: origin-form targets are resolved against Host; absolute-form
+ *  targets (`GET http://h/p`) stand as they are; a Host that is not a host falls back to localhost,
+ *  so that no client can make the adapter throw. */
+function requestUrl(target: string, host: string): string {
+  // Joined as text, not resolved: a target of //other/path is a path here, not another host.
+  const path = target.startsWith('/') ? target : null;
+  try {
+    return new URL(path === null ? target : `http://${host}${path}`).href;
+  } catch {
+    return new URL(`http://localhost${path ?? '/'}`).href;
+  }
+}
+
 function toRequest(req: IncomingMessage, signal: AbortSignal): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
@@ -18,7 +31,7 @@ function toRequest(req: IncomingMessage, signal: AbortSignal): Request {
     init.body = Readable.toWeb(req) as unknown as ReadableStream;
     init.duplex = 'half';
   }
-  return new Request(`http://${host}${req.url ?? '/'}`, init);
+  return new Request(requestUrl(req.url ?? '/', host), init);
 }
 
 async function writeResponse(response: Response, res: ServerResponse): Promise<void> {

@@ -3,15 +3,19 @@
  *  only modules that end a process. */
 
 // Signal listeners come first, before anything slow: a signal that arrives before its listener
-// takes its default action (TTIN/TTOU would stop the process, TERM kill it mid-request).
-// USR1 is deliberately left to Node: it opens the inspector, which is how the master reads the
-// stack of a hung worker before killing it (a JavaScript listener could not run while it hangs).
-let onTerm: () => void = () => process.exit(0);
-process.on('SIGTERM', () => onTerm());
+// takes its default action (TTIN/TTOU would stop the process, TERM kill it mid-request). Until the
+// worker serves, a stop means exit now; `stop` is the one piece of mutable state here because it
+// must exist before anything else is loaded, and it is replaced once there is something to drain.
+// USR1 is left to Node when timeoutStack is on: it opens the inspector, which is how the master
+// reads the stack of a hung worker before killing it (a JavaScript listener could not run then).
+const stop = { graceful: (): void => process.exit(0) };
+process.on('SIGTERM', () => stop.graceful());
+process.on('disconnect', () => stop.graceful());
 process.on('SIGINT', () => process.exit(0));
 process.on('SIGQUIT', () => process.exit(0));
 for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as const) process.on(sig, () => undefined);
 
+import inspector from 'node:inspector';
 import net from 'node:net';
 import { ExitCode } from '../exit-codes';
 import { WORKER_SPEC_ENV, type FromWorker, type WorkerSpec } from '../ipc/messages';
@@ -50,7 +54,19 @@ function freePort(): Promise<number> {
   });
 }
 
-function stopper(serving: Serving, log: Logger, gracefulTimeoutMs: number): () => void {
+/** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
+ *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening. */
+function startBeating(spec: WorkerSpec, log: Logger, stats: () => { inFlight: number; requests: number }): void {
+  setInterval(() => {
+    if (inspector.url()) {
+      inspector.close();
+      log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
+    }
+    void send({ type: 'beat', ...stats() });
+  }, spec.beatIntervalMs);
+}
+
+function drainThenExit(serving: Serving, log: Logger, gracefulTimeoutMs: number): () => void {
   let stopping = false;
   return () => {
     if (stopping) return;
@@ -62,44 +78,24 @@ function stopper(serving: Serving, log: Logger, gracefulTimeoutMs: number): () =
   };
 }
 
-async function main(): Promise<void> {
-  const spec = readSpec();
-  const { config } = spec;
-  process.title = `forkd: worker ${spec.nr} [${spec.name}]`;
-  const log = createLogger({ target: config.errorLog, level: config.logLevel, backend: 'direct' });
-  process.on('uncaughtException', (err) => {
-    log.critical('worker crashed: uncaught exception', { event: 'worker.crash', nr: spec.nr, error: err });
-    process.exit(ExitCode.Failure);
-  });
-  log.info(`Booting worker with pid: ${process.pid}`, { nr: spec.nr, generation: spec.generation });
-  const inspectPort = config.timeoutStack ? await freePort() : null;
-  if (inspectPort !== null) process.debugPort = inspectPort;
-
-  let serving: Serving | null = null;
-  setInterval(() => {
-    const stats = serving?.stats() ?? { inFlight: 0, requests: 0 };
-    void send({ type: 'beat', ...stats });
-  }, spec.beatIntervalMs);
-  process.on('disconnect', () => {
-    log.warning('master is gone: worker stopping', { event: 'worker.orphaned', nr: spec.nr });
-    onTerm();
-  });
-
-  let loaded;
+async function load(spec: WorkerSpec, log: Logger) {
   try {
-    loaded = await loadApp(config.app ?? '', process.cwd());
+    return await loadApp(spec.config.app ?? '', process.cwd());
   } catch (err) {
-    const reason = err instanceof Error ? `${err.name === 'AppLoadError' ? '' : `${err.name}: `}${err.message}` : String(err);
-    log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack: err instanceof Error && err.name !== 'AppLoadError' ? err.stack : undefined });
+    const e = err instanceof Error ? err : new Error(String(err));
+    const reason = e.name === 'AppLoadError' ? e.message : `${e.name}: ${e.message}`;
+    log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack: e.name === 'AppLoadError' ? undefined : e.stack });
     await send({ type: 'bootFailed', reason });
-    process.exit(ExitCode.AppLoadFailed);
+    return process.exit(ExitCode.AppLoadFailed);
   }
-  for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
+}
 
+function serve(spec: WorkerSpec, log: Logger, app: Awaited<ReturnType<typeof load>>['app']): Serving {
+  const { config } = spec;
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
   const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
-  serving = createServing(loaded.app, {
+  return createServing(app, {
     keepAliveMs: config.keepAlive * 1000,
     requestTimeoutMs: config.requestTimeout * 1000,
     headersTimeoutMs: config.headersTimeout * 1000,
@@ -114,8 +110,31 @@ async function main(): Promise<void> {
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
     log,
   });
-  onTerm = stopper(serving, log, config.gracefulTimeout * 1000);
+}
+
+async function main(): Promise<void> {
+  const spec = readSpec();
+  const { config } = spec;
+  process.title = `forkd: worker ${spec.nr} [${spec.name}]`;
+  if (!config.timeoutStack) process.on('SIGUSR1', () => undefined);
+  const log = createLogger({ target: config.errorLog, level: config.logLevel, backend: 'direct' });
+  process.on('uncaughtException', (err) => {
+    log.critical('worker crashed: uncaught exception', { event: 'worker.crash', nr: spec.nr, error: err });
+    process.exit(ExitCode.Failure);
+  });
+  log.info(`Booting worker with pid: ${process.pid}`, { nr: spec.nr, generation: spec.generation });
+  const inspectPort = config.timeoutStack ? await freePort() : null;
+  if (inspectPort !== null) process.debugPort = inspectPort;
+  let serving: Serving | null = null;
+  startBeating(spec, log, () => serving?.stats() ?? { inFlight: 0, requests: 0 });
+
+  const loaded = await load(spec, log);
+  for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
+  serving = serve(spec, log, loaded.app);
+  stop.graceful = drainThenExit(serving, log, config.gracefulTimeout * 1000);
   await serving.listen(spec.fds);
+  // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.
+  if (!process.connected) { stop.graceful(); return; }
   log.debug('worker serving', { event: 'worker.ready', nr: spec.nr, app: loaded.app.shape });
   await send({ type: 'ready', inspectPort });
 }

@@ -59,10 +59,14 @@ export interface Forkd {
   output(): string;
   /** Only what it wrote to stdout and stderr. */
   stdio(): string;
+  /** Only what it wrote to stdout. */
+  stdout(): string;
   waitForLog(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   /** The first `Listening at: http://…` address. */
   readonly url: string;
   readonly exited: Promise<Exit>;
+  /** The master's exit, or a failure once `timeoutMs` has passed. */
+  waitExit(timeoutMs?: number): Promise<Exit>;
   hasExited(): boolean;
   workers(): number[];
   signal(sig: NodeJS.Signals): void;
@@ -71,10 +75,11 @@ export interface Forkd {
 }
 
 const started = new Set<ChildProcess>();
-const everWorkers = new Set<number>();
+/** Workers seen under each master this file started, so that a crash of the test still ends them. */
+const workersOf = new Map<number, Set<number>>();
 process.on('exit', () => {
   for (const c of started) if (c.pid && c.exitCode === null) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
-  for (const pid of everWorkers) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  for (const pids of workersOf.values()) for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
 });
 
 export interface StartOptions {
@@ -93,12 +98,15 @@ export async function startForkd(args: readonly string[], opts: StartOptions = {
   });
   started.add(child);
   let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (c: string) => { out += c; });
+  let stdout = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => { out += c; stdout += c; });
   child.stderr!.setEncoding('utf8').on('data', (c: string) => { out += c; });
   let done = false;
   const exited = new Promise<Exit>((ok) => child.once('exit', (code, signal) => { done = true; started.delete(child); ok({ code, signal }); }));
   const pid = child.pid!;
-  const workers = () => { const w = childrenOf(pid); for (const p of w) everWorkers.add(p); return w; };
+  const seen = new Set<number>();
+  workersOf.set(pid, seen);
+  const workers = () => { const w = childrenOf(pid); for (const p of w) seen.add(p); return w; };
   const output = () => {
     if (!opts.logFile) return out;
     try { return out + readFileSync(opts.logFile, 'utf8'); } catch { return out; }
@@ -107,11 +115,12 @@ export async function startForkd(args: readonly string[], opts: StartOptions = {
     waitFor(() => re.exec(output()) ?? (done ? Promise.reject(new Error(`forkd exited; output:\n${output()}`)) : null),
       `log ${re}`, timeoutMs).catch((err: Error) => { throw new Error(`${err.message}; output so far:\n${output()}`); });
   const f: Forkd = {
-    pid, child, output, stdio: () => out, waitForLog, exited, hasExited: () => done, workers,
+    pid, child, output, stdio: () => out, stdout: () => stdout, waitForLog, exited, hasExited: () => done, workers,
+    waitExit: async (timeoutMs = 15_000) => { await waitFor(() => done, 'forkd to exit', timeoutMs); return exited; },
     signal: (sig) => { if (!done) process.kill(pid, sig); },
     get url() { return /Listening at: (http:\/\/\S+)/.exec(output())?.[1] ?? ''; },
     async kill() {
-      const all = new Set([...workers(), ...everWorkers]);
+      const all = new Set([...workers(), ...seen]);
       if (!done) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
       for (const w of all) { try { process.kill(w, 'SIGKILL'); } catch { /* gone */ } }
       await exited;

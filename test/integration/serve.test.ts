@@ -25,7 +25,7 @@ test('serves with N workers, titled and numbered, with a pidfile while it runs',
     assert.ok(f.workers().includes(Number(reply.headers['x-worker'])), 'a worker answered');
     assert.is((await request(`${f.url}/env`)).body, JSON.stringify({ FOO: null, spec: null }), 'the worker spec is not left in the app\'s environment');
     f.signal('SIGTERM');
-    assert.equal(await f.exited, { code: 0, signal: null });
+    assert.equal(await f.waitExit(), { code: 0, signal: null });
     assert.not.ok(existsSync(pidfile), 'pidfile removed at exit');
   } finally {
     await f.kill();
@@ -79,7 +79,7 @@ test('binds IPv4, IPv6 and a Unix socket at once; the socket file outlives worke
     assert.ok(lstatSync(sock).isSocket(), 'a worker that exits leaves the socket file');
     assert.is((await requestUnix(sock)).status, 200);
     f.signal('SIGTERM');
-    assert.is((await f.exited).code, 0);
+    assert.is((await f.waitExit()).code, 0);
     assert.not.ok(existsSync(sock), 'the master removes its socket file at exit');
   } finally {
     await f.kill();

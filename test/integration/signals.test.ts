@@ -27,7 +27,7 @@ test('TERM: in-flight requests finish, new connections are refused, the master e
     assert.is(reply.status, 200);
     assert.match(reply.body, 'late done');
     assert.is(reply.headers.connection, 'close', 'a kept-alive connection is told to close during a drain');
-    assert.equal(await f.exited, { code: 0, signal: null });
+    assert.equal(await f.waitExit(), { code: 0, signal: null });
     await waitFor(() => workers.every((w) => !isAlive(w)), 'workers to exit');
     assert.match(f.output(), 'Handling signal: TERM');
     agent.destroy();
@@ -46,7 +46,7 @@ test('TERM: a request longer than gracefulTimeout is cut, and the worker killed'
     await waitFor(() => existsSync(mark), 'the request to reach a worker');
     const t0 = Date.now();
     f.signal('SIGTERM');
-    assert.is((await f.exited).code, 0);
+    assert.is((await f.waitExit()).code, 0);
     assert.ok(Date.now() - t0 < 5000, 'stopped within gracefulTimeout and a little');
     assert.match(await inFlight, 'socket hang up');
   } finally {
@@ -65,7 +65,7 @@ test('INT and QUIT stop quickly, without waiting for requests', async () => {
       await waitFor(() => existsSync(mark), 'the request to reach a worker');
       const t0 = Date.now();
       f.signal(sig);
-      assert.equal(await f.exited, { code: 0, signal: null }, sig);
+      assert.equal(await f.waitExit(), { code: 0, signal: null }, sig);
       assert.ok(Date.now() - t0 < 3000, `${sig} stopped in ${Date.now() - t0} ms`);
       assert.is(await inFlight, 'socket hang up');
     } finally {
@@ -129,19 +129,70 @@ test('a worker killed with -9 is replaced under the same number', async () => {
   }
 });
 
-test('stray signals neither stop nor open an inspector in the master or a worker', async () => {
-  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', probe]);
+test('stray signals neither stop a worker nor leave an inspector open', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-t', '2', probe]);
   try {
     const [worker] = f.workers();
     const state = (pid: number) => /^\S+ \(.*\) (\S)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))![1];
-    for (const sig of ['SIGUSR1', 'SIGTTIN', 'SIGTTOU', 'SIGHUP', 'SIGWINCH', 'SIGUSR2'] as const) process.kill(worker!, sig);
+    for (const sig of ['SIGTTIN', 'SIGTTOU', 'SIGHUP', 'SIGWINCH', 'SIGUSR2'] as const) process.kill(worker!, sig);
     f.signal('SIGUSR1');
     f.signal('SIGWINCH');
     await f.waitForLog(/WINCH is not supported/);
     assert.is((await request(`${f.url}/`)).status, 200);
     assert.is.not(state(worker!), 'T', 'the worker is not stopped by TTIN/TTOU');
+    assert.not.match(f.stdio(), 'Debugger listening', 'USR1 opened no inspector in the master');
+    // A USR1 to a worker opens its inspector (kept for reading hung stacks); its next heartbeat closes it.
+    process.kill(worker!, 'SIGUSR1');
+    const port = Number((await f.waitForLog(/Debugger listening on ws:\/\/127\.0\.0\.1:(\d+)/))[1]);
+    await f.waitForLog(/closed the inspector a USR1 opened/);
+    await waitFor(() => request(`http://127.0.0.1:${port}/json/list`).then(() => false, () => true), 'the inspector to stop answering');
     assert.equal(f.workers(), [worker]);
-    assert.not.match(f.stdio(), /Debugger listening on ws:\/\/127\.0\.0\.1:9229/);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('--no-timeout-stack: a USR1 never opens a worker\'s inspector', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-t', '1', '--no-timeout-stack', probe]);
+  try {
+    const [worker] = f.workers();
+    process.kill(worker!, 'SIGUSR1');
+    // Nothing to wait for but time: four heartbeats' worth.
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.is((await request(`${f.url}/`)).status, 200);
+    assert.not.match(f.stdio(), 'Debugger listening');
+    assert.equal(f.workers(), [worker]);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('a master stalled longer than timeout does not kill its healthy workers', async () => {
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '-t', '1', probe]);
+  try {
+    const workers = f.workers();
+    process.kill(f.pid, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 2500)); // the stall itself is the scenario
+    process.kill(f.pid, 'SIGCONT');
+    await f.waitForLog(/the master was stalled for \d+ ms/);
+    await new Promise((r) => setTimeout(r, 1500)); // a full timeout after the stall, still no kill
+    assert.not.match(f.output(), 'WORKER TIMEOUT');
+    assert.equal(f.workers().sort(), workers.sort());
+  } finally {
+    await f.kill();
+  }
+});
+
+test('TERM closes idle keep-alive connections promptly', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--graceful-timeout', '30', probe]);
+  try {
+    const agent = new http.Agent({ keepAlive: true });
+    assert.is((await request(`${f.url}/`, { agent })).headers.connection, 'keep-alive');
+    const t0 = Date.now();
+    f.signal('SIGTERM');
+    assert.equal(await f.waitExit(5000), { code: 0, signal: null });
+    assert.ok(Date.now() - t0 < 2000, `stopped in ${Date.now() - t0} ms with an idle connection open`);
+    agent.destroy();
   } finally {
     await f.kill();
   }
@@ -152,7 +203,7 @@ test('workers exit when their master dies', async () => {
   try {
     const workers = f.workers();
     process.kill(f.pid, 'SIGKILL');
-    await f.exited;
+    await f.waitExit();
     await waitFor(() => workers.every((w) => !isAlive(w)), 'orphaned workers to exit', 10_000);
   } finally {
     await f.kill();

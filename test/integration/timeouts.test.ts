@@ -1,8 +1,9 @@
+import { rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { APPS, isAlive, startForkd, waitFor } from '../helpers/forkd';
+import { APPS, isAlive, startForkd, tempDir, waitFor } from '../helpers/forkd';
 import { load, rawExchange, request } from '../helpers/http';
 
 const probe = join(APPS, 'probe.js');
@@ -83,6 +84,49 @@ test('a client that sends its headers too slowly gets 408 within headersTimeout'
     assert.match(reply.data, /^HTTP\/1\.1 408/);
     assert.ok(reply.closed, 'the connection is closed');
     assert.ok(Date.now() - t0 < 3000, `answered after ${Date.now() - t0} ms`);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('a client that sends its body too slowly gets 408 within requestTimeout', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--headers-timeout', '1', '--request-timeout', '1', probe]);
+  try {
+    const port = Number(new URL(f.url).port);
+    const t0 = Date.now();
+    const reply = await rawExchange(port, 'POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial', 6000);
+    assert.match(reply.data, /^HTTP\/1\.1 408/);
+    assert.ok(Date.now() - t0 < 3000, `answered after ${Date.now() - t0} ms`);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('a crash loop that starts after the service was up backs off, and recovers', async () => {
+  const dir = tempDir();
+  const crashFile = join(dir.path, 'crash');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--log-level', 'debug', join(APPS, 'dies-soon.js')], { env: { CRASH_FILE: crashFile } });
+  try {
+    await f.waitForLog(/Worker 1 stable/); // from here on, failures are retried rather than fatal
+    writeFileSync(crashFile, '');
+    process.kill(f.workers()[0]!, 'SIGKILL');
+    await f.waitForLog(/after it was ready; next start in 400 ms/);
+    assert.ok(!f.hasExited(), 'the master carries on');
+    rmSync(crashFile);
+    await waitFor(async () => (await request(`${f.url}/`).catch(() => null))?.status === 200, 'service back', 15_000);
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('the master reaches "Ready" even when TTOU removes the worker it was waiting for', async () => {
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--log-level', 'debug', join(APPS, 'slow-second.js')],
+    { wait: 'listening', env: { BOOT_MS: '3000' } });
+  try {
+    await f.waitForLog(/Worker 1 ready/);
+    f.signal('SIGTTOU');
+    await f.waitForLog(/Ready: 1 worker serving/, 2500);
   } finally {
     await f.kill();
   }

@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { AppLoadError, loadApp, type LoadedApp } from '../../src/worker/app-loader';
 import { APPS } from '../helpers/forkd';
-import { request } from '../helpers/http';
+import { rawExchange, request } from '../helpers/http';
 
 /** Serves a loaded app on a loopback port in this process and fetches one path from it. */
 async function fetchFrom(app: LoadedApp, path = '/', init: { method?: string; body?: string } = {}) {
@@ -50,6 +50,22 @@ test('fetch handlers get the request body and can set several cookies', async ()
   const fetch = await loadApp('fetch.mjs', APPS);
   assert.is((await fetchFrom(fetch.app, '/', { method: 'POST', body: 'x'.repeat(100_000) })).body.length, 'fetch got '.length + 100_000);
   assert.equal((await fetchFrom(fetch.app)).headers['set-cookie'], ['a=1', 'b=2']);
+});
+
+test('fetch handlers see an absolute URL that no client can point at another host', async () => {
+  const { app } = await loadApp('fetch.mjs', APPS);
+  const server = http.createServer((app as { listener: http.RequestListener }).listener);
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const urlOf = async (head: string) => /x-url: (\S+)/i.exec((await rawExchange(port, `${head}\r\nConnection: close\r\n\r\n`)).data)?.[1];
+    assert.is(await urlOf('GET /p?q=1 HTTP/1.1\r\nHost: a.example:81'), 'http://a.example:81/p?q=1');
+    assert.is(await urlOf('GET //evil.example/x HTTP/1.1\r\nHost: a.example'), 'http://a.example//evil.example/x');
+    assert.is(await urlOf('GET http://b.example/abs HTTP/1.1\r\nHost: a.example'), 'http://b.example/abs');
+    assert.is(await urlOf('GET /y HTTP/1.1\r\nHost: bad host'), 'http://localhost/y');
+  } finally {
+    server.close();
+  }
 });
 
 test('an app that calls listen() while loading is served, and never binds a port of its own', async () => {

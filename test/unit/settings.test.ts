@@ -70,7 +70,7 @@ test('an invalid value names the setting, the value, the layer and what is allow
   const fromFile = configError(() => layers({ file: { path: '/srv/forkd.config.ts', values: { timeout: -5 } } }));
   assert.match(fromFile, 'timeout = -5');
   assert.match(fromFile, 'config file /srv/forkd.config.ts');
-  assert.match(fromFile, 'a duration ≥ 0');
+  assert.match(fromFile, '0 (off) or a duration from 1 to 2147483: seconds');
   const fromEnv = configError(() => layers({ env: { WEB_CONCURRENCY: 'lots' } }));
   assert.match(fromEnv, 'workers = "lots" from environment variable WEB_CONCURRENCY');
   assert.match(fromEnv, '"auto" or an integer ≥ 1');
@@ -88,6 +88,16 @@ test('unknown settings are refused with a suggestion', () => {
   assert.match(env, 'unknown environment variable FORKD_TIMEOUTS; did you mean "FORKD_TIMEOUT"?');
   const cfg = configError(() => layers({ file: { path: '/x/forkd.config.js', values: { config: 'other.js' } } }));
   assert.match(cfg, 'config cannot be set in config file');
+});
+
+test('values Node cannot honour are refused: long timers, NUL bytes, one address twice', () => {
+  assert.match(configError(() => layers({ cli: cli('--keep-alive', '1000h') })), 'a duration from 0 to 2147483');
+  assert.match(configError(() => layers({ cli: cli('-t', '0.2') })), '0 (off) or a duration from 1');
+  assert.is(layers({ cli: cli('-t', '0') }).config.timeout, 0);
+  assert.match(configError(() => layers({ file: { path: '/f.json', values: { env: { K: 'a\0b' } } } })), 'the value of K holds a NUL byte');
+  assert.match(configError(() => layers({ cli: cli('-b', '[::]:80', '-b', '[::1]:80') })), '[::]:80 and [::1]:80 claim the same address');
+  assert.match(configError(() => layers({ cli: cli('-b', 'unix:/a.sock', '-b', 'unix:/a.sock') })), 'claim the same address');
+  assert.equal(layers({ cli: cli('-b', '127.0.0.1:0', '-b', '127.0.0.1:0', '-b', '127.0.0.1:80', '-b', '127.0.0.2:80') }).config.bind.length, 4);
 });
 
 test('headersTimeout may not exceed requestTimeout', () => {

@@ -1,0 +1,75 @@
+/** Owns the master's deadlines, checked on one ticker: a worker's boot, its heartbeat, and the
+ *  kill that follows a stop it did not finish. A master that was itself stalled (SIGSTOP, a paused
+ *  VM, swap) skips one round of checks: the heartbeats that queued meanwhile are read first,
+ *  instead of every healthy worker being killed as hung. */
+
+import type { Logger } from '../log/logger';
+import type { Clock, Pool } from './pool';
+import { captureStack } from './stack-capture';
+import { sendSignal, WORKER_SCRIPT, type WorkerHandle } from './worker-handle';
+
+export const TICK_MS = 100;
+const STALL_MS = 5 * TICK_MS;
+const STACK_CAPTURE_MS = 2000;
+
+export interface DeadlineDeps {
+  readonly pool: Pool;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** Read on each tick, so that a reload's new values apply. */
+  readonly limits: () => { timeoutMs: number; bootTimeoutS: number; timeoutStack: boolean };
+  /** A worker killed for silence (after its stack was read). */
+  readonly onTimeout?: (h: WorkerHandle, stack: string) => void;
+}
+
+export function startDeadlines(deps: DeadlineDeps): { stop(): void } {
+  const { pool, log, clock } = deps;
+  let lastTickAtMs = clock.now();
+
+  const timedOut = (h: WorkerHandle, now: number, timeoutStack: boolean) => {
+    h.endReason = 'timeout';
+    const silentForMs = Math.round(now - h.lastBeatAtMs);
+    const kill = (stack: string) => {
+      log.critical(`WORKER TIMEOUT (pid:${h.pid})`, { event: 'worker.timeout', nr: h.nr, silentForMs, stack });
+      sendSignal(h, 'SIGKILL');
+      deps.onTimeout?.(h, stack);
+    };
+    if (!timeoutStack || h.inspectPort === null) { kill('not captured (timeoutStack is off)'); return; }
+    captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS).then(
+      (frames) => kill(frames.join(' | ')),
+      (err: Error) => kill(`unavailable: ${err.message}`),
+    );
+  };
+
+  const check = (h: WorkerHandle, now: number) => {
+    const { timeoutMs, bootTimeoutS, timeoutStack } = deps.limits();
+    if (h.state === 'booting' && h.endReason === null && now - h.spawnedAtMs > bootTimeoutS * 1000) {
+      h.bootFailure = `it did not boot within ${bootTimeoutS}s (bootTimeout)`;
+      h.endReason = 'boot timeout';
+      sendSignal(h, 'SIGKILL');
+    } else if ((h.state === 'serving' || h.state === 'replacing') && timeoutMs > 0 && h.endReason === null
+      && now - h.lastBeatAtMs > timeoutMs) {
+      timedOut(h, now, timeoutStack);
+    } else if (h.state === 'stopping' && h.killAtMs !== null && now >= h.killAtMs) {
+      log.warning(`Worker (pid:${h.pid}) did not stop in time: killing it`, { event: 'worker.kill', nr: h.nr });
+      h.killAtMs = null;
+      sendSignal(h, 'SIGKILL');
+    }
+  };
+
+  const tick = () => {
+    const now = clock.now();
+    const gap = now - lastTickAtMs;
+    lastTickAtMs = now;
+    if (gap > STALL_MS) {
+      log.warning(`the master was stalled for ${Math.round(gap)} ms: deadlines resume on the next tick`,
+        { event: 'master.stalled' });
+      for (const h of pool.live()) h.lastBeatAtMs = Math.max(h.lastBeatAtMs, now - TICK_MS);
+      return;
+    }
+    pool.noteStable(now);
+    for (const h of pool.live()) check(h, now);
+  };
+  const timer = setInterval(tick, TICK_MS);
+  return { stop: () => clearInterval(timer) };
+}
