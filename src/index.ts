@@ -1,8 +1,10 @@
 /** Owns forkd's public API for config files: `defineConfig()` and the types it checks against. */
 
+import type { HookName, Hooks } from './config/hooks';
 import type { Config, SettingName } from './config/settings';
 
 export type { Config } from './config/settings';
+export type { Hooks, MasterInfo, WorkerInfo } from './config/hooks';
 
 /** What a config file may give for a setting: durations and counts may also be strings ("2m"). */
 type Input<T> = T extends number ? number | string
@@ -10,7 +12,8 @@ type Input<T> = T extends number ? number | string
     : T extends readonly string[] ? readonly string[] | string
       : T;
 
-export type UserConfig = { readonly [K in Exclude<SettingName, 'config'>]?: Input<Config[K]> };
+export type UserConfig = { readonly [K in Exclude<SettingName, 'config' | HookName>]?: Input<Config[K]> }
+  & { readonly [K in HookName]?: Hooks[K] | null };
 
 /** Types a config file: `export default defineConfig({ workers: 4, bind: ['0.0.0.0:8080'] })`. */
 export function defineConfig<T extends UserConfig | (() => UserConfig | Promise<UserConfig>)>(config: T): T {

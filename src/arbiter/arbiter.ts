@@ -1,8 +1,11 @@
 /** Owns the master's life: its phases (starting, running, stopping), how many workers there should
- *  be, the signal table, and when to give up. It never serves a request: the workers accept on the
- *  sockets it bound. The pool keeps the workers; deadlines.ts watches them. */
+ *  be, the signal table, reloads, and when to give up. It never serves a request: the workers
+ *  accept on the sockets it bound. pool.ts keeps the workers, deadlines.ts watches them, reload.ts
+ *  switches generations, watchers.ts turns file saves into reloads. */
 
-import type { Config } from '../config/settings';
+import { resolve } from 'node:path';
+import { runHook, type HookName, type Hooks, type MasterInfo } from '../config/hooks';
+import type { Loaded } from '../config/load';
 import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import type { Logger } from '../log/logger';
@@ -10,57 +13,77 @@ import type { Listener } from '../net/listeners';
 import { startDeadlines } from './deadlines';
 import type { Command, Loop, ManagedSignal } from './loop';
 import { createPool, monotonicClock, type Clock, type Generation } from './pool';
-import { stopPlans, type SpawnWorker, type StopPlan } from './worker-handle';
+import { reload, type PendingGeneration } from './reload';
+import { createWatchers } from './watchers';
+import { stopPlans, type SpawnWorker, type StopPlan, type WorkerHandle } from './worker-handle';
 
 export interface ArbiterDeps {
-  readonly config: Config;
-  readonly name: string;
+  /** The config as read at start. */
+  readonly loaded: Loaded;
   readonly listeners: readonly Listener[];
   readonly log: Logger;
   readonly loop: Loop;
+  /** Where forkd was started: chdir is relative to it. */
+  readonly startCwd: string;
+  /** Reads the config again through every layer (a reload). */
+  readonly readConfig: () => Promise<Loaded>;
   readonly onExit: (code: ExitCode) => void;
   readonly clock?: Clock;
   readonly spawn?: SpawnWorker;
 }
 
-/** Consecutive boot failures at first start after which forkd gives up with exit 3. */
-const MAX_START_FAILURES = 5;
-
 type Phase = 'starting' | 'running' | 'stopping';
+const isStop = (item: unknown) => item === 'SIGTERM' || item === 'SIGINT' || item === 'SIGQUIT';
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 export function createArbiter(deps: ArbiterDeps): { start(): void } {
   const { log, loop } = deps;
   const clock = deps.clock ?? monotonicClock;
-  const gen: Generation = { id: 1, config: deps.config, listeners: deps.listeners };
+  const cwdFor = (loaded: Loaded) => resolve(deps.startCwd, loaded.config.chdir ?? '.');
+  let gen: Generation = {
+    id: 1, config: deps.loaded.config, listeners: deps.listeners, cwd: cwdFor(deps.loaded),
+    configFile: deps.loaded.file, name: deps.loaded.config.name ?? deps.loaded.config.app ?? 'forkd',
+  };
   const cfg = () => gen.config;
   const gracefulMs = () => cfg().gracefulTimeout * 1000;
-  const timeoutMs = cfg().timeout * 1000;
   const startedAtMs = clock.now();
   let phase: Phase = 'starting';
   let exitCode: ExitCode = ExitCode.Ok;
-  let extra = 0;
-  let fillQueued = false;
+  let wanted = resolveWorkerCount(cfg().workers);
+  let idle = false;
+  let pending: PendingGeneration | null = null;
+  let lastGenerationId = 1;
   let fillTimer: NodeJS.Timeout | null = null;
+  let fillQueued = false;
   let finished = false;
-  let listenersClosed = false;
+  const openListeners = new Set(deps.listeners);
+  let stopArrived!: () => void;
+  const stopping = new Promise<void>((ok) => { stopArrived = ok; });
 
-  const target = () => Math.max(1, resolveWorkerCount(cfg().workers) + extra);
+  const target = () => (idle ? 0 : wanted);
+  const master = (): MasterInfo => ({ pid: process.pid, name: gen.name, generation: gen.id, workers: target() });
+  const hook = <K extends HookName>(name: K, ...args: Parameters<Hooks[K]>) =>
+    runHook(cfg()[name], name, args, { timeoutMs: cfg().hookTimeout * 1000, log });
 
   const pool = createPool({
-    log, clock, name: deps.name, spawn: deps.spawn,
-    beatIntervalMs: timeoutMs > 0 ? Math.min(1000, Math.max(50, timeoutMs / 4)) : 1000,
+    log, clock, spawn: deps.spawn,
     later: (delayMs) => {
       if (fillTimer) return;
       fillTimer = setTimeout(() => { fillTimer = null; requestFill(); }, delayMs);
     },
     events: {
-      changed: requestFill,
-      // At first start (until some worker has run for a while) failing workers are fatal; later,
-      // the ones still serving carry on while the others are retried with backoff.
-      bootFailed: (_nr, failures, reason, code) => {
-        if (phase === 'stopping' || pool.everStable) return;
+      changed: () => { pending?.changed(); requestFill(); },
+      spawning: (nr, generation) => void hook('preFork', master(), { nr, generation }),
+      spawned: (h) => void hook('postFork', master(), { pid: h.pid, nr: h.nr, generation: h.generation }),
+      exited: (h, code, signal) => void hook('childExit', master(), { pid: h.pid, nr: h.nr, generation: h.generation, code, signal }),
+      // At first start (generation 1, until some worker has run for a while) failing workers are
+      // fatal; later, the ones still serving carry on while the others are retried with backoff.
+      // A reload's failures only end that reload.
+      bootFailed: (_nr, generation, failures, reason, code) => {
+        pending?.failed(generation, reason);
+        if (phase === 'stopping' || pool.everStable || generation !== 1 || gen.id !== 1) return;
         if (code === ExitCode.AppLoadFailed) fatal(ExitCode.AppLoadFailed, `App failed to load: ${reason}`);
-        else if (failures >= MAX_START_FAILURES) {
+        else if (failures >= cfg().maxBootFailures) {
           fatal(ExitCode.BootFailed, `Workers failed to boot ${failures} times in a row; the last: ${reason}`);
         }
       },
@@ -68,23 +91,27 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   });
   const deadlines = startDeadlines({
     pool, log, clock,
-    limits: () => ({ timeoutMs: cfg().timeout * 1000, bootTimeoutS: cfg().bootTimeout, timeoutStack: cfg().timeoutStack }),
+    limits: () => ({ timeoutMs: cfg().timeout * 1000, bootTimeoutS: cfg().bootTimeout, timeoutStack: cfg().timeoutStack, maxMemory: cfg().maxMemory }),
+    beforeKill: (h, stack) => hook('workerAbort', master(), { pid: h.pid, nr: h.nr, generation: h.generation, stack }),
   });
+  const watchers = createWatchers(log, (why) => loop.push(() => reloadCommand(why)));
 
-  /** Coalesces the many reasons to look at the pool into one command on the loop. */
+  /** Filling the pool is housekeeping, not a command: it runs between commands and during a
+   *  reload's wait (the reload's own steps are synchronous between its awaits). */
   function requestFill(): void {
     if (fillQueued) return;
     fillQueued = true;
-    loop.push(() => { fillQueued = false; fill(); });
+    setImmediate(() => { fillQueued = false; fill(); });
   }
 
   function fill(): void {
-    if (phase === 'stopping') { if (pool.size === 0) finish(); return; }
-    pool.fill(target(), gen, gracefulMs());
-    if (phase === 'starting' && pool.serving() >= target()) {
+    if (phase === 'stopping') { if (pool.size === 0) void finish(); return; }
+    pool.fill(target(), gen, gracefulMs(), pending === null);
+    if (phase === 'starting' && pending === null && pool.serving().length >= target()) {
       phase = 'running';
-      log.info(`Ready: ${pool.serving()} worker${pool.serving() === 1 ? '' : 's'} serving`,
+      log.info(`Ready: ${plural(pool.serving().length, 'worker')} serving`,
         { event: 'master.ready', startupMs: Math.round(clock.now() - startedAtMs) });
+      void hook('whenReady', master());
     }
   }
 
@@ -94,54 +121,118 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     stopAll(stopPlans.quick(gracefulMs()), 'master giving up');
   }
 
-  function closeListeners(): void {
-    if (listenersClosed) return;
-    listenersClosed = true;
-    for (const l of gen.listeners) l.close();
+  function closeListeners(which: Iterable<Listener>): void {
+    for (const l of which) { l.close(); openListeners.delete(l); }
   }
 
   /** Stopping closes the master's sockets first, so that new connections are refused at once
    *  instead of waiting in a backlog no worker will accept from again. */
   function stopAll(plan: StopPlan, reason: string): void {
     phase = 'stopping';
-    closeListeners();
+    watchers.close();
+    closeListeners([...openListeners]);
     if (fillTimer) { clearTimeout(fillTimer); fillTimer = null; }
     pool.stopAll(plan, reason);
     requestFill();
   }
 
-  function finish(): void {
+  async function finish(): Promise<void> {
     if (finished) return;
     finished = true;
     deadlines.stop();
-    closeListeners();
+    await hook('onExit', master());
     deps.onExit(exitCode);
+  }
+
+  function setWanted(next: number, nextIdle: boolean): void {
+    const before = target();
+    wanted = next;
+    idle = nextIdle;
+    if (target() !== before) void hook('nworkersChanged', master(), target(), before);
   }
 
   function resize(delta: number): void {
     if (phase === 'stopping') return;
-    if (target() + delta < 1) { log.info('TTOU ignored: forkd keeps at least 1 worker', { event: 'master.resize' }); return; }
-    extra += delta;
+    if (delta > 0) setWanted(idle ? 1 : wanted + 1, false);
+    else if (idle || wanted <= 1) { log.info('TTOU ignored: forkd keeps at least 1 worker', { event: 'master.resize' }); return; }
+    else setWanted(wanted - 1, false);
     log.info(`Number of workers: ${target()}`, { event: 'master.resize', workers: target() });
     fill();
   }
 
-  const notYet = (what: string): Command => () => log.warning(`${what} is not supported by this version of forkd; ignored`);
+  async function reloadCommand(why: string): Promise<void> {
+    if (phase === 'stopping') return;
+    const before = { wanted, idle };
+    await hook('onReload', master());
+    const outcome = await reload({
+      log, pool, stopping, cwdFor,
+      serving: () => gen,
+      nextGenerationId: () => ++lastGenerationId,
+      readConfig: deps.readConfig,
+      workersFor: (loaded) => (loaded.origins.workers.layer !== 'default' ? resolveWorkerCount(loaded.config.workers) : wanted),
+      begin: (next, count, watch) => {
+        pending = watch;
+        gen = next;
+        setWanted(count, false);
+        pool.replaceOlderThan(next.id, gracefulMs());
+        fill();
+      },
+      commit: (next, loaded, count, dropped) => {
+        pending = null;
+        for (const l of next.listeners) openListeners.add(l);
+        closeListeners(dropped);
+        pool.stopAll(stopPlans.graceful(gracefulMs()), 'reloaded', (h: WorkerHandle) => h.generation < next.id && h.state === 'replacing');
+        try { log.reconfigure({ target: loaded.config.errorLog, level: loaded.config.logLevel }); } catch (err) {
+          log.error(`cannot open errorLog ${loaded.config.errorLog}: ${(err as Error).message}; logging on where it was`);
+        }
+        if (loaded.config.pid !== deps.loaded.config.pid) log.warning('a changed pid takes effect at the next start', { event: 'reload.pid' });
+        process.title = `forkd: master [${next.name}]`;
+        watchers.update(next.config, next.configFile, next.cwd);
+        log.info(`Reload complete: generation ${next.id}, ${plural(count, 'worker')}`, { event: 'reload.done', generation: next.id });
+        fill();
+      },
+      abandon: (next, prev, opened) => {
+        pending = null;
+        pool.abandon(next.id, gracefulMs());
+        gen = prev;
+        setWanted(before.wanted, before.idle);
+        closeListeners(opened);
+        fill();
+      },
+    }, why);
+    pending = null;
+    if (!outcome.ok && outcome.reason !== 'stopping') {
+      log.error(`Reload failed: ${outcome.reason}; still serving generation ${gen.id} as before`,
+        { event: 'reload.failed', generation: gen.id });
+    }
+  }
+
   const onSignal: Record<ManagedSignal, Command> = {
     SIGTERM: () => { if (phase !== 'stopping') stopAll(stopPlans.graceful(gracefulMs()), 'TERM'); },
     SIGINT: () => stopAll(stopPlans.quick(gracefulMs()), 'INT'),
     SIGQUIT: () => stopAll(stopPlans.quick(gracefulMs()), 'QUIT'),
     SIGTTIN: () => resize(+1),
     SIGTTOU: () => resize(-1),
-    SIGHUP: notYet('HUP (reload)'),
-    SIGUSR1: notYet('USR1 (reopen logs)'),
-    SIGUSR2: notYet('USR2 (upgrade)'),
-    SIGWINCH: notYet('WINCH'),
+    SIGHUP: () => reloadCommand('HUP'),
+    SIGUSR1: () => {
+      log.reopen();
+      pool.send({ type: 'reopenLogs' });
+      log.info('Log files reopened', { event: 'master.reopenLogs' });
+    },
+    SIGUSR2: () => log.warning('USR2 (upgrade) is not supported by this version of forkd; ignored'),
+    SIGWINCH: () => {
+      if (phase === 'stopping') return;
+      setWanted(wanted, true);
+      log.info('WINCH: stopping every worker; the master keeps its sockets (HUP or TTIN brings workers back)',
+        { event: 'master.idle' });
+      fill();
+    },
   };
 
   return {
     start() {
-      log.info(`Using ${target()} worker${target() === 1 ? '' : 's'}`, { event: 'master.start', workers: target() });
+      log.info(`Using ${plural(target(), 'worker')}`, { event: 'master.start', workers: target() });
+      loop.onArrival((item) => { if (isStop(item)) stopArrived(); });
       loop.start(
         (item) => {
           if (typeof item !== 'string') return item();
@@ -150,6 +241,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
         },
         (err) => log.error('master command failed', { event: 'master.error', error: err }),
       );
+      watchers.update(cfg(), gen.configFile, gen.cwd);
       requestFill();
     },
   };

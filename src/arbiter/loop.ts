@@ -11,6 +11,9 @@ export type Item = ManagedSignal | Command;
 
 export interface Loop {
   push(item: Item): void;
+  /** Told of every item as it arrives, even while a long command runs: a stop that arrives during a
+   *  reload can then cut the reload short instead of waiting behind it. */
+  onArrival(listener: (item: Item) => void): void;
   /** Starts running items, those queued before included. A later call replaces the runner: the
    *  entry point runs a small one until the master is ready for the rest. */
   start(run: (item: Item) => void | Promise<void>, onError: (err: unknown) => void): void;
@@ -21,6 +24,7 @@ export function createLoop(): Loop {
   let runner: ((item: Item) => void | Promise<void>) | null = null;
   let onError: (err: unknown) => void = () => undefined;
   let busy = false;
+  let arrival: (item: Item) => void = () => undefined;
   const drain = async () => {
     if (busy || !runner) return;
     busy = true;
@@ -33,7 +37,8 @@ export function createLoop(): Loop {
     }
   };
   return {
-    push(item) { queue.push(item); void drain(); },
+    push(item) { queue.push(item); arrival(item); void drain(); },
+    onArrival(listener) { arrival = listener; },
     start(run, errors) { runner = run; onError = errors; void drain(); },
   };
 }

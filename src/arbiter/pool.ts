@@ -1,9 +1,11 @@
 /** Owns the set of workers: starting them, hearing from them, noticing their exits, filling each
- *  numbered slot, and backing off when workers keep dying young. The arbiter decides how many
- *  workers there should be and when to stop; the pool makes it so. */
+ *  numbered slot, and backing off when workers keep dying young. Workers belong to a generation
+ *  (the config and sockets they were started with); a reload starts a new generation beside the
+ *  old one. The arbiter decides how many workers there should be and when; the pool makes it so. */
 
 import type { Config } from '../config/settings';
-import { assertNever, isFromWorker } from '../ipc/messages';
+import { WORKER_HOOK_NAMES } from '../config/hooks';
+import { assertNever, isFromWorker, type ToWorker } from '../ipc/messages';
 import type { Logger } from '../log/logger';
 import type { Listener } from '../net/listeners';
 import {
@@ -13,11 +15,15 @@ import {
 export interface Clock { now(): number }
 export const monotonicClock: Clock = { now: () => performance.now() };
 
-/** What a worker is started with: the config and sockets of one generation. */
+/** What a worker is started with: the config, sockets and directory of one generation. */
 export interface Generation {
   readonly id: number;
   readonly config: Config;
   readonly listeners: readonly Listener[];
+  readonly cwd: string;
+  /** The config file it was read from, for workers that run hooks of their own. */
+  readonly configFile: string | null;
+  readonly name: string;
 }
 
 /** A worker that dies within this long of being ready counts as dying at boot: an app that crashes
@@ -28,24 +34,30 @@ const BACKOFF_MAX_MS = 10_000;
 
 export interface PoolEvents {
   /** A worker died young (before ready or within STABLE_AFTER_MS of it). */
-  bootFailed(nr: number, failures: number, reason: string, code: number | null): void;
+  bootFailed(nr: number, generation: number, failures: number, reason: string, code: number | null): void;
   /** Something changed that may let the arbiter move on (a worker ready, one gone). */
   changed(): void;
+  spawning(nr: number, generation: number): void;
+  spawned(h: WorkerHandle): void;
+  exited(h: WorkerHandle, code: number | null, signal: NodeJS.Signals | null): void;
 }
 
 export interface PoolDeps {
   readonly log: Logger;
   readonly clock: Clock;
-  readonly name: string;
-  readonly beatIntervalMs: number;
   readonly events: PoolEvents;
-  /** Ask for `fill` to run again later (through the arbiter's loop). */
+  /** Ask for `fill` to run again after a backoff. */
   readonly later: (delayMs: number) => void;
   readonly spawn?: SpawnWorker;
 }
 
+function beatIntervalMs(config: Config): number {
+  const timeoutMs = config.timeout * 1000;
+  return timeoutMs > 0 ? Math.min(1000, Math.max(50, timeoutMs / 4)) : 1000;
+}
+
 export function createPool(deps: PoolDeps) {
-  const { log, clock } = deps;
+  const { log, clock, events } = deps;
   const spawnOne = deps.spawn ?? spawnWorker;
   const workers = new Set<WorkerHandle>();
   let failures = 0;
@@ -57,15 +69,17 @@ export function createPool(deps: PoolDeps) {
   const occupied = (nr: number) => live().some((h) => h.nr === nr && (h.state === 'booting' || h.state === 'serving'));
 
   function spawn(nr: number, gen: Generation): void {
+    events.spawning(nr, gen.id);
     let h: WorkerHandle;
     try {
       h = spawnOne({
-        nr, generation: gen.id, config: gen.config, name: deps.name, fds: gen.listeners.map((l) => l.fd),
-        beatIntervalMs: deps.beatIntervalMs, nowMs: clock.now(),
+        nr, generation: gen.id, config: gen.config, name: gen.name, fds: gen.listeners.map((l) => l.fd),
+        beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, configFile: gen.configFile,
+        workerHooks: WORKER_HOOK_NAMES.filter((n) => typeof gen.config[n] === 'function'),
       });
     } catch (err) {
       log.error(`cannot start worker ${nr}: ${(err as Error).message}`, { event: 'worker.spawnFailed', nr });
-      failed(nr, `it could not be started: ${(err as Error).message}`, null);
+      failed(nr, gen.id, `it could not be started: ${(err as Error).message}`, null);
       return;
     }
     workers.add(h);
@@ -75,6 +89,7 @@ export function createPool(deps: PoolDeps) {
       log.error(`cannot start worker ${nr}: ${err.message}`, { event: 'worker.spawnFailed', nr });
       if (h.pid <= 0) onExit(h, null, null);
     });
+    events.spawned(h);
   }
 
   function onMessage(h: WorkerHandle, msg: unknown): void {
@@ -83,15 +98,18 @@ export function createPool(deps: PoolDeps) {
       case 'beat': h.lastBeatAtMs = clock.now(); h.inFlight = msg.inFlight; h.requests = msg.requests; break;
       case 'ready': onReady(h, msg.inspectPort); break;
       case 'bootFailed': h.bootFailure = msg.reason; break;
-      case 'recycle':
-        if (h.state !== 'serving') break;
-        log.info(`Worker (pid:${h.pid}) served ${msg.requests} requests: starting its replacement`,
-          { event: 'worker.recycle', nr: h.nr });
-        h.state = 'replacing';
-        deps.events.changed();
-        break;
+      case 'recycle': replace(h, `it served ${msg.requests} requests (maxRequests)`); break;
       default: assertNever(msg);
     }
+  }
+
+  /** Recycling: a replacement starts in the worker's slot, and the worker stops once it serves. */
+  function replace(h: WorkerHandle, why: string): void {
+    if (h.state !== 'serving') return;
+    log.info(`Worker (pid:${h.pid}) is to be replaced: ${why}`, { event: 'worker.recycle', nr: h.nr });
+    h.state = 'replacing';
+    h.replacedFor = 'recycle';
+    events.changed();
   }
 
   function onReady(h: WorkerHandle, inspectPort: number | null): void {
@@ -101,8 +119,8 @@ export function createPool(deps: PoolDeps) {
     h.readyAtMs = now;
     h.lastBeatAtMs = now;
     h.inspectPort = inspectPort;
-    log.debug(`Worker ${h.nr} ready (pid:${h.pid})`, { event: 'worker.ready', bootMs: Math.round(now - h.spawnedAtMs) });
-    deps.events.changed();
+    log.debug(`Worker ${h.nr} ready (pid:${h.pid})`, { event: 'worker.ready', generation: h.generation, bootMs: Math.round(now - h.spawnedAtMs) });
+    events.changed();
   }
 
   function onExit(h: WorkerHandle, code: number | null, signal: NodeJS.Signals | null): void {
@@ -115,21 +133,22 @@ export function createPool(deps: PoolDeps) {
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     if (expected) log.info(`Worker (pid:${h.pid}) ${how}`, { event: 'worker.exit', nr: h.nr, reason: h.endReason });
     else log.error(`Worker (pid:${h.pid}) ${how}`, { event: 'worker.died', nr: h.nr, generation: h.generation });
+    events.exited(h, code, signal);
     if (!expected && young) {
       const reason = h.bootFailure ?? (h.readyAtMs === null ? `it ${how} before it was ready`
         : `it ${how} ${Math.round(now - h.readyAtMs)} ms after it was ready`);
-      failed(h.nr, reason, code);
+      failed(h.nr, h.generation, reason, code);
     }
-    deps.events.changed();
+    events.changed();
   }
 
-  function failed(nr: number, reason: string, code: number | null): void {
+  function failed(nr: number, generation: number, reason: string, code: number | null): void {
     failures++;
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
     nextSpawnAtMs = clock.now() + delay;
-    deps.events.bootFailed(nr, failures, reason, code);
     log.error(`Worker ${nr} failed to boot: ${reason}; next start in ${delay} ms`,
-      { event: 'worker.bootFailed', nr, failures });
+      { event: 'worker.bootFailed', nr, generation, failures });
+    events.bootFailed(nr, generation, failures, reason, code);
   }
 
   return {
@@ -137,16 +156,20 @@ export function createPool(deps: PoolDeps) {
     get size() { return workers.size; },
     /** Some worker has served STABLE_AFTER_MS: the app can run, so failures are no longer fatal. */
     get everStable() { return everStable; },
-    serving: () => live().filter((h) => h.state === 'serving').length,
+    serving: (generation?: number) => live().filter((h) => h.state === 'serving' && (generation === undefined || h.generation === generation)),
+    replace,
 
-    /** Retires workers numbered above `target`, starts one in every empty slot up to it (unless
-     *  backing off), and stops each worker being replaced once its slot has a serving successor. */
-    fill(target: number, gen: Generation, gracefulMs: number): void {
+    /** Retires workers numbered above `target` and starts one in every empty slot up to it (unless
+     *  backing off). A worker being recycled stops once its slot has a serving successor; one being
+     *  replaced by a reload waits for the reload to finish (`retireReplaced` false). */
+    fill(target: number, gen: Generation, gracefulMs: number, retireReplaced = true): void {
       const now = clock.now();
       for (const h of live()) {
         if (h.nr > target && h.state !== 'stopping') beginStop(h, stopPlans.graceful(gracefulMs), 'retired', now);
         const successor = live().some((o) => o !== h && o.nr === h.nr && o.state === 'serving');
-        if (h.state === 'replacing' && successor) beginStop(h, stopPlans.graceful(gracefulMs), 'replaced', now);
+        if (h.state === 'replacing' && successor && (retireReplaced || h.replacedFor === 'recycle')) {
+          beginStop(h, stopPlans.graceful(gracefulMs), h.replacedFor === 'recycle' ? 'recycled' : 'reloaded', now);
+        }
       }
       for (let nr = 1; nr <= target; nr++) {
         if (occupied(nr)) continue;
@@ -155,9 +178,42 @@ export function createPool(deps: PoolDeps) {
       }
     },
 
-    stopAll(plan: StopPlan, reason: string): void {
+    /** A reload begins: every worker of an older generation is to be replaced (a serving one keeps
+     *  serving until then; one still booting is stopped, its successor boots instead). */
+    replaceOlderThan(generation: number, gracefulMs: number): void {
       const now = clock.now();
-      for (const h of live()) beginStop(h, plan, reason, now);
+      for (const h of live()) {
+        if (h.generation >= generation) continue;
+        if (h.state === 'serving') { h.state = 'replacing'; h.replacedFor = 'reload'; }
+        else if (h.state === 'booting') beginStop(h, stopPlans.quick(gracefulMs), 'superseded by a reload', now);
+      }
+    },
+
+    /** A reload failed: its workers go, and the workers it was to replace serve on. */
+    abandon(generation: number, gracefulMs: number): void {
+      const now = clock.now();
+      for (const h of live()) {
+        if (h.generation === generation) {
+          h.bootFailure = null; // its failure was the reload's, already reported; not one to back off from
+          beginStop(h, stopPlans.quick(gracefulMs), 'reload abandoned', now);
+        }
+        else if (h.state === 'replacing' && h.replacedFor === 'reload') { h.state = 'serving'; h.replacedFor = null; }
+      }
+      failures = 0;
+      nextSpawnAtMs = 0;
+    },
+
+    /** A worker still booting has nothing to drain: it is stopped quickly whatever the plan. */
+    stopAll(plan: StopPlan, reason: string, which: (h: WorkerHandle) => boolean = () => true): void {
+      const now = clock.now();
+      const quick = stopPlans.quick(plan.killAfterMs);
+      for (const h of live()) if (which(h)) beginStop(h, h.state === 'booting' ? quick : plan, reason, now);
+    },
+
+    send(msg: ToWorker): void {
+      for (const h of live()) {
+        if (h.state !== 'exited' && h.child.connected) h.child.send(msg, (err) => { if (err) log.debug('IPC send failed', { pid: h.pid }); });
+      }
     },
 
     /** A worker that has served STABLE_AFTER_MS ends a run of failures (called on every tick). */

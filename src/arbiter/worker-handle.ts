@@ -27,6 +27,8 @@ export interface WorkerHandle {
   inspectPort: number | null;
   inFlight: number;
   requests: number;
+  /** Why a worker in state `replacing` is being replaced. */
+  replacedFor: 'recycle' | 'reload' | null;
   /** Set when the master decided to end it (stop, timeout, boot timeout): its exit is expected. */
   endReason: string | null;
   /** What the worker said when its app failed to load. */
@@ -51,6 +53,9 @@ export interface SpawnRequest {
   readonly fds: readonly number[];
   readonly beatIntervalMs: number;
   readonly nowMs: number;
+  readonly cwd: string;
+  readonly configFile: string | null;
+  readonly workerHooks: readonly string[];
 }
 
 export type SpawnWorker = (req: SpawnRequest) => WorkerHandle;
@@ -60,15 +65,17 @@ export const spawnWorker: SpawnWorker = (req) => {
   const spec: WorkerSpec = {
     nr: req.nr, generation: req.generation, fds: req.fds.map((_, i) => 3 + i),
     beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
+    configFile: req.configFile, workerHooks: req.workerHooks,
   };
   const child = spawn(process.execPath, [WORKER_SCRIPT], {
+    cwd: req.cwd,
     env: { ...process.env, ...req.config.env, [WORKER_SPEC_ENV]: JSON.stringify(spec) },
     stdio: ['ignore', 'inherit', 'inherit', ...req.fds, 'ipc'],
     serialization: 'json',
   });
   return {
     child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
-    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0,
+    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0, replacedFor: null,
     endReason: null, bootFailure: null, killAtMs: null,
   };
 };

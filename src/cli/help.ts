@@ -35,20 +35,23 @@ export function renderHelp(version: string): string {
     'environment (FORKD_<NAME>) < command line.',
   ];
   const sections = new Map<Section, string[]>();
+  const hooks: string[] = [];
   for (const name of SETTING_NAMES) {
     const def = settings[name];
+    if (def.fileOnly) { hooks.push(entry(name, def.doc)); continue; }
     if (!def.flags) continue;
     const isBool = def.parse.isBool === true;
     const long = def.flags[def.flags.length - 1]!;
     const left = `${def.flags.join(', ')}${isBool ? `, --no-${long.slice(2)}` : ` ${def.metavar ?? 'VALUE'}`}`;
     const envs = [envName(name), ...(def.env ?? []).map((e) => e.name)].join(', ');
-    const file = 'notInFile' in def && def.notInFile ? '' : `; file: ${name}`;
+    const file = def.notInFile ? '' : `; file: ${name}`;
     const doc = `${def.doc} [default: ${JSON.stringify(def.default)}; env: ${envs}${file}]`;
     const list = sections.get(def.section) ?? [];
     list.push(entry(left, doc));
     sections.set(def.section, list);
   }
   for (const [section, entries] of sections) out.push('', `${section}:`, ...entries);
+  out.push('', 'Hooks (functions in the config file, gunicorn\'s server hooks camelCased):', ...hooks);
   out.push('', 'Actions:', ...Object.values(ACTIONS).map((a) => entry(a.flags.join(', '), a.doc)));
   out.push('', 'Signals to the master: TERM graceful stop, INT/QUIT quick stop, TTIN/TTOU one worker more/fewer.',
     `Exit codes: ${Object.entries(EXIT_CODE_MEANINGS).map(([code, meaning]) => `${code} ${meaning}`).join(', ')}.`);

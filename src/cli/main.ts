@@ -21,7 +21,9 @@ import { writePidfile } from '../arbiter/pidfile';
 import { ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
 import { renderConfig } from '../config/print';
+import { runHook } from '../config/hooks';
 import type { Config } from '../config/settings';
+import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import { openLineSink } from '../log/line-sink';
 import { createLogger, type Logger } from '../log/logger';
@@ -81,12 +83,14 @@ async function bindAll(config: Config, log: Logger): Promise<Listener[] | null> 
   }
 }
 
-async function serve(loaded: Loaded): Promise<ExitCode> {
+async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd: string): Promise<ExitCode> {
   const { config } = loaded;
   const log = openLogs(config);
   const name = config.name ?? config.app!;
   process.title = `forkd: master [${name}]`;
   log.info(`Starting forkd ${VERSION}`, { config: loaded.file ?? undefined });
+  await runHook(config.onStarting, 'onStarting', [{ pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) }],
+    { timeoutMs: config.hookTimeout * 1000, log });
   const listeners = await bindAll(config, log);
   if (!listeners) return ExitCode.Failure;
   undoOnStop.push(() => { for (const l of listeners) l.close(); });
@@ -102,7 +106,7 @@ async function serve(loaded: Loaded): Promise<ExitCode> {
   }
   return new Promise<ExitCode>((done) => {
     createArbiter({
-      config, name, listeners, log, loop,
+      loaded, listeners, log, loop, readConfig, startCwd,
       onExit: (code) => {
         for (const undo of undoOnStop.reverse()) undo();
         log.info('Shutting down: Master', { event: 'master.exit', exitCode: code });
@@ -116,7 +120,9 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Ex
   const parsed = parseArgv(argv);
   if (parsed.actions.has('help')) { say(process.stdout, renderHelp(VERSION)); return ExitCode.Ok; }
   if (parsed.actions.has('version')) { say(process.stdout, `forkd ${VERSION} (node ${process.version})`); return ExitCode.Ok; }
-  const loaded = await loadConfig({ cli: parsed.values, env, cwd: process.cwd() });
+  const startCwd = process.cwd();
+  const readConfig = () => loadConfig({ cli: parsed.values, env, cwd: startCwd });
+  const loaded = await readConfig();
   if (parsed.actions.has('printConfig')) { say(process.stdout, renderConfig(loaded)); return ExitCode.Ok; }
   if (!loaded.config.app) {
     throw new UsageError('no APP to serve: name it on the command line (forkd app.js) or as "app" in the config file');
@@ -126,7 +132,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Ex
       throw new ConfigError(`cannot change to directory ${loaded.config.chdir} (chdir): ${(err as NodeJS.ErrnoException).code}`);
     }
   }
-  return parsed.actions.has('checkConfig') ? checkApp(loaded) : serve(loaded);
+  return parsed.actions.has('checkConfig') ? checkApp(loaded) : serve(loaded, readConfig, startCwd);
 }
 
 main(process.argv.slice(2), process.env).then(

@@ -45,10 +45,11 @@ function parseFrom<K extends SettingName>(name: K, raw: unknown, origin: Origin)
 
 /** The environment's value for a setting: FORKD_<NAME> first, then its aliases in order. */
 function fromEnv(name: SettingName, env: LayerInputs['env']): { raw: unknown; origin: Origin } | null {
+  if (settings[name].fileOnly) return null;
   const own = env[envName(name)];
   if (own !== undefined && own !== '') return { raw: own, origin: { layer: 'env', name: envName(name) } };
   const def = settings[name];
-  for (const alias of 'env' in def ? def.env ?? [] : []) {
+  for (const alias of def.env ?? []) {
     const v = env[alias.name];
     if (v !== undefined && v !== '') {
       return { raw: alias.map ? alias.map(v) : v, origin: { layer: 'env', name: alias.name } };
@@ -64,14 +65,13 @@ function checkUnknown(inputs: LayerInputs): void {
         throw new ConfigError(`unknown setting ${JSON.stringify(key)} in config file ${inputs.file.path}`
           + `${suggestion(key, SETTING_NAMES)} (forkd --help lists every setting)`);
       }
-      const def = settings[key as SettingName];
-      if ('notInFile' in def && def.notInFile) {
+      if (settings[key as SettingName].notInFile) {
         throw new ConfigError(`${key} cannot be set in config file ${inputs.file.path}: it says where that file is;`
           + ' use the command line or the environment');
       }
     }
   }
-  const known = SETTING_NAMES.map(envName);
+  const known = SETTING_NAMES.filter((n) => !settings[n].fileOnly).map(envName);
   for (const name of Object.keys(inputs.env)) {
     if (name.startsWith('FORKD_') && !known.includes(name) && !INTERNAL_ENV.includes(name)) {
       throw new ConfigError(`unknown environment variable ${name}${suggestion(name, known)}`

@@ -6,7 +6,8 @@ import { SETTING_NAMES } from './settings';
 
 export function renderConfig(resolved: Resolved): string {
   const rows = SETTING_NAMES.map((name) => {
-    let value = JSON.stringify(resolved.config[name]);
+    const raw = resolved.config[name];
+    let value = typeof raw === 'function' ? `[function ${raw.name || 'anonymous'}]` : JSON.stringify(raw);
     if (name === 'workers' && resolved.config.workers === 'auto') value += ` (= ${resolveWorkerCount('auto')})`;
     return [name, value, describeOrigin(resolved.origins[name])] as const;
   });

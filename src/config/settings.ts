@@ -2,12 +2,13 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  bindList, bool, duration, envMap, integer, oneOf, optional, text, workerCount, Invalid, type Parser,
+  bindList, bool, byteSize, duration, envMap, integer, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
+import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
 import { compileAccessFormat } from '../log/access';
 
-export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging';
+export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging' | 'Hooks';
 
 /** An environment variable other than FORKD_<NAME> that also sets a setting (lower precedence). */
 export interface EnvAlias {
@@ -26,6 +27,8 @@ export interface SettingDef<T> {
   readonly env?: readonly EnvAlias[];
   /** Only the command line and the environment can set it (it says where the file is). */
   readonly notInFile?: boolean;
+  /** Only a config file can set it (a function: hooks). */
+  readonly fileOnly?: boolean;
   readonly parse: Parser<T>;
   readonly default: NoInfer<T>;
   readonly doc: string;
@@ -49,6 +52,24 @@ const accessFormat: Parser<string> = Object.assign((input: unknown) => {
   return format;
 }, { allowed: '"json" or a format of %(ATOM)s atoms' });
 
+const hookFn: Parser<HookFn | null> = Object.assign((input: unknown) => {
+  if (input === null) return null;
+  if (typeof input !== 'function') throw new Invalid('a function (or null)');
+  return input as HookFn;
+}, { allowed: 'a function (or null)' });
+
+/** One file-only setting per hook, from the hook contract. */
+function hookSettings(): { readonly [K in HookName]: SettingDef<HookFn | null> } {
+  const out = {} as Record<HookName, SettingDef<HookFn | null>>;
+  for (const name of HOOK_NAMES) {
+    out[name] = setting({
+      section: 'Hooks', fileOnly: true, parse: hookFn, default: null,
+      doc: `${HOOK_DOCS[name].where === 'worker' ? '[worker] ' : '[master] '}${HOOK_DOCS[name].doc}`,
+    });
+  }
+  return out;
+}
+
 export const GUNICORN_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"';
 
 export const LOG_LEVELS = ['critical', 'error', 'warning', 'info', 'debug'] as const;
@@ -60,6 +81,14 @@ export const settings = {
     parse: optional(text('a file path')), default: null,
     doc: 'Config file to load. Without it, forkd looks for forkd.config.{ts,mts,cts,js,mjs,cjs,json,yaml,yml}, '
       + '.forkdrc* or a "forkd" key in package.json in the working directory.',
+  }),
+  reloadOnConfigChange: setting({
+    section: 'Config', flags: ['--reload-on-config-change'], parse: bool, default: true,
+    doc: 'Saving the config file reloads it, as HUP does (an invalid save is logged and ignored).',
+  }),
+  reload: setting({
+    section: 'Config', flags: ['--reload'], parse: bool, default: false,
+    doc: 'Development: restart the workers when a file in the app\'s directory changes.',
   }),
   app: setting({
     section: 'Config', positional: 'APP', parse: optional(appSpec), default: null,
@@ -91,6 +120,15 @@ export const settings = {
     section: 'Workers', flags: ['--max-requests-jitter'], metavar: 'INT', parse: integer(), default: 0,
     doc: 'Add a random 0..N to each worker\'s max-requests, so that workers do not all recycle at once.',
   }),
+  maxMemory: setting({
+    section: 'Workers', flags: ['--max-memory'], metavar: 'SIZE', parse: byteSize, default: 0,
+    doc: 'Recycle a worker whose resident memory exceeds this, checked by the master every second '
+      + '(0: never). Its replacement starts first.',
+  }),
+  maxBootFailures: setting({
+    section: 'Workers', flags: ['--max-boot-failures'], metavar: 'INT', parse: integer({ min: 1 }), default: 5,
+    doc: 'At first start, give up (exit 3) after this many workers in a row die before they have run a second.',
+  }),
   timeout: setting({
     section: 'Timeouts', flags: ['-t', '--timeout'], metavar: 'SECONDS', parse: duration({ min: 1, orZero: true }), default: 30,
     doc: 'Kill and replace a worker whose event loop has not sent a heartbeat for this long (0: never).',
@@ -103,6 +141,10 @@ export const settings = {
   bootTimeout: setting({
     section: 'Timeouts', flags: ['--boot-timeout'], metavar: 'SECONDS', parse: duration({ min: 0.1 }), default: 30,
     doc: 'How long a new worker has to load the app and start listening.',
+  }),
+  hookTimeout: setting({
+    section: 'Timeouts', flags: ['--hook-timeout'], metavar: 'SECONDS', parse: duration({ min: 0.001 }), default: 10,
+    doc: 'How long a hook may run before forkd logs it as overrun and carries on.',
   }),
   gracefulTimeout: setting({
     section: 'Timeouts', flags: ['--graceful-timeout'], metavar: 'SECONDS', parse: duration(), default: 30,
@@ -164,6 +206,7 @@ export const settings = {
     section: 'Logging', flags: ['--access-logformat'], metavar: 'FORMAT', parse: accessFormat, default: GUNICORN_ACCESS_FORMAT,
     doc: 'Access log line, with gunicorn\'s atoms (%(h)s %(r)s %(s)s …), or "json" for one JSON object a line.',
   }),
+  ...hookSettings(),
 } as const;
 
 export type SettingName = keyof typeof settings;

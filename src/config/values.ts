@@ -51,6 +51,19 @@ export function duration(opts: { min?: number; orZero?: boolean } = {}): Parser<
   });
 }
 
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2,
+  mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
+
+/** Bytes as a number, or a string such as "512MB" or "1.5G" (units are powers of 1024). */
+export const byteSize: Parser<number> = parser('bytes, or a size such as "300MB" or "1G" (K, M, G are powers of 1024)', (input) => {
+  const allowed = byteSize.allowed;
+  if (typeof input === 'number' && Number.isInteger(input) && input >= 0) return input;
+  const m = typeof input === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(input) : null;
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new Invalid(allowed);
+  return Math.round(Number(m[1]) * unit);
+});
+
 export function integer(opts: { min?: number; max?: number } = {}): Parser<number> {
   const min = opts.min ?? 0;
   const allowed = opts.max === undefined ? `an integer ≥ ${min}` : `an integer from ${min} to ${opts.max}`;

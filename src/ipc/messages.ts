@@ -19,7 +19,15 @@ export interface WorkerSpec {
   readonly config: Config;
   /** The resolved title name ("forkd: worker N [NAME]"). */
   readonly name: string;
+  /** The config file, read again by a worker only when it has hooks of its own to run. */
+  readonly configFile: string | null;
+  /** The worker-side hooks the config file defines (functions cannot cross in JSON). */
+  readonly workerHooks: readonly string[];
 }
+
+export type ToWorker =
+  /** USR1 reached the master: reopen the log files (USR1 itself is kept for the inspector). */
+  | { readonly type: 'reopenLogs' };
 
 export type FromWorker =
   /** The app is loaded and the worker accepts on every listener. */

@@ -20,6 +20,8 @@ export interface Logger {
   debug(message: string, meta?: Meta): void;
   /** Reopen the log file under its name (USR1 after logrotate). */
   reopen(): void;
+  /** Write to another file, or at another level, from now on (a reload). Throws if it cannot open. */
+  reconfigure(opts: { target: string; level: LogLevel }): void;
   close(): void;
 }
 
@@ -61,12 +63,23 @@ export function renderLine(level: string, message: string, meta: Meta, now: Date
 
 /** `target` is a path or "-" (stderr). `backend` picks winston (the master) or direct writes (workers). */
 export function createLogger(opts: { target: string; level: LogLevel; backend?: 'winston' | 'direct' }): Logger {
-  const sink = openLineSink(opts.target, 2);
-  const log = opts.backend === 'direct' ? directWriter(sink, opts.level) : winstonWriter(sink, opts.level);
+  const make = (s: LineSink, level: LogLevel) => (opts.backend === 'direct' ? directWriter(s, level) : winstonWriter(s, level));
+  let current = { target: opts.target, level: opts.level };
+  let sink = openLineSink(opts.target, 2);
+  let log = make(sink, opts.level);
   const at = (level: LogLevel) => (message: string, meta: Meta = {}) => log.write(level, message, meta);
   return {
     critical: at('critical'), error: at('error'), warning: at('warning'), info: at('info'), debug: at('debug'),
     reopen: () => sink.reopen(),
+    reconfigure(next) {
+      if (next.target === current.target && next.level === current.level) return;
+      const nextSink = next.target === current.target ? sink : openLineSink(next.target, 2);
+      log.close();
+      if (nextSink !== sink) sink.close();
+      sink = nextSink;
+      log = make(sink, next.level);
+      current = { ...next };
+    },
     close: () => { log.close(); sink.close(); },
   };
 }

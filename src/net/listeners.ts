@@ -132,3 +132,25 @@ export async function openListeners(binds: readonly string[]): Promise<Listener[
     throw err;
   }
 }
+
+/** The listeners a new generation of workers needs: an unchanged bind keeps its open socket (it
+ *  never stops accepting during a reload), a new bind is opened. Closes nothing it did not open. */
+export async function listenersFor(binds: readonly string[], current: readonly Listener[]): Promise<{ listeners: Listener[]; opened: Listener[] }> {
+  const byBind = new Map(current.map((l) => [l.bind, l]));
+  const listeners: Listener[] = [];
+  const opened: Listener[] = [];
+  try {
+    for (const bind of binds) {
+      let l = byBind.get(bind);
+      if (!l) {
+        l = (await openListeners([bind]))[0]!;
+        opened.push(l);
+      }
+      listeners.push(l);
+    }
+    return { listeners, opened };
+  } catch (err) {
+    for (const l of opened) l.close();
+    throw err;
+  }
+}

@@ -8,19 +8,20 @@
 // must exist before anything else is loaded, and it is replaced once there is something to drain.
 // USR1 is left to Node when timeoutStack is on: it opens the inspector, which is how the master
 // reads the stack of a hung worker before killing it (a JavaScript listener could not run then).
-const stop = { graceful: (): void => process.exit(0) };
+const stop = { graceful: (): void => process.exit(0), quick: (): void => process.exit(0) };
 process.on('SIGTERM', () => stop.graceful());
 process.on('disconnect', () => stop.graceful());
-process.on('SIGINT', () => process.exit(0));
-process.on('SIGQUIT', () => process.exit(0));
+process.on('SIGINT', () => stop.quick());
+process.on('SIGQUIT', () => stop.quick());
 for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as const) process.on(sig, () => undefined);
 
 import inspector from 'node:inspector';
 import net from 'node:net';
+import { runHook, type HookName, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
-import { WORKER_SPEC_ENV, type FromWorker, type WorkerSpec } from '../ipc/messages';
+import { WORKER_SPEC_ENV, type FromWorker, type ToWorker, type WorkerSpec } from '../ipc/messages';
 import { compileAccessFormat } from '../log/access';
-import { openLineSink } from '../log/line-sink';
+import { openLineSink, type LineSink } from '../log/line-sink';
 import { createLogger, type Logger } from '../log/logger';
 import { loadApp } from './app-loader';
 import { createServing, type Serving } from './serve';
@@ -66,7 +67,25 @@ function startBeating(spec: WorkerSpec, log: Logger, stats: () => { inFlight: nu
   }, spec.beatIntervalMs);
 }
 
-function drainThenExit(serving: Serving, log: Logger, gracefulTimeoutMs: number): () => void {
+/** The worker-side hooks, read from the config file only when it defines some (functions do not
+ *  cross to a worker in its JSON spec, and reading a TypeScript config costs a few hundred ms). */
+async function workerHooks(spec: WorkerSpec, log: Logger): Promise<Partial<Hooks>> {
+  if (spec.workerHooks.length === 0 || !spec.configFile) return {};
+  try {
+    const { loadConfigFile } = require('../config/file') as typeof import('../config/file');
+    const file = await loadConfigFile({ explicit: spec.configFile, searchFrom: process.cwd() });
+    const out: Partial<Record<HookName, unknown>> = {};
+    for (const name of spec.workerHooks) out[name as HookName] = file?.values[name];
+    return out as Partial<Hooks>;
+  } catch (err) {
+    log.error(`cannot read hooks from ${spec.configFile}: ${(err as Error).message}`, { event: 'hook.loadFailed' });
+    return {};
+  }
+}
+
+type RunWorkerHook = (name: 'postWorkerInit' | 'workerInt' | 'workerExit') => Promise<void>;
+
+function drainThenExit(serving: Serving, log: Logger, gracefulTimeoutMs: number, hook: RunWorkerHook): () => void {
   let stopping = false;
   return () => {
     if (stopping) return;
@@ -74,8 +93,12 @@ function drainThenExit(serving: Serving, log: Logger, gracefulTimeoutMs: number)
     log.debug('worker draining', { event: 'worker.drain', ...serving.stats() });
     // The master kills us after gracefulTimeout; this covers a master that is gone.
     setTimeout(() => process.exit(ExitCode.Ok), gracefulTimeoutMs).unref();
-    void serving.drain().then(() => process.exit(ExitCode.Ok));
+    void serving.drain().then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok));
   };
+}
+
+function quitNow(hook: RunWorkerHook): () => void {
+  return () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
 }
 
 async function load(spec: WorkerSpec, log: Logger) {
@@ -90,10 +113,12 @@ async function load(spec: WorkerSpec, log: Logger) {
   }
 }
 
-function serve(spec: WorkerSpec, log: Logger, app: Awaited<ReturnType<typeof load>>['app']): Serving {
+function serve(spec: WorkerSpec, log: Logger, app: Awaited<ReturnType<typeof load>>['app'], hooks: Partial<Hooks>,
+  accessSink: LineSink | null): Serving {
   const { config } = spec;
+  const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
+  const hookOpts = { timeoutMs: config.hookTimeout * 1000, log };
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
-  const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
   const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
   return createServing(app, {
     keepAliveMs: config.keepAlive * 1000,
@@ -108,6 +133,10 @@ function serve(spec: WorkerSpec, log: Logger, app: Awaited<ReturnType<typeof loa
     },
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
+    hooks: {
+      preRequest: hooks.preRequest ? (req) => runHook(hooks.preRequest, 'preRequest', [me, req], hookOpts) : null,
+      postRequest: hooks.postRequest ? (req, res) => void runHook(hooks.postRequest, 'postRequest', [me, req, res], hookOpts) : null,
+    },
     log,
   });
 }
@@ -128,10 +157,21 @@ async function main(): Promise<void> {
   let serving: Serving | null = null;
   startBeating(spec, log, () => serving?.stats() ?? { inFlight: 0, requests: 0 });
 
+  const hooks = await workerHooks(spec, log);
+  const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
+  const hook: RunWorkerHook = (name) => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeout * 1000, log });
+  stop.quick = quitNow(hook);
   const loaded = await load(spec, log);
   for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
-  serving = serve(spec, log, loaded.app);
-  stop.graceful = drainThenExit(serving, log, config.gracefulTimeout * 1000);
+  const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
+  process.on('message', (msg: ToWorker) => {
+    if (msg?.type !== 'reopenLogs') return;
+    log.reopen();
+    accessSink?.reopen();
+  });
+  serving = serve(spec, log, loaded.app, hooks, accessSink);
+  stop.graceful = drainThenExit(serving, log, config.gracefulTimeout * 1000, hook);
+  await hook('postWorkerInit');
   await serving.listen(spec.fds);
   // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.
   if (!process.connected) { stop.graceful(); return; }

@@ -29,6 +29,11 @@ export interface ServeOptions {
   readonly maxRequests: number;
   readonly onRecycle: (requests: number) => void;
   readonly accessLog: { format: AccessFormatter; write: (line: string) => void } | null;
+  /** The preRequest and postRequest hooks, when the config file has them. */
+  readonly hooks?: {
+    readonly preRequest: ((req: http.IncomingMessage) => Promise<void>) | null;
+    readonly postRequest: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null;
+  };
   readonly log: Logger;
 }
 
@@ -147,9 +152,16 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     app.server.removeAllListeners('request');
     return (req, res) => { for (const l of each) l(req, res); };
   })();
+  const pre = opts.hooks?.preRequest ?? null;
+  const post = opts.hooks?.postRequest ?? null;
   const dispatch: http.RequestListener = (req, res) => {
     const refusal = refusalFor(req, opts.limits);
-    if (refusal === null) { toApp(req, res); return; }
+    if (refusal === null) {
+      if (post) res.once('finish', () => post(req, res));
+      if (pre) void pre(req).then(() => toApp(req, res));
+      else toApp(req, res);
+      return;
+    }
     res.statusCode = refusal[0];
     res.setHeader('connection', 'close');
     res.setHeader('content-type', 'text/plain');

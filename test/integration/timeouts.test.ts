@@ -45,7 +45,7 @@ test('max-requests recycles workers under load, replacement first, without a fai
     const r = await load(`${f.url}/`, { connections: 8, durationMs: 3000, keepAlive: true });
     assert.is(r.failed, 0, `failed ${r.failed} of ${r.sent}: ${JSON.stringify(r.errors)}`);
     assert.ok(r.ok > 300, `only ${r.ok} requests`);
-    const recycles = f.output().match(/requests: starting its replacement/g)?.length ?? 0;
+    const recycles = f.output().match(/is to be replaced: it served \d+ requests \(maxRequests\)/g)?.length ?? 0;
     assert.ok(recycles >= 2, `${recycles} recycles`);
     await waitFor(() => f.workers().length === 2, 'two workers');
     assert.ok(before.every((p) => !f.workers().includes(p)), 'every first worker was replaced');

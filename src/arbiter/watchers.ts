@@ -1,0 +1,66 @@
+/** Owns the file watchers that ask the master to reload: the config file (reloadOnConfigChange)
+ *  and, in development (--reload), the app's directory. chokidar follows a file through the ways
+ *  editors save it (written in place, renamed over, deleted and written again). Changes are
+ *  debounced, so a save that touches several files is one reload. */
+
+import { dirname, resolve } from 'node:path';
+import type { FSWatcher } from 'chokidar' with { 'resolution-mode': 'import' };
+import { parseAppSpec } from '../config/app-spec';
+import type { Config } from '../config/settings';
+import type { Logger } from '../log/logger';
+
+const DEBOUNCE_MS = 300;
+
+export interface Watchers {
+  /** Watch what `config` asks for (called at start and after each reload). */
+  update(config: Config, configFile: string | null, cwd: string): void;
+  close(): void;
+}
+
+function debounced(fn: (why: string) => void): (why: string) => void {
+  let timer: NodeJS.Timeout | null = null;
+  return (why) => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => { timer = null; fn(why); }, DEBOUNCE_MS);
+  };
+}
+
+export function createWatchers(log: Logger, onChange: (why: string) => void): Watchers {
+  const fire = debounced(onChange);
+  const active = new Map<string, FSWatcher>();
+
+  const open = (key: string, paths: string, options: { ignored?: (p: string) => boolean }, why: (p: string) => string) => {
+    if (active.has(key)) return;
+    // chokidar 5 is ESM-only; Node 20.19+ loads it from CommonJS through require(esm).
+    const { watch } = require('chokidar') as typeof import('chokidar', { with: { 'resolution-mode': 'import' } });
+    const w = watch(paths, { ignoreInitial: true, ...options });
+    w.on('all', (_event, path) => fire(why(path)));
+    w.on('error', (err) => log.warning(`file watcher: ${(err as Error).message}`, { event: 'watch.error', key }));
+    active.set(key, w);
+  };
+  const close = (key: string) => {
+    void active.get(key)?.close();
+    active.delete(key);
+  };
+
+  return {
+    update(config, configFile, cwd) {
+      const fileKey = `config:${configFile}`;
+      for (const key of active.keys()) if (key.startsWith('config:') && key !== fileKey) close(key);
+      if (config.reloadOnConfigChange && configFile) open(fileKey, configFile, {}, () => `config file ${configFile} changed`);
+      else close(fileKey);
+
+      const spec = config.app ? parseAppSpec(config.app) : null;
+      const appDir = spec && typeof spec !== 'string' ? dirname(resolve(cwd, spec.module)) : null;
+      const appKey = `app:${appDir}`;
+      for (const key of active.keys()) if (key.startsWith('app:') && key !== appKey) close(key);
+      if (config.reload && appDir) {
+        open(appKey, appDir, { ignored: (p) => /(^|\/)(node_modules|\.[^/]+)(\/|$)/.test(p.slice(appDir.length)) },
+          (p) => `${p} changed (--reload)`);
+      } else close(appKey);
+    },
+    close() {
+      for (const key of [...active.keys()]) close(key);
+    },
+  };
+}
