@@ -53,7 +53,8 @@ export function renderHelp(version: string): string {
   for (const [section, entries] of sections) out.push('', `${section}:`, ...entries);
   out.push('', 'Hooks (functions in the config file, gunicorn\'s server hooks camelCased):', ...hooks);
   out.push('', 'Actions:', ...Object.values(ACTIONS).map((a) => entry(a.flags.join(', '), a.doc)));
-  out.push('', 'Signals to the master: TERM graceful stop, INT/QUIT quick stop, TTIN/TTOU one worker more/fewer.',
+  out.push('', 'Signals to the master: TERM graceful stop, INT/QUIT quick stop, HUP reload config and code,',
+    'TTIN/TTOU one worker more/fewer, USR1 reopen log files, WINCH stop all workers (keep the sockets).',
     `Exit codes: ${Object.entries(EXIT_CODE_MEANINGS).map(([code, meaning]) => `${code} ${meaning}`).join(', ')}.`);
   return out.join('\n');
 }
