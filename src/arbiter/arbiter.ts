@@ -10,6 +10,7 @@ import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import type { Logger } from '../log/logger';
 import type { Listener } from '../net/listeners';
+import { silentLifecycle, type Lifecycle, type MasterStatus } from '../systemd/lifecycle';
 import { startDeadlines } from './deadlines';
 import type { Command, Loop, ManagedSignal } from './loop';
 import { createPool, monotonicClock, type Clock, type Generation } from './pool';
@@ -28,6 +29,8 @@ export interface ArbiterDeps {
   /** Reads the config again through every layer (a reload). */
   readonly readConfig: () => Promise<Loaded>;
   readonly onExit: (code: ExitCode) => void;
+  /** Told of readiness, reloads and stopping (systemd's sd_notify subscribes). */
+  readonly lifecycle?: Lifecycle;
   readonly clock?: Clock;
   readonly spawn?: SpawnWorker;
 }
@@ -39,6 +42,7 @@ const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 export function createArbiter(deps: ArbiterDeps): { start(): void } {
   const { log, loop } = deps;
   const clock = deps.clock ?? monotonicClock;
+  const lifecycle = deps.lifecycle ?? silentLifecycle;
   const cwdFor = (loaded: Loaded) => resolve(deps.startCwd, loaded.config.chdir ?? '.');
   let gen: Generation = {
     id: 1, config: deps.loaded.config, listeners: deps.listeners, cwd: cwdFor(deps.loaded),
@@ -53,6 +57,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   let idle = false;
   let pending: PendingGeneration | null = null;
   let lastGenerationId = 1;
+  let lastReload: MasterStatus['lastReload'] = null;
   let fillTimer: NodeJS.Timeout | null = null;
   let fillQueued = false;
   let finished = false;
@@ -61,6 +66,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   const stopping = new Promise<void>((ok) => { stopArrived = ok; });
 
   const target = () => (idle ? 0 : wanted);
+  const status = (): MasterStatus => ({ serving: pool.serving().length, wanted: target(), generation: gen.id, lastReload });
   const master = (): MasterInfo => ({ pid: process.pid, name: gen.name, generation: gen.id, workers: target() });
   const hook = <K extends HookName>(name: K, ...args: Parameters<Hooks[K]>) =>
     runHook(cfg()[name], name, args, { timeoutMs: cfg().hookTimeout * 1000, log });
@@ -111,8 +117,9 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
       phase = 'running';
       log.info(`Ready: ${plural(pool.serving().length, 'worker')} serving`,
         { event: 'master.ready', startupMs: Math.round(clock.now() - startedAtMs) });
+      lifecycle.ready(status());
       void hook('whenReady', master());
-    }
+    } else if (phase === 'running' && pending === null) lifecycle.status(status());
   }
 
   function fatal(code: ExitCode, message: string): void {
@@ -128,6 +135,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   /** Stopping closes the master's sockets first, so that new connections are refused at once
    *  instead of waiting in a backlog no worker will accept from again. */
   function stopAll(plan: StopPlan, reason: string): void {
+    if (phase !== 'stopping') lifecycle.stopping(status());
     phase = 'stopping';
     watchers.close();
     closeListeners([...openListeners]);
@@ -140,6 +148,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     if (finished) return;
     finished = true;
     deadlines.stop();
+    lifecycle.close();
     await hook('onExit', master());
     deps.onExit(exitCode);
   }
@@ -163,6 +172,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   async function reloadCommand(why: string): Promise<void> {
     if (phase === 'stopping') return;
     const before = { wanted, idle };
+    lifecycle.reloading(status());
     await hook('onReload', master());
     const outcome = await reload({
       log, pool, stopping, cwdFor,
@@ -201,6 +211,10 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
       },
     }, why);
     pending = null;
+    if (outcome.ok || outcome.reason !== 'stopping') {
+      lastReload = outcome.ok ? { ok: true } : { ok: false, reason: outcome.reason };
+      lifecycle.reloaded(status());
+    }
     if (!outcome.ok && outcome.reason !== 'stopping') {
       log.error(`Reload failed: ${outcome.reason}; still serving generation ${gen.id} as before`,
         { event: 'reload.failed', generation: gen.id });

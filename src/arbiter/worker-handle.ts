@@ -60,6 +60,16 @@ export interface SpawnRequest {
 
 export type SpawnWorker = (req: SpawnRequest) => WorkerHandle;
 
+/** What the master was given by systemd is the master's alone: a worker that saw NOTIFY_SOCKET or
+ *  LISTEN_FDS could notify systemd or adopt fds in its name. */
+const MASTER_ONLY_ENV = ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES'];
+
+function workerEnv(config: Config, spec: WorkerSpec): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...config.env, [WORKER_SPEC_ENV]: JSON.stringify(spec) };
+  for (const name of MASTER_ONLY_ENV) delete env[name];
+  return env;
+}
+
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
 export const spawnWorker: SpawnWorker = (req) => {
   const spec: WorkerSpec = {
@@ -69,7 +79,7 @@ export const spawnWorker: SpawnWorker = (req) => {
   };
   const child = spawn(process.execPath, [WORKER_SCRIPT], {
     cwd: req.cwd,
-    env: { ...process.env, ...req.config.env, [WORKER_SPEC_ENV]: JSON.stringify(spec) },
+    env: workerEnv(req.config, spec),
     stdio: ['ignore', 'inherit', 'inherit', ...req.fds, 'ipc'],
     serialization: 'json',
   });

@@ -28,6 +28,8 @@ import { ExitCode } from '../exit-codes';
 import { openLineSink } from '../log/line-sink';
 import { createLogger, type Logger } from '../log/logger';
 import { BindError, openListeners, type Listener } from '../net/listeners';
+import { systemdLifecycle } from '../systemd/lifecycle';
+import { createNotifier } from '../systemd/notify';
 import { loadApp } from '../worker/app-loader';
 import { parseArgv } from './argv';
 import { renderHelp } from './help';
@@ -104,13 +106,15 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
       return ExitCode.Failure;
     }
   }
+  const notifier = createNotifier(process.env, log);
   return new Promise<ExitCode>((done) => {
     createArbiter({
       loaded, listeners, log, loop, readConfig, startCwd,
+      lifecycle: notifier.enabled ? systemdLifecycle(notifier, process.env) : undefined,
       onExit: (code) => {
         for (const undo of undoOnStop.reverse()) undo();
         log.info('Shutting down: Master', { event: 'master.exit', exitCode: code });
-        done(code);
+        void notifier.flush().then(() => done(code));
       },
     }).start();
   });

@@ -1,0 +1,62 @@
+/** Owns what systemd hears of the master's life: READY=1 once every worker serves, RELOADING=1
+ *  (with MONOTONIC_USEC, so Type=notify-reload works) and READY=1 around each reload, STOPPING=1,
+ *  a STATUS= line kept current, WATCHDOG=1 at half of WATCHDOG_USEC, and MAINPID= when a successor
+ *  master takes over. It subscribes to the arbiter's lifecycle events; outside systemd it is silent. */
+
+import { monotonicUsec, type Notifier } from './notify';
+
+export interface MasterStatus {
+  readonly serving: number;
+  readonly wanted: number;
+  readonly generation: number;
+  /** The last reload's result, if there was one. */
+  readonly lastReload: { readonly ok: boolean; readonly reason?: string } | null;
+}
+
+/** Lifecycle events the arbiter reports; every method is optional to call and cheap. */
+export interface Lifecycle {
+  ready(status: MasterStatus): void;
+  reloading(status: MasterStatus): void;
+  reloaded(status: MasterStatus): void;
+  stopping(status: MasterStatus): void;
+  status(status: MasterStatus): void;
+  /** This master hands over to the successor with `pid` (USR2). */
+  handOver(pid: number): void;
+  close(): void;
+}
+
+export function statusLine(s: MasterStatus): string {
+  const reload = s.lastReload === null ? '' : s.lastReload.ok ? '; last reload ok'
+    : `; last reload failed: ${s.lastReload.reason ?? 'unknown'}`;
+  return `${s.serving}/${s.wanted} workers serving, generation ${s.generation}${reload}`;
+}
+
+export function systemdLifecycle(notifier: Notifier, env: Readonly<Record<string, string | undefined>>): Lifecycle {
+  let last = '';
+  const status = (s: MasterStatus) => {
+    const line = statusLine(s);
+    if (line !== last) { last = line; notifier.send({ STATUS: line }); }
+  };
+  let watchdog: NodeJS.Timeout | null = null;
+  const usec = Number(env.WATCHDOG_USEC);
+  const forUs = !env.WATCHDOG_PID || Number(env.WATCHDOG_PID) === process.pid;
+  if (notifier.enabled && usec > 0 && forUs) {
+    watchdog = setInterval(() => notifier.send({ WATCHDOG: 1 }), Math.max(1, Math.floor(usec / 2000)));
+    watchdog.unref();
+  }
+  return {
+    ready(s) { last = statusLine(s); notifier.send({ READY: 1, STATUS: last }); },
+    reloading(s) { last = `reloading; ${statusLine(s)}`; notifier.send({ RELOADING: 1, MONOTONIC_USEC: monotonicUsec(), STATUS: last }); },
+    reloaded(s) { last = statusLine(s); notifier.send({ READY: 1, STATUS: last }); },
+    stopping(s) { last = `stopping; ${statusLine(s)}`; notifier.send({ STOPPING: 1, STATUS: last }); },
+    status,
+    handOver(pid) { notifier.send({ MAINPID: pid }); },
+    close() { if (watchdog) clearInterval(watchdog); },
+  };
+}
+
+/** No systemd: nothing to tell. */
+export const silentLifecycle: Lifecycle = {
+  ready: () => undefined, reloading: () => undefined, reloaded: () => undefined, stopping: () => undefined,
+  status: () => undefined, handOver: () => undefined, close: () => undefined,
+};
