@@ -3,6 +3,7 @@
  *  accept on the sockets it bound. pool.ts keeps the workers, deadlines.ts watches them, reload.ts
  *  switches generations, watchers.ts turns file saves into reloads. */
 
+import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { runHook, type HookName, type Hooks, type MasterInfo } from '../config/hooks';
 import type { Loaded } from '../config/load';
@@ -15,6 +16,7 @@ import { startDeadlines } from './deadlines';
 import type { Command, Loop, ManagedSignal } from './loop';
 import { createPool, monotonicClock, type Clock, type Generation } from './pool';
 import { reload, type PendingGeneration } from './reload';
+import { startSuccessor } from './upgrade';
 import { createWatchers } from './watchers';
 import { stopPlans, type SpawnWorker, type StopPlan, type WorkerHandle } from './worker-handle';
 
@@ -24,8 +26,10 @@ export interface ArbiterDeps {
   readonly listeners: readonly Listener[];
   readonly log: Logger;
   readonly loop: Loop;
-  /** Where forkd was started: chdir is relative to it. */
+  /** Where forkd was started: chdir is relative to it, and a successor master starts there. */
   readonly startCwd: string;
+  /** The pidfile, which an upgrade renames to PIDFILE.oldbin while the successor boots. */
+  readonly pidfile: string | null;
   /** Reads the config again through every layer (a reload). */
   readonly readConfig: () => Promise<Loaded>;
   readonly onExit: (code: ExitCode) => void;
@@ -58,6 +62,9 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   let pending: PendingGeneration | null = null;
   let lastGenerationId = 1;
   let lastReload: MasterStatus['lastReload'] = null;
+  let successor: ChildProcess | null = null;
+  /** A successor master serves the sockets now: leave them (and any socket file) open at exit. */
+  let handedOver = false;
   let fillTimer: NodeJS.Timeout | null = null;
   let fillQueued = false;
   let finished = false;
@@ -138,7 +145,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     if (phase !== 'stopping') lifecycle.stopping(status());
     phase = 'stopping';
     watchers.close();
-    closeListeners([...openListeners]);
+    if (!handedOver) closeListeners([...openListeners]);
     if (fillTimer) { clearTimeout(fillTimer); fillTimer = null; }
     pool.stopAll(plan, reason);
     requestFill();
@@ -221,6 +228,35 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     }
   }
 
+  async function upgrade(): Promise<void> {
+    if (phase !== 'running' || successor || handedOver) {
+      log.warning(`USR2 ignored: ${successor ? 'an upgrade is already under way' : handedOver ? 'this master was upgraded already' : `the master is ${phase}`}`,
+        { event: 'upgrade.ignored' });
+      return;
+    }
+    await hook('preExec', master());
+    const started = startSuccessor({
+      log, listeners: [...openListeners], pidfile: deps.pidfile, cwd: deps.startCwd, readyWithinMs: (cfg().bootTimeout + 30) * 1000,
+    });
+    successor = started.child;
+    void started.outcome.then((outcome) => {
+      successor = null;
+      if (!outcome.ok) {
+        log.error(`Upgrade failed: ${outcome.reason}; this master carries on${deps.pidfile ? ' (pidfile restored)' : ''}`, { event: 'upgrade.failed' });
+        return;
+      }
+      handedOver = true;
+      lifecycle.handOver(outcome.pid);
+      if (cfg().upgrade === 'manual') {
+        log.info(`Upgrade: the successor master (pid:${outcome.pid}) serves. Send this master WINCH then TERM to finish, `
+          + 'or HUP this master and TERM the successor to roll back', { event: 'upgrade.ready', successor: outcome.pid });
+        return;
+      }
+      log.info(`Upgrade complete: the successor master (pid:${outcome.pid}) serves; retiring this one`, { event: 'upgrade.done', successor: outcome.pid });
+      if (phase !== 'stopping') stopAll(stopPlans.graceful(gracefulMs()), 'upgraded');
+    });
+  }
+
   const onSignal: Record<ManagedSignal, Command> = {
     SIGTERM: () => { if (phase !== 'stopping') stopAll(stopPlans.graceful(gracefulMs()), 'TERM'); },
     SIGINT: () => stopAll(stopPlans.quick(gracefulMs()), 'INT'),
@@ -233,7 +269,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
       pool.send({ type: 'reopenLogs' });
       log.info('Log files reopened', { event: 'master.reopenLogs' });
     },
-    SIGUSR2: () => log.warning('USR2 (upgrade) is not supported by this version of forkd; ignored'),
+    SIGUSR2: () => upgrade(),
     SIGWINCH: () => {
       if (phase === 'stopping') return;
       setWanted(wanted, true);

@@ -9,6 +9,20 @@ export interface Pidfile {
   remove(): void;
 }
 
+/** A pidfile this process may not have written, removed at exit only if it holds this pid
+ *  (PIDFILE.oldbin, after an upgrade renamed ours). */
+export function pidfileAt(path: string, pid = process.pid): Pidfile {
+  const target = resolve(path);
+  return {
+    path: target,
+    remove() {
+      try {
+        if (readFileSync(target, 'utf8').trim() === String(pid)) unlinkSync(target);
+      } catch { /* not there */ }
+    },
+  };
+}
+
 export function writePidfile(path: string, pid = process.pid): Pidfile {
   const target = resolve(path);
   // Write beside it and rename over it: readers never see a half-written file, and O_EXCL|O_NOFOLLOW
@@ -17,12 +31,5 @@ export function writePidfile(path: string, pid = process.pid): Pidfile {
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
   try { writeSync(fd, `${pid}\n`); } finally { closeSync(fd); }
   renameSync(tmp, target);
-  return {
-    path: target,
-    remove() {
-      try {
-        if (readFileSync(target, 'utf8').trim() === String(pid)) unlinkSync(target);
-      } catch { /* already gone */ }
-    },
-  };
+  return pidfileAt(target, pid);
 }

@@ -17,7 +17,8 @@ loop.start((item) => {
 
 import { resolve } from 'node:path';
 import { createArbiter } from '../arbiter/arbiter';
-import { writePidfile } from '../arbiter/pidfile';
+import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
+import { UPGRADE_FROM_ENV } from '../arbiter/upgrade';
 import { ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
 import { renderConfig } from '../config/print';
@@ -27,9 +28,10 @@ import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import { openLineSink } from '../log/line-sink';
 import { createLogger, type Logger } from '../log/logger';
+import { activatedSockets, predecessorSockets } from '../net/inherited';
 import { BindError, openListeners, type Listener } from '../net/listeners';
-import { systemdLifecycle } from '../systemd/lifecycle';
-import { createNotifier } from '../systemd/notify';
+import { silentLifecycle, systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
+import { createNotifier, type Notifier } from '../systemd/notify';
 import { loadApp } from '../worker/app-loader';
 import { parseArgv } from './argv';
 import { renderHelp } from './help';
@@ -73,10 +75,11 @@ function openLogs(config: Config): Logger {
   return log!;
 }
 
-async function bindAll(config: Config, log: Logger): Promise<Listener[] | null> {
+async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null): Promise<Listener[] | null> {
+  const given = [...activatedSockets(process.env), ...(successorOf ? predecessorSockets(process.env, successorOf) : [])];
   try {
-    const listeners = await openListeners(config.bind);
-    for (const l of listeners) log.info(`Listening at: ${l.url} (${process.pid})`);
+    const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default');
+    for (const l of listeners) log.info(`Listening at: ${l.url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
     return listeners;
   } catch (err) {
     if (!(err instanceof BindError)) throw err;
@@ -85,21 +88,40 @@ async function bindAll(config: Config, log: Logger): Promise<Listener[] | null> 
   }
 }
 
+/** What the master reports as it runs: to systemd when NOTIFY_SOCKET is set, and, for a successor
+ *  master started by USR2, to the master that started it (which then retires). */
+function lifecycleFor(notifier: Notifier, successorOf: string | undefined): Lifecycle | undefined {
+  const systemd = notifier.enabled ? systemdLifecycle(notifier, process.env, { successor: successorOf !== undefined }) : null;
+  if (!successorOf) return systemd ?? undefined;
+  const base = systemd ?? silentLifecycle;
+  return {
+    ...base,
+    ready(status) {
+      base.ready(status);
+      // Once systemd has MAINPID (sent first, in order), the predecessor may go.
+      void notifier.flush().then(() => { if (process.connected) process.send!({ type: 'upgraded', pid: process.pid }); });
+    },
+  };
+}
+
 async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd: string): Promise<ExitCode> {
   const { config } = loaded;
+  const successorOf = process.env[UPGRADE_FROM_ENV];
+  delete process.env[UPGRADE_FROM_ENV];
   const log = openLogs(config);
   const name = config.name ?? config.app!;
   process.title = `forkd: master [${name}]`;
-  log.info(`Starting forkd ${VERSION}`, { config: loaded.file ?? undefined });
+  log.info(`Starting forkd ${VERSION}${successorOf ? `, succeeding master ${successorOf}` : ''}`, { config: loaded.file ?? undefined });
   await runHook(config.onStarting, 'onStarting', [{ pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) }],
     { timeoutMs: config.hookTimeout * 1000, log });
-  const listeners = await bindAll(config, log);
+  const listeners = await bindAll(loaded, log, successorOf ? Number(successorOf) : null);
   if (!listeners) return ExitCode.Failure;
   undoOnStop.push(() => { for (const l of listeners) l.close(); });
+  const pidfiles: Pidfile[] = [];
   if (config.pid) {
     try {
-      const pidfile = writePidfile(config.pid);
-      undoOnStop.push(() => pidfile.remove());
+      pidfiles.push(writePidfile(config.pid), pidfileAt(`${config.pid}.oldbin`));
+      undoOnStop.push(() => { for (const p of pidfiles) p.remove(); });
     } catch (err) {
       log.critical(`cannot write pidfile ${config.pid}: ${(err as Error).message}`, { event: 'master.pidfileFailed' });
       for (const l of listeners) l.close();
@@ -109,10 +131,11 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   const notifier = createNotifier(process.env, log);
   return new Promise<ExitCode>((done) => {
     createArbiter({
-      loaded, listeners, log, loop, readConfig, startCwd,
-      lifecycle: notifier.enabled ? systemdLifecycle(notifier, process.env) : undefined,
+      loaded, listeners, log, loop, readConfig, startCwd, pidfile: config.pid ? resolve(config.pid) : null,
+      lifecycle: lifecycleFor(notifier, successorOf),
       onExit: (code) => {
-        for (const undo of undoOnStop.reverse()) undo();
+        // The arbiter closed the sockets it should (none, if a successor serves them now).
+        for (const p of pidfiles) p.remove();
         log.info('Shutting down: Master', { event: 'master.exit', exitCode: code });
         void notifier.flush().then(() => done(code));
       },

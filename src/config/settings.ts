@@ -120,6 +120,11 @@ export const settings = {
     section: 'Workers', flags: ['--max-requests-jitter'], metavar: 'INT', parse: integer(), default: 0,
     doc: 'Add a random 0..N to each worker\'s max-requests, so that workers do not all recycle at once.',
   }),
+  upgrade: setting({
+    section: 'Process', flags: ['--upgrade'], metavar: 'MODE', parse: oneOf(['auto', 'manual'] as const), default: 'auto',
+    doc: 'USR2 starts a successor master from the installed code; once it serves, this one retires (auto) '
+      + 'or waits for WINCH and TERM (manual, as unicorn).',
+  }),
   maxMemory: setting({
     section: 'Workers', flags: ['--max-memory'], metavar: 'SIZE', parse: byteSize, default: 0,
     doc: 'Recycle a worker whose resident memory exceeds this, checked by the master every second '

@@ -130,7 +130,7 @@ export function list<T>(item: Parser<T>, itemName: string): Parser<T[]> {
   }, { repeats: true });
 }
 
-const BIND_FORMS = 'HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N';
+const BIND_FORMS = 'HOST:PORT, [IPv6]:PORT, unix:PATH, fd://N or fd://NAME';
 
 /** Listen addresses: each must parse, and no two may claim the same address. */
 export const bindList: Parser<string[]> = (() => {

@@ -6,7 +6,7 @@ import type { Config } from '../config/settings';
 /** Environment variable carrying the WorkerSpec as JSON; the worker deletes it on start. */
 export const WORKER_SPEC_ENV = 'FORKD_WORKER';
 /** FORKD_* variables forkd sets for itself, never settings. */
-export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV];
+export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, 'FORKD_FDS', 'FORKD_BINDS', 'FORKD_SUCCESSOR_OF'];
 
 export interface WorkerSpec {
   /** Stable worker number, 1..workers, reused by the worker's replacement. */
@@ -42,6 +42,13 @@ const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['ready', 'beat', 'bootFa
 
 export function isFromWorker(msg: unknown): msg is FromWorker {
   return typeof msg === 'object' && msg !== null && FROM_WORKER_TYPES.has((msg as { type?: unknown }).type as string);
+}
+
+/** A successor master (USR2) to the master that started it: every one of its workers serves. */
+export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number }
+
+export function isFromSuccessor(msg: unknown): msg is FromSuccessor {
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'upgraded';
 }
 
 export function assertNever(x: never): never {

@@ -6,7 +6,9 @@ import { isIPv4, isIPv6 } from 'node:net';
 export type BindSpec =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
   | { readonly kind: 'unix'; readonly path: string }
-  | { readonly kind: 'fd'; readonly fd: number };
+  | { readonly kind: 'fd'; readonly fd: number }
+  /** fd://NAME: the socket systemd passed under that name (FileDescriptorName=). */
+  | { readonly kind: 'named'; readonly name: string };
 
 /** Longest path a Unix socket address holds on Linux (sun_path is 108 bytes with the NUL). */
 const UNIX_PATH_MAX = 107;
@@ -23,7 +25,10 @@ export function parseBind(input: string): BindSpec | string {
   }
   if (s.startsWith('fd://')) {
     const n = s.slice('fd://'.length);
-    if (!/^\d+$/.test(n) || Number(n) < 3) return 'fd:// needs a file descriptor number ≥ 3, as in fd://3';
+    if (/^[A-Za-z_][\w.-]*$/.test(n)) return { kind: 'named', name: n };
+    if (!/^\d+$/.test(n) || Number(n) < 3) {
+      return 'fd:// needs a file descriptor number ≥ 3 (fd://3) or the name of a socket systemd passes (fd://http)';
+    }
     return { kind: 'fd', fd: Number(n) };
   }
   let host: string;
@@ -56,6 +61,7 @@ export function describeBind(spec: BindSpec): string {
     case 'tcp': return `http://${isIPv6(spec.host) ? `[${spec.host}]` : spec.host}:${spec.port}`;
     case 'unix': return `unix:${spec.path}`;
     case 'fd': return `fd://${spec.fd}`;
+    case 'named': return `fd://${spec.name}`;
   }
 }
 
@@ -73,7 +79,8 @@ export function overlappingBind(binds: readonly string[]): string | null {
       const same = sa.kind === 'tcp' && sb.kind === 'tcp'
         ? sa.port !== 0 && sa.port === sb.port && (sa.host === sb.host || WILDCARDS.has(sa.host) || WILDCARDS.has(sb.host))
         : sa.kind === 'unix' && sb.kind === 'unix' ? sa.path === sb.path
-          : sa.kind === 'fd' && sb.kind === 'fd' && sa.fd === sb.fd;
+          : sa.kind === 'named' && sb.kind === 'named' ? sa.name === sb.name
+            : sa.kind === 'fd' && sb.kind === 'fd' && sa.fd === sb.fd;
       if (same) return `${a} and ${b} claim the same address`;
     }
   }

@@ -7,7 +7,7 @@
  *  created it may do that, at its exit. */
 
 import { lookup } from 'node:dns/promises';
-import { fstatSync, lstatSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, unlinkSync } from 'node:fs';
 import net, { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -32,6 +32,8 @@ export interface Listener {
   readonly fd: number;
   /** As logged: `http://127.0.0.1:41234` (with the port the kernel chose for :0), `unix:/path`, `fd://3`. */
   readonly url: string;
+  /** Where a socket this process did not bind came from, for the log ("systemd socket http"). */
+  readonly origin?: string;
   close(): void;
 }
 
@@ -116,19 +118,84 @@ function adoptFd(bind: string, spec: Extract<BindSpec, { kind: 'fd' }>): Listene
   return { bind, spec, fd: spec.fd, url: describeBind(spec), close: () => undefined };
 }
 
-/** Binds every address in order; on failure closes what it already bound and throws BindError. */
-export async function openListeners(binds: readonly string[]): Promise<Listener[]> {
+/** A listening socket this process was given rather than bound: by systemd (socket activation) or
+ *  by the master it succeeds (USR2). */
+export interface InheritedSocket {
+  readonly fd: number;
+  /** systemd's name for it, or the bind it served in the predecessor. */
+  readonly name: string | null;
+  readonly address: Extract<BindSpec, { kind: 'tcp' | 'unix' }> | null;
+  /** Whether this process owns the Unix socket file and removes it at its final stop: never for
+   *  systemd's; for the predecessor's, once the predecessor is gone (a rolled-back upgrade's
+   *  successor must leave the file to the master that keeps serving). */
+  readonly ownsFile: boolean | (() => boolean);
+  readonly via: 'systemd' | 'predecessor';
+}
+
+function adoptInherited(bind: string, sock: InheritedSocket): Listener {
+  const spec: BindSpec = sock.address ?? { kind: 'fd', fd: sock.fd };
+  const origin = sock.via === 'systemd' ? `systemd socket ${sock.name ?? `fd ${sock.fd}`}` : 'the previous master';
+  return {
+    bind, spec, fd: sock.fd, url: describeBind(spec), origin,
+    close: once(() => {
+      try { closeSync(sock.fd); } catch { /* already closed */ }
+      const owns = typeof sock.ownsFile === 'function' ? sock.ownsFile() : sock.ownsFile;
+      if (owns && spec.kind === 'unix') { try { unlinkSync(spec.path); } catch { /* gone */ } }
+    }),
+  };
+}
+
+async function sameAddress(a: InheritedSocket['address'], spec: BindSpec): Promise<boolean> {
+  if (!a) return false;
+  if (a.kind === 'unix' && spec.kind === 'unix') return a.path === resolve(spec.path);
+  if (a.kind !== 'tcp' || spec.kind !== 'tcp' || a.port !== spec.port) return false;
+  if (a.host === spec.host) return true;
+  try { return !isIP(spec.host) && (await lookup(spec.host)).address === a.host; } catch { return false; }
+}
+
+async function findInherited(bind: string, spec: BindSpec, pool: InheritedSocket[]): Promise<InheritedSocket | null> {
+  const byName = pool.find((s) => s.name === bind || (spec.kind === 'named' && s.name === spec.name)
+    || (spec.kind === 'fd' && s.fd === spec.fd));
+  if (byName) return byName;
+  for (const s of pool) if (await sameAddress(s.address, spec)) return s;
+  return null;
+}
+
+async function openOne(bind: string, inherited: InheritedSocket[]): Promise<Listener> {
+  const spec = parseBind(bind);
+  if (typeof spec === 'string') throw new BindError(`cannot bind ${bind}: ${spec}`);
+  const given = await findInherited(bind, spec, inherited);
+  if (given) {
+    inherited.splice(inherited.indexOf(given), 1);
+    return adoptInherited(bind, given);
+  }
+  switch (spec.kind) {
+    case 'tcp': return bindTcp(bind, spec);
+    case 'unix': return bindUnix(bind, spec);
+    case 'fd': return adoptFd(bind, spec);
+    case 'named': {
+      throw new BindError(`cannot use ${bind}: systemd passed no socket named ${spec.name}`);
+    }
+  }
+}
+
+/** Opens every configured address in order, preferring a socket this process was given for the
+ *  same name or address (binding it again would fail: it is in use, by us). Given sockets no bind
+ *  names are served too; with `configured` false (bind left at its default) only they are. On
+ *  failure closes what it opened and throws BindError. */
+export async function openListeners(binds: readonly string[], given: readonly InheritedSocket[] = [], configured = true): Promise<Listener[]> {
   const opened: Listener[] = [];
+  const left = [...given];
   try {
-    for (const bind of binds) {
-      const spec = parseBind(bind);
-      if (typeof spec === 'string') throw new BindError(`cannot bind ${bind}: ${spec}`);
-      opened.push(spec.kind === 'tcp' ? await bindTcp(bind, spec)
-        : spec.kind === 'unix' ? await bindUnix(bind, spec) : adoptFd(bind, spec));
+    for (const bind of configured || left.length === 0 ? binds : []) opened.push(await openOne(bind, left));
+    for (const sock of left) {
+      const listener = adoptInherited(sock.address ? describeBind(sock.address).replace(/^http:\/\//, '') : `fd://${sock.name ?? sock.fd}`, sock);
+      // systemd's sockets are all served; one the previous master had that this config drops is closed.
+      if (sock.via === 'systemd') opened.push(listener); else listener.close();
     }
     return opened;
   } catch (err) {
-    for (const l of opened) l.close();
+    for (const l of opened) if (!given.some((g) => g.fd === l.fd)) l.close();
     throw err;
   }
 }

@@ -1,7 +1,8 @@
 /** Owns what systemd hears of the master's life: READY=1 once every worker serves, RELOADING=1
  *  (with MONOTONIC_USEC, so Type=notify-reload works) and READY=1 around each reload, STOPPING=1,
- *  a STATUS= line kept current, WATCHDOG=1 at half of WATCHDOG_USEC, and MAINPID= when a successor
- *  master takes over. It subscribes to the arbiter's lifecycle events; outside systemd it is silent. */
+ *  a STATUS= line kept current, WATCHDOG=1 at half of WATCHDOG_USEC, and MAINPID= from a successor
+ *  master (USR2) as it becomes ready. It subscribes to the arbiter's lifecycle events; outside
+ *  systemd it is silent. */
 
 import { monotonicUsec, type Notifier } from './notify';
 
@@ -20,7 +21,7 @@ export interface Lifecycle {
   reloaded(status: MasterStatus): void;
   stopping(status: MasterStatus): void;
   status(status: MasterStatus): void;
-  /** This master hands over to the successor with `pid` (USR2). */
+  /** A successor master with `pid` serves now (USR2): it speaks to systemd from here on. */
   handOver(pid: number): void;
   close(): void;
 }
@@ -31,26 +32,34 @@ export function statusLine(s: MasterStatus): string {
   return `${s.serving}/${s.wanted} workers serving, generation ${s.generation}${reload}`;
 }
 
-export function systemdLifecycle(notifier: Notifier, env: Readonly<Record<string, string | undefined>>): Lifecycle {
+/** `successor`: this master was started by USR2; on ready it tells systemd it is the main process. */
+export function systemdLifecycle(notifier: Notifier, env: Readonly<Record<string, string | undefined>>,
+  opts: { successor?: boolean } = {}): Lifecycle {
   let last = '';
+  /** Once a successor is the main process, this master tells systemd nothing more. */
+  let muted = false;
+  const send = (fields: Record<string, string | number>) => { if (!muted) notifier.send(fields); };
   const status = (s: MasterStatus) => {
     const line = statusLine(s);
-    if (line !== last) { last = line; notifier.send({ STATUS: line }); }
+    if (line !== last) { last = line; send({ STATUS: line }); }
   };
   let watchdog: NodeJS.Timeout | null = null;
   const usec = Number(env.WATCHDOG_USEC);
   const forUs = !env.WATCHDOG_PID || Number(env.WATCHDOG_PID) === process.pid;
   if (notifier.enabled && usec > 0 && forUs) {
-    watchdog = setInterval(() => notifier.send({ WATCHDOG: 1 }), Math.max(1, Math.floor(usec / 2000)));
+    watchdog = setInterval(() => send({ WATCHDOG: 1 }), Math.max(1, Math.floor(usec / 2000)));
     watchdog.unref();
   }
   return {
-    ready(s) { last = statusLine(s); notifier.send({ READY: 1, STATUS: last }); },
-    reloading(s) { last = `reloading; ${statusLine(s)}`; notifier.send({ RELOADING: 1, MONOTONIC_USEC: monotonicUsec(), STATUS: last }); },
-    reloaded(s) { last = statusLine(s); notifier.send({ READY: 1, STATUS: last }); },
-    stopping(s) { last = `stopping; ${statusLine(s)}`; notifier.send({ STOPPING: 1, STATUS: last }); },
+    ready(s) {
+      last = statusLine(s);
+      send(opts.successor ? { MAINPID: process.pid, READY: 1, STATUS: last } : { READY: 1, STATUS: last });
+    },
+    reloading(s) { last = `reloading; ${statusLine(s)}`; send({ RELOADING: 1, MONOTONIC_USEC: monotonicUsec(), STATUS: last }); },
+    reloaded(s) { last = statusLine(s); send({ READY: 1, STATUS: last }); },
+    stopping(s) { last = `stopping; ${statusLine(s)}`; send({ STOPPING: 1, STATUS: last }); },
     status,
-    handOver(pid) { notifier.send({ MAINPID: pid }); },
+    handOver() { muted = true; },
     close() { if (watchdog) clearInterval(watchdog); },
   };
 }

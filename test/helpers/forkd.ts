@@ -120,7 +120,9 @@ export async function startForkd(args: readonly string[], opts: StartOptions = {
     signal: (sig) => { if (!done) process.kill(pid, sig); },
     get url() { return /Listening at: (http:\/\/\S+)/.exec(output())?.[1] ?? ''; },
     async kill() {
-      const all = new Set([...workers(), ...seen]);
+      // A successor master (USR2) is no child of this one once it retires: find it in the log.
+      const successors = [...output().matchAll(/started successor master \(pid:(\d+)\)/g)].map((m) => Number(m[1]));
+      const all = new Set([...workers(), ...seen, ...successors, ...successors.flatMap(childrenOf)]);
       if (!done) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
       for (const w of all) { try { process.kill(w, 'SIGKILL'); } catch { /* gone */ } }
       await exited;

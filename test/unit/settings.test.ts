@@ -134,6 +134,7 @@ test('bind grammar', () => {
   assert.match(parseBind('::1:80') as string, 'must be in brackets');
   assert.match(parseBind('[::zz]:80') as string, 'is not an IPv6 address');
   assert.match(parseBind('fd://1') as string, 'fd:// needs a file descriptor number ≥ 3');
+  assert.equal(parseBind('fd://http'), { kind: 'named', name: 'http' });
   assert.match(parseBind(`unix:/${'x'.repeat(200)}`) as string, 'longer than 107 bytes');
 });
 
