@@ -120,7 +120,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   function fill(): void {
     if (phase === 'stopping') { if (pool.size === 0) void finish(); return; }
     pool.fill(target(), gen, gracefulMs(), pending === null);
-    if (phase === 'starting' && pending === null && pool.serving().length >= target()) {
+    if (phase === 'starting' && pending === null && target() > 0 && pool.serving().length >= target()) {
       phase = 'running';
       log.info(`Ready: ${plural(pool.serving().length, 'worker')} serving`,
         { event: 'master.ready', startupMs: Math.round(clock.now() - startedAtMs) });
@@ -187,16 +187,16 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
       nextGenerationId: () => ++lastGenerationId,
       readConfig: deps.readConfig,
       workersFor: (loaded) => (loaded.origins.workers.layer !== 'default' ? resolveWorkerCount(loaded.config.workers) : wanted),
-      begin: (next, count, watch) => {
+      begin: (next, count, watch, opened) => {
         pending = watch;
         gen = next;
+        for (const l of opened) openListeners.add(l);
         setWanted(count, false);
         pool.replaceOlderThan(next.id, gracefulMs());
         fill();
       },
       commit: (next, loaded, count, dropped) => {
         pending = null;
-        for (const l of next.listeners) openListeners.add(l);
         closeListeners(dropped);
         pool.stopAll(stopPlans.graceful(gracefulMs()), 'reloaded', (h: WorkerHandle) => h.generation < next.id && h.state === 'replacing');
         try { log.reconfigure({ target: loaded.config.errorLog, level: loaded.config.logLevel }); } catch (err) {
@@ -226,6 +226,19 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
       log.error(`Reload failed: ${outcome.reason}; still serving generation ${gen.id} as before`,
         { event: 'reload.failed', generation: gen.id });
     }
+  }
+
+  /** USR1 is acted on as it arrives, even during a reload: logrotate may compress the moved file
+   *  right after its postrotate kill -USR1. Reopening is quick and can be repeated. */
+  function reopenLogs(): void {
+    try {
+      log.reopen();
+    } catch (err) {
+      log.error(`cannot reopen the error log: ${(err as Error).message}; writing on to the file it had`, { event: 'master.reopenFailed' });
+    } finally {
+      pool.send({ type: 'reopenLogs' });
+    }
+    log.info('Handling signal: USR1: log files reopened', { event: 'master.reopenLogs' });
   }
 
   async function upgrade(): Promise<void> {
@@ -264,11 +277,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     SIGTTIN: () => resize(+1),
     SIGTTOU: () => resize(-1),
     SIGHUP: () => reloadCommand('HUP'),
-    SIGUSR1: () => {
-      log.reopen();
-      pool.send({ type: 'reopenLogs' });
-      log.info('Log files reopened', { event: 'master.reopenLogs' });
-    },
+    SIGUSR1: () => undefined, // acted on as it arrived: see reopenLogs
     SIGUSR2: () => upgrade(),
     SIGWINCH: () => {
       if (phase === 'stopping') return;
@@ -282,10 +291,14 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   return {
     start() {
       log.info(`Using ${plural(target(), 'worker')}`, { event: 'master.start', workers: target() });
-      loop.onArrival((item) => { if (isStop(item)) stopArrived(); });
+      loop.onArrival((item) => {
+        if (isStop(item)) stopArrived();
+        if (item === 'SIGUSR1') reopenLogs();
+      });
       loop.start(
         (item) => {
           if (typeof item !== 'string') return item();
+          if (item === 'SIGUSR1') return undefined;
           log.info(`Handling signal: ${item.slice(3)}`, { event: 'master.signal' });
           return onSignal[item]();
         },

@@ -103,8 +103,11 @@ export function createPool(deps: PoolDeps) {
     }
   }
 
-  /** Recycling: a replacement starts in the worker's slot, and the worker stops once it serves. */
+  /** Recycling: a replacement starts in the worker's slot, and the worker stops once it serves. A
+   *  request that comes while the worker cannot be replaced (a reload is replacing it) is kept, and
+   *  acted on if that reload is abandoned. */
   function replace(h: WorkerHandle, why: string): void {
+    if (h.state === 'replacing' && h.replacedFor === 'reload') { h.recycleWhy ??= why; return; }
     if (h.state !== 'serving') return;
     log.info(`Worker (pid:${h.pid}) is to be replaced: ${why}`, { event: 'worker.recycle', nr: h.nr });
     h.state = 'replacing';
@@ -165,7 +168,8 @@ export function createPool(deps: PoolDeps) {
     fill(target: number, gen: Generation, gracefulMs: number, retireReplaced = true): void {
       const now = clock.now();
       for (const h of live()) {
-        if (h.nr > target && h.state !== 'stopping') beginStop(h, stopPlans.graceful(gracefulMs), 'retired', now);
+        const heldForReload = !retireReplaced && h.state === 'replacing' && h.replacedFor === 'reload';
+        if (h.nr > target && h.state !== 'stopping' && !heldForReload) beginStop(h, stopPlans.graceful(gracefulMs), 'retired', now);
         const successor = live().some((o) => o !== h && o.nr === h.nr && o.state === 'serving');
         if (h.state === 'replacing' && successor && (retireReplaced || h.replacedFor === 'recycle')) {
           beginStop(h, stopPlans.graceful(gracefulMs), h.replacedFor === 'recycle' ? 'recycled' : 'reloaded', now);
@@ -197,7 +201,11 @@ export function createPool(deps: PoolDeps) {
           h.bootFailure = null; // its failure was the reload's, already reported; not one to back off from
           beginStop(h, stopPlans.quick(gracefulMs), 'reload abandoned', now);
         }
-        else if (h.state === 'replacing' && h.replacedFor === 'reload') { h.state = 'serving'; h.replacedFor = null; }
+        else if (h.state === 'replacing' && h.replacedFor === 'reload') {
+          h.state = 'serving';
+          h.replacedFor = null;
+          if (h.recycleWhy) replace(h, h.recycleWhy);
+        }
       }
       failures = 0;
       nextSpawnAtMs = 0;
@@ -218,8 +226,10 @@ export function createPool(deps: PoolDeps) {
 
     /** A worker that has served STABLE_AFTER_MS ends a run of failures (called on every tick). */
     noteStable(now: number): void {
+      let any = false;
       for (const h of live()) {
         if (h.state === 'serving' && !h.stable && h.readyAtMs !== null && now - h.readyAtMs >= STABLE_AFTER_MS) {
+          any = true;
           h.stable = true;
           everStable = true;
           if (failures > 0) log.info(`Worker ${h.nr} has run ${STABLE_AFTER_MS} ms: boot failures reset`, { event: 'worker.stable', nr: h.nr });
@@ -228,6 +238,7 @@ export function createPool(deps: PoolDeps) {
           nextSpawnAtMs = 0;
         }
       }
+      if (any) events.changed();
     },
   };
 }

@@ -5,6 +5,7 @@
 
 import { ConfigError } from '../config/errors';
 import type { Loaded } from '../config/load';
+import { preflight } from '../config/preflight';
 import type { Logger } from '../log/logger';
 import { BindError, listenersFor, type Listener } from '../net/listeners';
 import type { Generation, Pool } from './pool';
@@ -27,8 +28,10 @@ export function watchGeneration(pool: Pool, id: number, count: number): PendingG
   return {
     id,
     outcome,
+    // Stable, not just ready: a new worker that dies in its first second must fail the reload while
+    // the old generation is still there to carry on.
     changed() {
-      const slots = new Set(pool.serving(id).map((h) => h.nr));
+      const slots = new Set(pool.serving(id).filter((h) => h.stable).map((h) => h.nr));
       let all = true;
       for (let nr = 1; nr <= count; nr++) if (!slots.has(nr)) all = false;
       if (all) settle({ ok: true });
@@ -51,8 +54,9 @@ export interface ReloadHost {
   cwdFor(loaded: Loaded): string;
   /** How many workers the new config asks for. */
   workersFor(loaded: Loaded): number;
-  /** Makes `gen` the generation new workers start in, tracked by `pending`, and starts them. */
-  begin(gen: Generation, count: number, pending: PendingGeneration): void;
+  /** Makes `gen` the generation new workers start in, tracked by `pending`, and starts them;
+   *  `opened` are the sockets the reload opened (closed with the rest if a stop comes). */
+  begin(gen: Generation, count: number, pending: PendingGeneration, opened: readonly Listener[]): void;
   /** Every new worker serves: retire the old generation and adopt the new config. */
   commit(gen: Generation, loaded: Loaded, count: number, dropped: readonly Listener[]): void;
   /** Back to `prev`, as if the reload had never begun. */
@@ -61,36 +65,56 @@ export interface ReloadHost {
   readonly stopping: Promise<void>;
 }
 
-async function readConfig(host: ReloadHost): Promise<Loaded | string> {
+const STOPPED: unique symbol = Symbol('stopped');
+
+/** The config, read through every layer and checked as at start, or why it cannot be used. */
+async function readConfig(host: ReloadHost, prev: Generation): Promise<Loaded | string | typeof STOPPED> {
+  const withinMs = prev.config.bootTimeout * 1000;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((ok) => { timer = setTimeout(() => ok(`reading the config did not finish within ${prev.config.bootTimeout}s`), withinMs); });
   try {
-    return await host.readConfig();
+    const loaded = await Promise.race([host.readConfig(), late, host.stopping.then((): typeof STOPPED => STOPPED)]);
+    if (typeof loaded === 'string' || loaded === STOPPED) return loaded;
+    if (prev.configFile && loaded.file !== prev.configFile) {
+      return `the config file ${prev.configFile} is gone${loaded.file ? ` (found ${loaded.file} instead)` : ''}; restart forkd to change which file it reads`;
+    }
+    preflight(loaded.config, host.cwdFor(loaded));
+    return loaded;
   } catch (err) {
     if (err instanceof ConfigError) return `invalid config: ${err.message}`;
     throw err;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
+/** Every step waits for whichever comes first: its own end, or a stop (which then takes over). */
 export async function reload(host: ReloadHost, why: string): Promise<ReloadOutcome> {
   const { log, pool } = host;
   const prev = host.serving();
   log.info(`Reloading (${why})`, { event: 'reload.begin', generation: prev.id });
-  const loaded = await readConfig(host);
+  const loaded = await readConfig(host, prev);
+  if (loaded === STOPPED) return { ok: false, reason: 'stopping' };
   if (typeof loaded === 'string') return { ok: false, reason: loaded };
-  const cwd = host.cwdFor(loaded);
-  let sockets: { listeners: Listener[]; opened: Listener[] };
+  const opening = listenersFor(loaded.config.bind, prev.listeners);
+  let sockets: Awaited<typeof opening> | typeof STOPPED;
   try {
-    sockets = await listenersFor(loaded.config.bind, prev.listeners);
+    sockets = await Promise.race([opening, host.stopping.then((): typeof STOPPED => STOPPED)]);
   } catch (err) {
     if (err instanceof BindError) return { ok: false, reason: err.message };
     throw err;
   }
+  if (sockets === STOPPED) {
+    void opening.then((s) => { for (const l of s.opened) l.close(); }, () => undefined);
+    return { ok: false, reason: 'stopping' };
+  }
   const gen: Generation = {
-    id: host.nextGenerationId(), config: loaded.config, listeners: sockets.listeners, cwd, configFile: loaded.file,
-    name: loaded.config.name ?? loaded.config.app ?? prev.name,
+    id: host.nextGenerationId(), config: loaded.config, listeners: sockets.listeners, cwd: host.cwdFor(loaded),
+    configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? prev.name,
   };
   const count = host.workersFor(loaded);
   const pending = watchGeneration(pool, gen.id, count);
-  host.begin(gen, count, pending);
+  host.begin(gen, count, pending, sockets.opened);
   pending.changed();
   const result = await Promise.race([pending.outcome, host.stopping.then(() => ({ ok: false as const, reason: 'stopping' }))]);
   if (result.ok) {

@@ -10,6 +10,8 @@ import type { Config } from '../config/settings';
 import type { Logger } from '../log/logger';
 
 const DEBOUNCE_MS = 300;
+/** What --reload reacts to: code and data the app loads, not logs, pidfiles or sockets beside it. */
+const CODE = /\.(?:[cm]?[jt]sx?|json)$/;
 
 export interface Watchers {
   /** Watch what `config` asks for (called at start and after each reload). */
@@ -29,12 +31,14 @@ export function createWatchers(log: Logger, onChange: (why: string) => void): Wa
   const fire = debounced(onChange);
   const active = new Map<string, FSWatcher>();
 
-  const open = (key: string, paths: string, options: { ignored?: (p: string) => boolean }, why: (p: string) => string) => {
+  const open = (key: string, paths: string, options: { ignored?: (p: string, stats?: { isFile(): boolean }) => boolean },
+    why: (p: string) => string) => {
     if (active.has(key)) return;
     // chokidar 5 is ESM-only; Node 20.19+ loads it from CommonJS through require(esm).
     const { watch } = require('chokidar') as typeof import('chokidar', { with: { 'resolution-mode': 'import' } });
     const w = watch(paths, { ignoreInitial: true, ...options });
-    w.on('all', (_event, path) => fire(why(path)));
+    // A file that disappears is not a save (an editor's rename sends add/change right after).
+    w.on('all', (event, path) => { if (event !== 'unlink' && event !== 'unlinkDir') fire(why(path)); });
     w.on('error', (err) => log.warning(`file watcher: ${(err as Error).message}`, { event: 'watch.error', key }));
     active.set(key, w);
   };
@@ -55,8 +59,9 @@ export function createWatchers(log: Logger, onChange: (why: string) => void): Wa
       const appKey = `app:${appDir}`;
       for (const key of active.keys()) if (key.startsWith('app:') && key !== appKey) close(key);
       if (config.reload && appDir) {
-        open(appKey, appDir, { ignored: (p) => /(^|\/)(node_modules|\.[^/]+)(\/|$)/.test(p.slice(appDir.length)) },
-          (p) => `${p} changed (--reload)`);
+        open(appKey, appDir, {
+          ignored: (p, stats) => /(^|\/)(node_modules|\.[^/]+)(\/|$)/.test(p.slice(appDir.length)) || (stats?.isFile() === true && !CODE.test(p)),
+        }, (p) => `${p} changed (--reload)`);
       } else close(appKey);
     },
     close() {

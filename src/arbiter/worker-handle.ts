@@ -29,6 +29,8 @@ export interface WorkerHandle {
   requests: number;
   /** Why a worker in state `replacing` is being replaced. */
   replacedFor: 'recycle' | 'reload' | null;
+  /** A recycle asked for while a reload was replacing the worker (see pool.replace). */
+  recycleWhy: string | null;
   /** Set when the master decided to end it (stop, timeout, boot timeout): its exit is expected. */
   endReason: string | null;
   /** What the worker said when its app failed to load. */
@@ -85,7 +87,7 @@ export const spawnWorker: SpawnWorker = (req) => {
   });
   return {
     child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
-    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0, replacedFor: null,
+    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0, replacedFor: null, recycleWhy: null,
     endReason: null, bootFailure: null, killAtMs: null,
   };
 };

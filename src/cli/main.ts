@@ -21,12 +21,12 @@ import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
 import { UPGRADE_FROM_ENV } from '../arbiter/upgrade';
 import { ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
+import { preflight } from '../config/preflight';
 import { renderConfig } from '../config/print';
 import { runHook } from '../config/hooks';
 import type { Config } from '../config/settings';
 import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
-import { openLineSink } from '../log/line-sink';
 import { createLogger, type Logger } from '../log/logger';
 import { activatedSockets, predecessorSockets } from '../net/inherited';
 import { BindError, openListeners, type Listener } from '../net/listeners';
@@ -62,17 +62,25 @@ async function checkApp(loaded: Loaded): Promise<ExitCode> {
   }
 }
 
-/** Opens both logs once here, so that an unwritable path is a config error, not a worker crash loop. */
-function openLogs(config: Config): Logger {
-  const check = (setting: string, path: string, open: () => void) => {
-    try { open(); } catch (err) {
-      throw new ConfigError(`cannot open ${setting} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-  };
-  if (config.accessLog) check('accessLog', config.accessLog, () => openLineSink(config.accessLog!, 1).close());
-  let log: Logger | undefined;
-  check('errorLog', config.errorLog, () => { log = createLogger({ target: config.errorLog, level: config.logLevel }); });
-  return log!;
+/** Opens the error log, once the config has passed the checks a reload also makes. */
+function openLog(config: Config): Logger {
+  preflight(config, process.cwd());
+  try {
+    return createLogger({ target: config.errorLog, level: config.logLevel });
+  } catch (err) {
+    throw new ConfigError(`cannot open errorLog ${config.errorLog}: ${(err as Error).message}`);
+  }
+}
+
+/** A master that dies takes every worker with it: an error that escapes (a hook's stray promise,
+ *  a bug) is logged, and the master carries on. */
+function keepMasterAlive(log: Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    log.error('unhandled promise rejection in the master (a hook\'s?); carrying on', { event: 'master.unhandledRejection', error: reason });
+  });
+  process.on('uncaughtException', (err) => {
+    log.critical('uncaught exception in the master; carrying on', { event: 'master.uncaughtException', error: err });
+  });
 }
 
 async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null): Promise<Listener[] | null> {
@@ -108,7 +116,8 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   const { config } = loaded;
   const successorOf = process.env[UPGRADE_FROM_ENV];
   delete process.env[UPGRADE_FROM_ENV];
-  const log = openLogs(config);
+  const log = openLog(config);
+  keepMasterAlive(log);
   const name = config.name ?? config.app!;
   process.title = `forkd: master [${name}]`;
   log.info(`Starting forkd ${VERSION}${successorOf ? `, succeeding master ${successorOf}` : ''}`, { config: loaded.file ?? undefined });

@@ -200,17 +200,31 @@ export async function openListeners(binds: readonly string[], given: readonly In
   }
 }
 
-/** The listeners a new generation of workers needs: an unchanged bind keeps its open socket (it
- *  never stops accepting during a reload), a new bind is opened. Closes nothing it did not open. */
+/** The listeners a new generation of workers needs: a bind that names an address already open
+ *  (the same text, or the same address, e.g. localhost:80 for 127.0.0.1:80) keeps its socket, which
+ *  never stops accepting during the reload; a new bind is opened. Closes nothing it did not open. */
 export async function listenersFor(binds: readonly string[], current: readonly Listener[]): Promise<{ listeners: Listener[]; opened: Listener[] }> {
-  const byBind = new Map(current.map((l) => [l.bind, l]));
   const listeners: Listener[] = [];
   const opened: Listener[] = [];
   try {
     for (const bind of binds) {
-      let l = byBind.get(bind);
+      const spec = parseBind(bind);
+      let l = current.find((c) => c.bind === bind);
+      if (!l && typeof spec !== 'string') {
+        for (const c of current) {
+          if ((c.spec.kind === 'tcp' || c.spec.kind === 'unix') && await sameAddress(c.spec, spec)) { l = c; break; }
+        }
+      }
       if (!l) {
-        l = (await openListeners([bind]))[0]!;
+        try {
+          l = (await openListeners([bind]))[0]!;
+        } catch (err) {
+          const port = typeof spec !== 'string' && spec.kind === 'tcp' ? spec.port : -1;
+          if (err instanceof BindError && current.some((c) => c.spec.kind === 'tcp' && c.spec.port === port)) {
+            throw new BindError(`${err.message} (a listener already open on port ${port} holds it: moving a port to another host needs a restart)`);
+          }
+          throw err;
+        }
         opened.push(l);
       }
       listeners.push(l);

@@ -166,8 +166,11 @@ async function main(): Promise<void> {
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
   process.on('message', (msg: ToWorker) => {
     if (msg?.type !== 'reopenLogs') return;
-    log.reopen();
-    accessSink?.reopen();
+    for (const [what, sink] of [['errorLog', log], ['accessLog', accessSink]] as const) {
+      try { sink?.reopen(); } catch (err) {
+        log.error(`cannot reopen ${what}: ${(err as Error).message}; writing on to the file it had`, { event: 'worker.reopenFailed', nr: spec.nr });
+      }
+    }
   });
   serving = serve(spec, log, loaded.app, hooks, accessSink);
   stop.graceful = drainThenExit(serving, log, config.gracefulTimeout * 1000, hook);
@@ -179,7 +182,9 @@ async function main(): Promise<void> {
   await send({ type: 'ready', inspectPort });
 }
 
-main().catch((err: unknown) => {
+main().catch(async (err: unknown) => {
   process.stderr.write(`forkd worker ${process.pid}: ${err instanceof Error ? err.stack : String(err)}\n`);
+  // Tell the master why, so that its log (and a failed reload) names the cause.
+  await send({ type: 'bootFailed', reason: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
   process.exit(ExitCode.Failure);
 });

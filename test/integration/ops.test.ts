@@ -27,7 +27,7 @@ test('USR1 after logrotate moved the logs: both are reopened, and no access line
     await waitFor(() => logged() === r.ok, `${r.ok} access lines (have ${logged()})`);
     assert.ok(lines(access).length > 0, 'the workers write to the new access log');
     assert.ok(lines(`${access}.1`).length > 0, 'and wrote to the old one before');
-    await waitFor(() => lines(errors).some((l) => l.includes('Log files reopened')), 'the master to write to the new error log');
+    await waitFor(() => lines(errors).some((l) => l.includes('log files reopened')), 'the master to write to the new error log');
   } finally {
     await f.kill();
     dir.remove();

@@ -136,7 +136,7 @@ test('stray signals neither stop a worker nor leave an inspector open', async ()
     const state = (pid: number) => /^\S+ \(.*\) (\S)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))![1];
     for (const sig of ['SIGTTIN', 'SIGTTOU', 'SIGHUP', 'SIGWINCH', 'SIGUSR2'] as const) process.kill(worker!, sig);
     f.signal('SIGUSR1');
-    await f.waitForLog(/Log files reopened/);
+    await f.waitForLog(/log files reopened/);
     assert.is((await request(`${f.url}/`)).status, 200);
     assert.is.not(state(worker!), 'T', 'the worker is not stopped by TTIN/TTOU');
     assert.not.match(f.stdio(), 'Debugger listening', 'USR1 opened no inspector in the master');
