@@ -104,7 +104,8 @@ async function clusterRun(keepAlive) {
   try {
     await c.ready;
     const r = await under(port, keepAlive, Array.from({ length: HUPS }, () => () => c.child.kill('SIGHUP')));
-    return { ...r, reloads: HUPS, failedReloads: 0, recycles: 0 };
+    await sleep(1500);
+    return { ...r, reloads: c.output().match(/reload done/g)?.length ?? 0, failedReloads: 0, recycles: 0 };
   } finally {
     await stop(c);
   }

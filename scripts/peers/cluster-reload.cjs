@@ -16,8 +16,13 @@ if (cluster.isPrimary) {
   process.on('SIGHUP', () => {
     const old = current;
     current = forkSet();
+    let left = old.length;
     for (const w of current) {
-      w.once('listening', () => { const o = old.shift(); if (o) o.disconnect(); });
+      w.once('listening', () => {
+        const o = old.shift();
+        if (o) o.disconnect();
+        if (--left === 0) console.log('reload done');
+      });
     }
   });
   process.on('SIGTERM', () => { for (const id in cluster.workers) cluster.workers[id].process.kill(); process.exit(0); });

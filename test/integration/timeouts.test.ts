@@ -39,10 +39,18 @@ test('--no-timeout-stack kills without opening the inspector', async () => {
 });
 
 test('max-requests recycles workers under load, replacement first, without a failed request', async () => {
-  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--max-requests', '60', '--max-requests-jitter', '20', probe]);
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--max-requests', '60', '--max-requests-jitter', '20', '--log-level', 'debug', probe]);
   try {
     const before = f.workers();
     const r = await load(`${f.url}/`, { connections: 8, durationMs: 3000, keepAlive: true });
+    // Replacement first: each recycled worker exits only after a worker in its slot became ready.
+    const lines = f.output().split('\n');
+    lines.forEach((line, i) => {
+      const nr = / reason=recycled/.test(line) ? / nr=(\d+)/.exec(line)?.[1] : undefined;
+      if (nr === undefined) return;
+      const replacedAt = lines.findIndex((l) => l.includes('is to be replaced') && l.includes(`nr=${nr}`));
+      assert.ok(lines.slice(replacedAt, i).some((l) => l.includes(`Worker ${nr} ready`)), `worker ${nr} recycled before its successor was ready`);
+    });
     assert.is(r.failed, 0, `failed ${r.failed} of ${r.sent}: ${JSON.stringify(r.errors)}`);
     assert.ok(r.ok > 300, `only ${r.ok} requests`);
     const recycles = f.output().match(/is to be replaced: it served \d+ requests \(maxRequests\)/g)?.length ?? 0;
