@@ -6,6 +6,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { runHook, type HookName, type Hooks, type MasterInfo } from '../config/hooks';
+import type { Identity } from '../config/identity';
+import { ensureLogFile } from '../config/preflight';
 import type { Loaded } from '../config/load';
 import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
@@ -30,6 +32,8 @@ export interface ArbiterDeps {
   readonly startCwd: string;
   /** The pidfile, which an upgrade renames to PIDFILE.oldbin while the successor boots. */
   readonly pidfile: string | null;
+  /** Who the workers run as (from preflight at start). */
+  readonly identity: Identity | null;
   /** Reads the config again through every layer (a reload). */
   readonly readConfig: () => Promise<Loaded>;
   readonly onExit: (code: ExitCode) => void;
@@ -51,6 +55,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   let gen: Generation = {
     id: 1, config: deps.loaded.config, listeners: deps.listeners, cwd: cwdFor(deps.loaded),
     configFile: deps.loaded.file, name: deps.loaded.config.name ?? deps.loaded.config.app ?? 'forkd',
+    identity: deps.identity,
   };
   const cfg = () => gen.config;
   const gracefulMs = () => cfg().gracefulTimeout * 1000;
@@ -233,6 +238,9 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   function reopenLogs(): void {
     try {
       log.reopen();
+      // The workers reopen the access log under its name: make sure it is there and theirs.
+      const { accessLog } = cfg();
+      if (accessLog && accessLog !== '-') ensureLogFile('accessLog', accessLog, gen.identity);
     } catch (err) {
       log.error(`cannot reopen the error log: ${(err as Error).message}; writing on to the file it had`, { event: 'master.reopenFailed' });
     } finally {

@@ -3,6 +3,7 @@
  *  (the config and sockets they were started with); a reload starts a new generation beside the
  *  old one. The arbiter decides how many workers there should be and when; the pool makes it so. */
 
+import type { Identity } from '../config/identity';
 import type { Config } from '../config/settings';
 import { WORKER_HOOK_NAMES } from '../config/hooks';
 import { assertNever, isFromWorker, type ToWorker } from '../ipc/messages';
@@ -24,6 +25,8 @@ export interface Generation {
   /** The config file it was read from, for workers that run hooks of their own. */
   readonly configFile: string | null;
   readonly name: string;
+  /** Who its workers run as (user, group), or null for the master's own user. */
+  readonly identity: Identity | null;
 }
 
 /** A worker that dies within this long of being ready counts as dying at boot: an app that crashes
@@ -76,6 +79,7 @@ export function createPool(deps: PoolDeps) {
         nr, generation: gen.id, config: gen.config, name: gen.name, fds: gen.listeners.map((l) => l.fd),
         beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, configFile: gen.configFile,
         workerHooks: WORKER_HOOK_NAMES.filter((n) => typeof gen.config[n] === 'function'),
+        identity: gen.identity ? { ...gen.identity, initgroups: gen.config.initgroups } : null,
       });
     } catch (err) {
       log.error(`cannot start worker ${nr}: ${(err as Error).message}`, { event: 'worker.spawnFailed', nr });

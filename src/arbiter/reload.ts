@@ -5,6 +5,7 @@
 
 import { ConfigError } from '../config/errors';
 import type { Loaded } from '../config/load';
+import type { Identity } from '../config/identity';
 import { preflight } from '../config/preflight';
 import type { Logger } from '../log/logger';
 import { BindError, listenersFor, type Listener } from '../net/listeners';
@@ -68,7 +69,7 @@ export interface ReloadHost {
 const STOPPED: unique symbol = Symbol('stopped');
 
 /** The config, read through every layer and checked as at start, or why it cannot be used. */
-async function readConfig(host: ReloadHost, prev: Generation): Promise<Loaded | string | typeof STOPPED> {
+async function readConfig(host: ReloadHost, prev: Generation): Promise<{ loaded: Loaded; identity: Identity | null } | string | typeof STOPPED> {
   const withinMs = prev.config.bootTimeout * 1000;
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<string>((ok) => { timer = setTimeout(() => ok(`reading the config did not finish within ${prev.config.bootTimeout}s`), withinMs); });
@@ -78,8 +79,7 @@ async function readConfig(host: ReloadHost, prev: Generation): Promise<Loaded | 
     if (prev.configFile && loaded.file !== prev.configFile) {
       return `the config file ${prev.configFile} is gone${loaded.file ? ` (found ${loaded.file} instead)` : ''}; restart forkd to change which file it reads`;
     }
-    preflight(loaded.config, host.cwdFor(loaded));
-    return loaded;
+    return { loaded, identity: preflight(loaded.config, host.cwdFor(loaded)) };
   } catch (err) {
     if (err instanceof ConfigError) return `invalid config: ${err.message}`;
     throw err;
@@ -93,9 +93,10 @@ export async function reload(host: ReloadHost, why: string): Promise<ReloadOutco
   const { log, pool } = host;
   const prev = host.serving();
   log.info(`Reloading (${why})`, { event: 'reload.begin', generation: prev.id });
-  const loaded = await readConfig(host, prev);
-  if (loaded === STOPPED) return { ok: false, reason: 'stopping' };
-  if (typeof loaded === 'string') return { ok: false, reason: loaded };
+  const read = await readConfig(host, prev);
+  if (read === STOPPED) return { ok: false, reason: 'stopping' };
+  if (typeof read === 'string') return { ok: false, reason: read };
+  const { loaded, identity } = read;
   const opening = listenersFor(loaded.config.bind, prev.listeners);
   let sockets: Awaited<typeof opening> | typeof STOPPED;
   try {
@@ -110,7 +111,7 @@ export async function reload(host: ReloadHost, why: string): Promise<ReloadOutco
   }
   const gen: Generation = {
     id: host.nextGenerationId(), config: loaded.config, listeners: sockets.listeners, cwd: host.cwdFor(loaded),
-    configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? prev.name,
+    configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? prev.name, identity,
   };
   const count = host.workersFor(loaded);
   const pending = watchGeneration(pool, gen.id, count);

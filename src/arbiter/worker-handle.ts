@@ -58,6 +58,7 @@ export interface SpawnRequest {
   readonly cwd: string;
   readonly configFile: string | null;
   readonly workerHooks: readonly string[];
+  readonly identity: WorkerSpec['identity'];
 }
 
 export type SpawnWorker = (req: SpawnRequest) => WorkerHandle;
@@ -77,7 +78,7 @@ export const spawnWorker: SpawnWorker = (req) => {
   const spec: WorkerSpec = {
     nr: req.nr, generation: req.generation, fds: req.fds.map((_, i) => 3 + i),
     beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
-    configFile: req.configFile, workerHooks: req.workerHooks,
+    configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
   };
   const child = spawn(process.execPath, [WORKER_SCRIPT], {
     cwd: req.cwd,

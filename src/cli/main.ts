@@ -21,6 +21,7 @@ import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
 import { UPGRADE_FROM_ENV } from '../arbiter/upgrade';
 import { ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
+import type { Identity } from '../config/identity';
 import { preflight } from '../config/preflight';
 import { renderConfig } from '../config/print';
 import { runHook } from '../config/hooks';
@@ -63,10 +64,10 @@ async function checkApp(loaded: Loaded): Promise<ExitCode> {
 }
 
 /** Opens the error log, once the config has passed the checks a reload also makes. */
-function openLog(config: Config): Logger {
-  preflight(config, process.cwd());
+function openLog(config: Config): { log: Logger; identity: Identity | null } {
+  const identity = preflight(config, process.cwd());
   try {
-    return createLogger({ target: config.errorLog, level: config.logLevel });
+    return { log: createLogger({ target: config.errorLog, level: config.logLevel }), identity };
   } catch (err) {
     throw new ConfigError(`cannot open errorLog ${config.errorLog}: ${(err as Error).message}`);
   }
@@ -116,7 +117,8 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   const { config } = loaded;
   const successorOf = process.env[UPGRADE_FROM_ENV];
   delete process.env[UPGRADE_FROM_ENV];
-  const log = openLog(config);
+  if (config.umask !== null) process.umask(config.umask);
+  const { log, identity } = openLog(config);
   keepMasterAlive(log);
   const name = config.name ?? config.app!;
   process.title = `forkd: master [${name}]`;
@@ -140,7 +142,7 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   const notifier = createNotifier(process.env, log);
   return new Promise<ExitCode>((done) => {
     createArbiter({
-      loaded, listeners, log, loop, readConfig, startCwd, pidfile: config.pid ? resolve(config.pid) : null,
+      loaded, listeners, log, loop, readConfig, startCwd, identity, pidfile: config.pid ? resolve(config.pid) : null,
       lifecycle: lifecycleFor(notifier, successorOf),
       onExit: (code) => {
         // The arbiter closed the sockets it should (none, if a successor serves them now).

@@ -52,6 +52,13 @@ const accessFormat: Parser<string> = Object.assign((input: unknown) => {
   return format;
 }, { allowed: '"json" or a format of %(ATOM)s atoms' });
 
+const umaskValue: Parser<number> = Object.assign((input: unknown) => {
+  const n = typeof input === 'number' ? input : typeof input === 'string' && /^(0o)?[0-7]{1,4}$/.test(input)
+    ? parseInt(input.replace(/^0o/, ''), 8) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 0o7777) throw new Invalid(umaskValue.allowed);
+  return n;
+}, { allowed: 'an octal mode such as 0o027 or "027"' });
+
 const hookFn: Parser<HookFn | null> = Object.assign((input: unknown) => {
   if (input === null) return null;
   if (typeof input !== 'function') throw new Invalid('a function (or null)');
@@ -182,6 +189,22 @@ export const settings = {
   name: setting({
     section: 'Process', flags: ['-n', '--name'], metavar: 'NAME', parse: optional(text()), default: null,
     doc: 'Name in process titles ("forkd: master [NAME]"); the app by default.',
+  }),
+  user: setting({
+    section: 'Process', flags: ['-u', '--user'], metavar: 'USER', parse: optional(text('a user name or uid')), default: null,
+    doc: 'Run the workers as this user (name or uid); the master keeps its own user, to bind on reload.',
+  }),
+  group: setting({
+    section: 'Process', flags: ['-g', '--group'], metavar: 'GROUP', parse: optional(text('a group name or gid')), default: null,
+    doc: 'Run the workers with this group (name or gid); the user\'s primary group by default.',
+  }),
+  initgroups: setting({
+    section: 'Process', flags: ['--initgroups'], parse: bool, default: false,
+    doc: 'Give the workers the user\'s supplementary groups too (otherwise they have only GROUP).',
+  }),
+  umask: setting({
+    section: 'Process', flags: ['-m', '--umask'], metavar: 'INT', parse: optional(umaskValue), default: null,
+    doc: 'The file mode mask of the master and workers (octal, e.g. 0o027 or "027"); also the mode of Unix socket files.',
   }),
   pid: setting({
     section: 'Process', flags: ['-p', '--pid'], metavar: 'FILE', parse: optional(text('a file path')), default: null,

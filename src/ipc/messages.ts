@@ -23,6 +23,8 @@ export interface WorkerSpec {
   readonly configFile: string | null;
   /** The worker-side hooks the config file defines (functions cannot cross in JSON). */
   readonly workerHooks: readonly string[];
+  /** Who the worker becomes before it loads the app; null: it stays who the master is. */
+  readonly identity: { readonly uid: number; readonly gid: number; readonly user: string; readonly initgroups: boolean } | null;
 }
 
 export type ToWorker =

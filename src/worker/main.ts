@@ -141,9 +141,20 @@ function serve(spec: WorkerSpec, log: Logger, app: Awaited<ReturnType<typeof loa
   });
 }
 
+/** Becomes the configured user before anything of the app runs: groups first, then gid, then uid
+ *  (once the uid is dropped, nothing else may be changed). */
+function dropPrivileges(identity: WorkerSpec['identity']): void {
+  if (!identity) return;
+  if (identity.initgroups) (process as unknown as { initgroups(user: string, gid: number): void }).initgroups(identity.user, identity.gid);
+  else process.setgroups!([identity.gid]);
+  process.setgid!(identity.gid);
+  process.setuid!(identity.uid);
+}
+
 async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
+  dropPrivileges(spec.identity);
   process.title = `forkd: worker ${spec.nr} [${spec.name}]`;
   if (!config.timeoutStack) process.on('SIGUSR1', () => undefined);
   const log = createLogger({ target: config.errorLog, level: config.logLevel, backend: 'direct' });

@@ -89,11 +89,13 @@ export interface StartOptions {
   readonly wait?: 'ready' | 'listening' | 'none';
   /** The --error-logfile it writes, read as part of output(). */
   readonly logFile?: string;
+  /** Another CLI script to run (a release's, through a symlink). */
+  readonly bin?: string;
   readonly timeoutMs?: number;
 }
 
 export async function startForkd(args: readonly string[], opts: StartOptions = {}): Promise<Forkd> {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  const child = spawn(process.execPath, [opts.bin ?? BIN, ...args], {
     cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'],
   });
   started.add(child);
