@@ -140,6 +140,15 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
+const CONFIG_EXTS = ['.ts', '.mts', '.cts', '.js', '.mjs', '.cjs', '.json', '.yaml', '.yml'];
+
+/** `-c /etc/forkd/myapp.config` with no such file means the first of myapp.config.ts, .mts, … that
+ *  exists: one unit template serves apps whatever language their config is in. */
+function withExtension(path: string): string {
+  if (existsSync(path) || CONFIG_EXTS.some((e) => path.endsWith(e))) return path;
+  return CONFIG_EXTS.map((e) => path + e).find((p) => existsSync(p)) ?? path;
+}
+
 /** Loads the config file named with -c, or the first one found in `searchFrom`; null if none. */
 export async function loadConfigFile(opts: { explicit: string | null; searchFrom: string }): Promise<ConfigFile | null> {
   const loaders = { '.js': loadModule, '.cjs': loadModule, '.mjs': loadModule, '.ts': loadModule,
@@ -148,7 +157,7 @@ export async function loadConfigFile(opts: { explicit: string | null; searchFrom
     searchPlaces: [...SEARCH_PLACES], loaders, searchStrategy: 'none', cache: false,
   });
   let found: { filepath: string; config: unknown; isEmpty?: boolean } | null;
-  const where = opts.explicit ? resolve(opts.explicit) : null;
+  const where = opts.explicit ? withExtension(resolve(opts.explicit)) : null;
   if (where && !existsSync(where)) throw new ConfigError(`config file not found: ${where}`);
   try {
     found = where ? await explorer.load(where) : await explorer.search(opts.searchFrom);

@@ -115,8 +115,8 @@ export const workerCount: Parser<'auto' | number> = parser('"auto" or an integer
 
 /** A list given as an array (config file), a comma-separated string (environment), or several
  *  command-line flags. Items are validated one by one; the first bad one is named. */
-export function list<T>(item: Parser<T>, itemName: string): Parser<T[]> {
-  const allowed = `a list of ${itemName}s (${item.allowed})`;
+export function list<T>(item: Parser<T>, plural: string): Parser<T[]> {
+  const allowed = `a list of ${plural} (${item.allowed})`;
   return parser(allowed, (input) => {
     const items = typeof input === 'string' ? input.split(',').map((s) => s.trim()).filter(Boolean)
       : Array.isArray(input) ? input : null;
@@ -140,7 +140,7 @@ export const bindList: Parser<string[]> = (() => {
     if (typeof spec === 'string') throw new Invalid(BIND_FORMS, spec);
     return input;
   });
-  const inner = list(one, 'address');
+  const inner = list(one, 'addresses');
   return parser(inner.allowed, (input) => {
     const out = inner(input);
     if (out.length === 0) throw new Invalid(inner.allowed, 'the list is empty');

@@ -143,6 +143,18 @@ test('errors name the file and what went wrong', async () => {
   } finally { dir.remove(); }
 });
 
+test('-c without an extension finds the file in any config language', async () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir.path, 'myapp.config.yaml'), 'workers: 6\n');
+    assert.is(await workersFrom(dir.path, join(dir.path, 'myapp.config')), 6);
+    writeFileSync(join(dir.path, 'myapp.config.ts'), 'export default { workers: 7 };\n');
+    assert.is(await workersFrom(dir.path, join(dir.path, 'myapp.config')), 7, '.ts comes first');
+    const missing = await configErrorOf(loadConfigFile({ explicit: join(dir.path, 'other.config'), searchFrom: dir.path }));
+    assert.match(missing, `config file not found: ${join(dir.path, 'other.config')}`);
+  } finally { dir.remove(); }
+});
+
 test('no config file: defaults; a config file is searched in chdir when given', async () => {
   const dir = tempDir();
   try {
