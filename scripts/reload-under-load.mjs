@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // Drives a running forkd with wrk while it is reloaded: HUPs, a TTIN, a TTOU, an edit of its config
-// file, and max-requests recycling, for keep-alive and for `Connection: close` traffic. Prints the
+// file, and max-requests recycling, for keep-alive and for `Connection: close` traffic; then, in
+// another run, USR2 binary upgrades (each successor master retires the one before). Prints the
 // requests sent, socket errors and non-2xx responses of each run, and the same HUPs against a
 // node:cluster server that reloads the usual way (fork new workers, disconnect the old ones).
 // Usage: npm run build && node scripts/reload-under-load.mjs [--seconds 20] [--hups 10] [--connections 50]
 // Needs wrk (Debian: apt-get install wrk). Every process it starts is ended by pid; loopback only.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,7 +72,7 @@ async function under(port, keepAlive, actions) {
 }
 
 const APP = "module.exports = (req, res) => res.end('hello\\n');\n";
-const config = (workers) => `module.exports = ${JSON.stringify({ app: 'app.js', workers, bind: ['127.0.0.1:PORT'], maxRequests: 4000, maxRequestsJitter: 1000 })};\n`;
+const config = (workers, extra = {}) => `module.exports = ${JSON.stringify({ app: 'app.js', workers, bind: ['127.0.0.1:PORT'], maxRequests: 4000, maxRequestsJitter: 1000, ...extra })};\n`;
 
 async function forkdRun(keepAlive) {
   const dir = mkdtempSync(join(tmpdir(), 'forkd-reload-'));
@@ -88,7 +89,9 @@ async function forkdRun(keepAlive) {
     actions.splice(5, 0, sig('SIGTTOU'));
     actions.splice(8, 0, () => writeFileSync(join(dir, 'forkd.config.js'), config(3).replace('PORT', port)));
     const r = await under(port, keepAlive, actions);
-    await sleep(1500);
+    // Reloads queue (each waits for its workers to prove stable): let the last ones finish.
+    const settled = () => (f.output().match(/Reloading \(/g)?.length ?? 0) <= (f.output().match(/Reload (complete|failed)/g)?.length ?? 0);
+    for (let waited = 0; waited < 15000 && !settled(); waited += 250) await sleep(250);
     const log = f.output();
     return { ...r, reloads: log.match(/Reload complete/g)?.length ?? 0, failedReloads: log.match(/Reload failed/g)?.length ?? 0,
       recycles: log.match(/\(maxRequests\)/g)?.length ?? 0 };
@@ -111,7 +114,35 @@ async function clusterRun(keepAlive) {
   }
 }
 
+/** USR2 upgrades: each goes to whichever master the pidfile names now (the last successor). */
+async function upgradeRun(keepAlive, upgrades = 3) {
+  const dir = mkdtempSync(join(tmpdir(), 'forkd-upgrade-'));
+  const port = await freePort();
+  const pidfile = join(dir, 'forkd.pid');
+  writeFileSync(join(dir, 'app.js'), APP);
+  writeFileSync(join(dir, 'forkd.config.js'), config(2, { pid: pidfile }).replace('PORT', port));
+  const f = start(process.execPath, [join(root, 'bin', 'forkd.js')], { cwd: dir }, /Ready: 2 workers serving/);
+  const masters = new Set();
+  try {
+    await f.ready;
+    const usr2 = () => { const pid = Number(readFileSync(pidfile, 'utf8')); masters.add(pid); process.kill(pid, 'SIGUSR2'); };
+    const r = await under(port, keepAlive, Array.from({ length: upgrades }, () => usr2));
+    await sleep(1500);
+    const log = f.output();
+    return { ...r, reloads: log.match(/Upgrade complete/g)?.length ?? 0, failedReloads: log.match(/Upgrade failed/g)?.length ?? 0, recycles: 0 };
+  } finally {
+    try { masters.add(Number(readFileSync(pidfile, 'utf8'))); } catch { /* gone */ }
+    for (const pid of masters) { try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ } }
+    await stop(f);
+    await sleep(1000);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const rows = [];
+for (const keepAlive of [true, false]) {
+  rows.push({ server: 'forkd, 3 USR2 upgrades', traffic: keepAlive ? 'keep-alive' : 'Connection: close', ...(await upgradeRun(keepAlive)) });
+}
 for (const keepAlive of [true, false]) {
   const traffic = keepAlive ? 'keep-alive' : 'Connection: close';
   rows.push({ server: 'forkd', traffic, ...(await forkdRun(keepAlive)) });

@@ -116,6 +116,8 @@ export function createPool(deps: PoolDeps) {
     log.info(`Worker (pid:${h.pid}) is to be replaced: ${why}`, { event: 'worker.recycle', nr: h.nr });
     h.state = 'replacing';
     h.replacedFor = 'recycle';
+    // A worker recycled for what it served has proven its start, however soon that came.
+    markStable(h);
     events.changed();
   }
 
@@ -234,17 +236,22 @@ export function createPool(deps: PoolDeps) {
       for (const h of live()) {
         if (h.state === 'serving' && !h.stable && h.readyAtMs !== null && now - h.readyAtMs >= STABLE_AFTER_MS) {
           any = true;
-          h.stable = true;
-          everStable = true;
-          if (failures > 0) log.info(`Worker ${h.nr} has run ${STABLE_AFTER_MS} ms: boot failures reset`, { event: 'worker.stable', nr: h.nr });
-          log.debug(`Worker ${h.nr} stable (pid:${h.pid})`, { event: 'worker.stable', nr: h.nr });
-          failures = 0;
-          nextSpawnAtMs = 0;
+          markStable(h);
         }
       }
       if (any) events.changed();
     },
   };
+
+  function markStable(h: WorkerHandle): void {
+    if (h.stable) return;
+    h.stable = true;
+    everStable = true;
+    if (failures > 0) log.info(`Worker ${h.nr} has run ${STABLE_AFTER_MS} ms: boot failures reset`, { event: 'worker.stable', nr: h.nr });
+    log.debug(`Worker ${h.nr} stable (pid:${h.pid})`, { event: 'worker.stable', nr: h.nr });
+    failures = 0;
+    nextSpawnAtMs = 0;
+  }
 }
 
 export type Pool = ReturnType<typeof createPool>;

@@ -26,15 +26,17 @@ export interface PendingGeneration {
 export function watchGeneration(pool: Pool, id: number, count: number): PendingGeneration {
   let settle!: (o: { ok: true } | { ok: false; reason: string }) => void;
   const outcome = new Promise<{ ok: true } | { ok: false; reason: string }>((ok) => { settle = ok; });
+  const proven = new Set<number>();
   return {
     id,
     outcome,
     // Stable, not just ready: a new worker that dies in its first second must fail the reload while
-    // the old generation is still there to carry on.
+    // the old generation is still there to carry on. A slot once proven stays proven: its worker
+    // may be recycled (maxRequests) and its successor not yet a second old.
     changed() {
-      const slots = new Set(pool.serving(id).filter((h) => h.stable).map((h) => h.nr));
+      for (const h of pool.live()) if (h.generation === id && h.stable) proven.add(h.nr);
       let all = true;
-      for (let nr = 1; nr <= count; nr++) if (!slots.has(nr)) all = false;
+      for (let nr = 1; nr <= count; nr++) if (!proven.has(nr)) all = false;
       if (all) settle({ ok: true });
     },
     failed(generation, reason) {

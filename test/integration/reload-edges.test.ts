@@ -76,6 +76,21 @@ test('a reload replaces each worker only after its successor serves; capacity ho
   }
 });
 
+test('a reload completes even when its new workers are recycled within their first second', async () => {
+  const { dir } = setup({ workers: 2, maxRequests: 40 });
+  const f = await startForkd([], { cwd: dir.path });
+  try {
+    const r = load(`${f.url}/`, { connections: 8, durationMs: 4000, keepAlive: true });
+    f.signal('SIGHUP');
+    await f.waitForLog(/Reload complete: generation 2/, 8000);
+    assert.is((await r).failed, 0);
+    assert.ok((f.output().match(/\(maxRequests\)/g)?.length ?? 0) > 4, 'workers were recycled meanwhile');
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test('a hook that leaves a promise to reject does not take the master down', async () => {
   const { dir } = setup({ workers: 1 }, APP_V1, ", onReload: () => { (async () => { throw new Error('webhook down'); })(); }");
   const f = await startForkd([], { cwd: dir.path });
