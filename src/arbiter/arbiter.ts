@@ -3,7 +3,6 @@
  *  accept on the sockets it bound. pool.ts keeps the workers, deadlines.ts watches them, reload.ts
  *  switches generations, watchers.ts turns file saves into reloads. */
 
-import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { runHook, type HookName, type Hooks, type MasterInfo } from '../config/hooks';
 import type { Identity } from '../config/identity';
@@ -18,7 +17,7 @@ import { startDeadlines } from './deadlines';
 import type { Command, Loop, ManagedSignal } from './loop';
 import { createPool, monotonicClock, type Clock, type Generation } from './pool';
 import { reload, type PendingGeneration } from './reload';
-import { startSuccessor } from './upgrade';
+import { restorePidfile, startSuccessor, SUCCESSOR_START_ALLOWANCE_MS, type Upgrade } from './upgrade';
 import { createWatchers } from './watchers';
 import { stopPlans, type SpawnWorker, type StopPlan, type WorkerHandle } from './worker-handle';
 
@@ -67,9 +66,11 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   let pending: PendingGeneration | null = null;
   let lastGenerationId = 1;
   let lastReload: MasterStatus['lastReload'] = null;
-  let successor: ChildProcess | null = null;
-  /** A successor master serves the sockets now: leave them (and any socket file) open at exit. */
-  let handedOver = false;
+  let upgrading: Upgrade | null = null;
+  /** A successor master serves now, on `kept` of our sockets: leave those (and their files) open. */
+  let handedOver: { pid: number; kept: ReadonlySet<string> } | null = null;
+  /** A HUP that came before the first workers served, run once they do. */
+  let deferredReload: string | null = null;
   let fillTimer: NodeJS.Timeout | null = null;
   let fillQueued = false;
   let finished = false;
@@ -78,6 +79,8 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   const stopping = new Promise<void>((ok) => { stopArrived = ok; });
 
   const target = () => (idle ? 0 : wanted);
+  /** Read fresh: TypeScript would narrow `phase` across an await. */
+  const isStopping = () => phase === 'stopping';
   const status = (): MasterStatus => ({ serving: pool.serving().length, wanted: target(), generation: gen.id, lastReload });
   const master = (): MasterInfo => ({ pid: process.pid, name: gen.name, generation: gen.id, workers: target() });
   const hook = <K extends HookName>(name: K, ...args: Parameters<Hooks[K]>) =>
@@ -131,6 +134,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
         { event: 'master.ready', startupMs: Math.round(clock.now() - startedAtMs) });
       lifecycle.ready(status());
       void hook('whenReady', master());
+      if (deferredReload) { const why = deferredReload; deferredReload = null; loop.push(() => reloadCommand(why)); }
     } else if (phase === 'running' && pending === null) lifecycle.status(status());
   }
 
@@ -150,7 +154,9 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     if (phase !== 'stopping') lifecycle.stopping(status());
     phase = 'stopping';
     watchers.close();
-    if (!handedOver) closeListeners([...openListeners]);
+    upgrading?.abort();
+    const kept = handedOver?.kept;
+    closeListeners([...openListeners].filter((l) => !kept?.has(l.bind)));
     if (fillTimer) { clearTimeout(fillTimer); fillTimer = null; }
     pool.stopAll(plan, reason);
     requestFill();
@@ -183,6 +189,11 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
 
   async function reloadCommand(why: string): Promise<void> {
     if (phase === 'stopping') return;
+    if (phase === 'starting') {
+      log.info(`${why} during start-up: reloading once the workers serve`, { event: 'reload.deferred' });
+      deferredReload = why;
+      return;
+    }
     const before = { wanted, idle };
     lifecycle.reloading(status());
     await hook('onReload', master());
@@ -240,7 +251,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
       log.reopen();
       // The workers reopen the access log under its name: make sure it is there and theirs.
       const { accessLog } = cfg();
-      if (accessLog && accessLog !== '-') ensureLogFile('accessLog', accessLog, gen.identity);
+      if (accessLog && accessLog !== '-') ensureLogFile('accessLog', accessLog, gen.identity, { existing: false });
     } catch (err) {
       log.error(`cannot reopen the error log: ${(err as Error).message}; writing on to the file it had`, { event: 'master.reopenFailed' });
     } finally {
@@ -250,32 +261,42 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   }
 
   async function upgrade(): Promise<void> {
-    if (phase !== 'running' || successor || handedOver) {
-      log.warning(`USR2 ignored: ${successor ? 'an upgrade is already under way' : handedOver ? 'this master was upgraded already' : `the master is ${phase}`}`,
+    if (phase !== 'running' || upgrading || handedOver) {
+      log.warning(`USR2 ignored: ${upgrading ? 'an upgrade is already under way' : handedOver ? 'this master was upgraded already' : `the master is ${phase}`}`,
         { event: 'upgrade.ignored' });
       return;
     }
     await hook('preExec', master());
-    const started = startSuccessor({
-      log, listeners: [...openListeners], pidfile: deps.pidfile, cwd: deps.startCwd, readyWithinMs: (cfg().bootTimeout + 30) * 1000,
+    const current = startSuccessor({
+      log, listeners: [...openListeners], pidfile: deps.pidfile, cwd: deps.startCwd,
+      readyWithinMs: cfg().bootTimeout * 1000 + SUCCESSOR_START_ALLOWANCE_MS,
     });
-    successor = started.child;
-    void started.outcome.then((outcome) => {
-      successor = null;
-      if (!outcome.ok) {
+    upgrading = current;
+    const outcome = await current.outcome;
+    upgrading = null;
+    if (!outcome.ok) {
+      if (!isStopping()) {
         log.error(`Upgrade failed: ${outcome.reason}; this master carries on${deps.pidfile ? ' (pidfile restored)' : ''}`, { event: 'upgrade.failed' });
-        return;
       }
-      handedOver = true;
-      lifecycle.handOver(outcome.pid);
-      if (cfg().upgrade === 'manual') {
-        log.info(`Upgrade: the successor master (pid:${outcome.pid}) serves. Send this master WINCH then TERM to finish, `
-          + 'or HUP this master and TERM the successor to roll back', { event: 'upgrade.ready', successor: outcome.pid });
-        return;
-      }
-      log.info(`Upgrade complete: the successor master (pid:${outcome.pid}) serves; retiring this one`, { event: 'upgrade.done', successor: outcome.pid });
-      if (phase !== 'stopping') stopAll(stopPlans.graceful(gracefulMs()), 'upgraded');
-    });
+      return;
+    }
+    handedOver = { pid: outcome.pid, kept: new Set(outcome.kept) };
+    lifecycle.handOver(outcome.pid);
+    if (cfg().upgrade === 'manual') {
+      log.info(`Upgrade: the successor master (pid:${outcome.pid}) serves. Send this master WINCH then TERM to finish, `
+        + 'or HUP this master and TERM the successor to roll back', { event: 'upgrade.ready', successor: outcome.pid });
+      // Rolled back (the successor stopped while this master serves): this one is the main one again.
+      current.child.once('exit', () => {
+        if (isStopping() || !handedOver) return;
+        handedOver = null;
+        restorePidfile(deps.pidfile);
+        lifecycle.reclaim(status());
+        log.info(`The successor master (pid:${outcome.pid}) exited: this master is the main one again`, { event: 'upgrade.rolledBack' });
+      });
+      return;
+    }
+    log.info(`Upgrade complete: the successor master (pid:${outcome.pid}) serves; retiring this one`, { event: 'upgrade.done', successor: outcome.pid });
+    if (!isStopping()) stopAll(stopPlans.graceful(gracefulMs()), 'upgraded');
   }
 
   const onSignal: Record<ManagedSignal, Command> = {
@@ -286,7 +307,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     SIGTTOU: () => resize(-1),
     SIGHUP: () => reloadCommand('HUP'),
     SIGUSR1: () => undefined, // acted on as it arrived: see reopenLogs
-    SIGUSR2: () => upgrade(),
+    SIGUSR2: () => { void upgrade(); },
     SIGWINCH: () => {
       if (phase === 'stopping') return;
       setWanted(wanted, true);

@@ -99,7 +99,7 @@ export async function reload(host: ReloadHost, why: string): Promise<ReloadOutco
   if (read === STOPPED) return { ok: false, reason: 'stopping' };
   if (typeof read === 'string') return { ok: false, reason: read };
   const { loaded, identity } = read;
-  const opening = listenersFor(loaded.config.bind, prev.listeners);
+  const opening = listenersFor(loaded.config.bind, prev.listeners, identity);
   let sockets: Awaited<typeof opening> | typeof STOPPED;
   try {
     sockets = await Promise.race([opening, host.stopping.then((): typeof STOPPED => STOPPED)]);

@@ -67,10 +67,34 @@ export type SpawnWorker = (req: SpawnRequest) => WorkerHandle;
  *  LISTEN_FDS could notify systemd or adopt fds in its name. */
 const MASTER_ONLY_ENV = ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES'];
 
+/** NODE_OPTIONS flags that run code as the process starts. */
+const PRELOAD = /^(?:-r|--require|--import|--loader|--experimental-loader)(?:=|$)/;
+
+/** NODE_OPTIONS without the flags that load code: for a worker that starts as root and drops its
+ *  privileges itself (--initgroups), such code would run as root before the drop. */
+function withoutPreloads(options: string): string {
+  const kept: string[] = [];
+  const tokens = options.split(/\s+/).filter(Boolean);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    if (PRELOAD.test(t)) { if (!t.includes('=')) i++; continue; }
+    kept.push(t);
+  }
+  return kept.join(' ');
+}
+
 function workerEnv(config: Config, spec: WorkerSpec): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, ...config.env, [WORKER_SPEC_ENV]: JSON.stringify(spec) };
   for (const name of MASTER_ONLY_ENV) delete env[name];
+  if (spec.identity?.initgroups && env.NODE_OPTIONS) env.NODE_OPTIONS = withoutPreloads(env.NODE_OPTIONS);
   return env;
+}
+
+/** A root master starts a worker as its user directly (libuv drops every supplementary group,
+ *  then sets the gid, then the uid, before node runs), so nothing runs as root in it. Only with
+ *  --initgroups does the worker start as root, to take the user's groups, and drop at once. */
+function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number } {
+  return identity && !identity.initgroups && process.getuid?.() === 0 ? { uid: identity.uid, gid: identity.gid } : {};
 }
 
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
@@ -81,6 +105,7 @@ export const spawnWorker: SpawnWorker = (req) => {
     configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
   };
   const child = spawn(process.execPath, [WORKER_SCRIPT], {
+    ...startAs(spec.identity),
     cwd: req.cwd,
     env: workerEnv(req.config, spec),
     stdio: ['ignore', 'inherit', 'inherit', ...req.fds, 'ipc'],

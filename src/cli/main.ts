@@ -15,6 +15,7 @@ loop.start((item) => {
   }
 }, () => undefined);
 
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createArbiter } from '../arbiter/arbiter';
 import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
@@ -84,10 +85,10 @@ function keepMasterAlive(log: Logger): void {
   });
 }
 
-async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null): Promise<Listener[] | null> {
+async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, owner: Identity | null): Promise<Listener[] | null> {
   const given = [...activatedSockets(process.env), ...(successorOf ? predecessorSockets(process.env, successorOf) : [])];
   try {
-    const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default');
+    const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default', owner);
     for (const l of listeners) log.info(`Listening at: ${l.url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
     return listeners;
   } catch (err) {
@@ -98,25 +99,48 @@ async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null):
 }
 
 /** What the master reports as it runs: to systemd when NOTIFY_SOCKET is set, and, for a successor
- *  master started by USR2, to the master that started it (which then retires). */
-function lifecycleFor(notifier: Notifier, successorOf: string | undefined): Lifecycle | undefined {
+ *  master started by USR2, to the master that started it. A successor tells systemd MAINPID= only
+ *  once its predecessor has taken the handover (after which it can no longer be killed as late). */
+function lifecycleFor(notifier: Notifier, successorOf: string | undefined, listeners: readonly Listener[]): Lifecycle | undefined {
   const systemd = notifier.enabled ? systemdLifecycle(notifier, process.env, { successor: successorOf !== undefined }) : null;
   if (!successorOf) return systemd ?? undefined;
   const base = systemd ?? silentLifecycle;
+  const kept = listeners.flatMap((l) => (l.predecessorBind !== undefined ? [l.predecessorBind] : []));
   return {
     ...base,
     ready(status) {
-      base.ready(status);
-      // Once systemd has MAINPID (sent first, in order), the predecessor may go.
-      void notifier.flush().then(() => { if (process.connected) process.send!({ type: 'upgraded', pid: process.pid }); });
+      const taken = new Promise<void>((ok) => {
+        if (!process.connected) { ok(); return; }
+        process.once('message', () => ok());
+        process.once('disconnect', () => ok());
+        process.send!({ type: 'upgraded', pid: process.pid, kept });
+      });
+      void taken.then(() => base.ready(status));
     },
   };
+}
+
+/** The working directory as the operator named it: $PWD when it is the same directory as the
+ *  kernel's (a `current` symlink to a release stays a symlink, so a USR2 successor started there
+ *  sees the release it points to then), else the kernel's. */
+function logicalCwd(): string {
+  const physical = process.cwd();
+  const pwd = process.env.PWD;
+  try {
+    if (pwd && pwd.startsWith('/')) {
+      const [a, b] = [statSync(pwd), statSync(physical)];
+      if (a.ino === b.ino && a.dev === b.dev) return pwd;
+    }
+  } catch { /* fall back */ }
+  return physical;
 }
 
 async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd: string): Promise<ExitCode> {
   const { config } = loaded;
   const successorOf = process.env[UPGRADE_FROM_ENV];
   delete process.env[UPGRADE_FROM_ENV];
+  // systemd's watchdog is addressed to the main process; a successor is about to be it.
+  if (successorOf && process.env.WATCHDOG_PID === successorOf) process.env.WATCHDOG_PID = String(process.pid);
   if (config.umask !== null) process.umask(config.umask);
   const { log, identity } = openLog(config);
   keepMasterAlive(log);
@@ -125,7 +149,7 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   log.info(`Starting forkd ${VERSION}${successorOf ? `, succeeding master ${successorOf}` : ''}`, { config: loaded.file ?? undefined });
   await runHook(config.onStarting, 'onStarting', [{ pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) }],
     { timeoutMs: config.hookTimeout * 1000, log });
-  const listeners = await bindAll(loaded, log, successorOf ? Number(successorOf) : null);
+  const listeners = await bindAll(loaded, log, successorOf ? Number(successorOf) : null, identity);
   if (!listeners) return ExitCode.Failure;
   undoOnStop.push(() => { for (const l of listeners) l.close(); });
   const pidfiles: Pidfile[] = [];
@@ -143,7 +167,7 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   return new Promise<ExitCode>((done) => {
     createArbiter({
       loaded, listeners, log, loop, readConfig, startCwd, identity, pidfile: config.pid ? resolve(config.pid) : null,
-      lifecycle: lifecycleFor(notifier, successorOf),
+      lifecycle: lifecycleFor(notifier, successorOf, listeners),
       onExit: (code) => {
         // The arbiter closed the sockets it should (none, if a successor serves them now).
         for (const p of pidfiles) p.remove();
@@ -158,7 +182,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Ex
   const parsed = parseArgv(argv);
   if (parsed.actions.has('help')) { say(process.stdout, renderHelp(VERSION)); return ExitCode.Ok; }
   if (parsed.actions.has('version')) { say(process.stdout, `forkd ${VERSION} (node ${process.version})`); return ExitCode.Ok; }
-  const startCwd = process.cwd();
+  const startCwd = logicalCwd();
   const readConfig = () => loadConfig({ cli: parsed.values, env, cwd: startCwd });
   const loaded = await readConfig();
   if (parsed.actions.has('printConfig')) { say(process.stdout, renderConfig(loaded)); return ExitCode.Ok; }

@@ -2,22 +2,39 @@
  *  what only shows when something is opened (a log path, the working directory). Failing here is
  *  one precise error instead of workers that die at boot. */
 
-import { closeSync, fchownSync, fstatSync, openSync, statSync } from 'node:fs';
+import { closeSync, constants, fchownSync, fstatSync, openSync, statSync } from 'node:fs';
 import { ConfigError } from './errors';
 import { resolveIdentity, type Identity } from './identity';
 import type { Config } from './settings';
 
-/** Opens (creating) a log file; when workers run as another user, makes it theirs, as gunicorn
- *  does, or they could not write it. */
-export function ensureLogFile(setting: string, path: string, identity: Identity | null): void {
+const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/** Opens (creating) a log file. When workers run as another user, a file the master creates is
+ *  made theirs (as gunicorn does), or they could not write it; an existing file is made theirs only
+ *  at start, and only if it is a plain root-owned file with one link: never through a symlink or a
+ *  hard link that the workers' user could have planted to have the master chown something else. */
+export function ensureLogFile(setting: string, path: string, identity: Identity | null, opts: { existing?: boolean } = {}): void {
   let fd: number;
-  try { fd = openSync(path, 'a', 0o644); } catch (err) {
-    throw new ConfigError(`cannot open ${setting} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  let created = false;
+  const code = (err: unknown) => (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  try {
+    fd = openSync(path, APPEND | constants.O_CREAT | constants.O_EXCL, 0o644);
+    created = true;
+  } catch (err) {
+    if (code(err) !== 'EEXIST') throw new ConfigError(`cannot open ${setting} ${path}: ${code(err)}`);
+    try { fd = openSync(path, APPEND); } catch (again) {
+      throw new ConfigError(`cannot open ${setting} ${path}: ${code(again) === 'ELOOP' ? 'it is a symlink' : code(again)}`);
+    }
   }
   try {
-    if (identity && fstatSync(fd).isFile()) fchownSync(fd, identity.uid, identity.gid);
+    const st = fstatSync(fd);
+    if (!st.isFile()) return;
+    const plain = st.uid === 0 && st.nlink === 1;
+    if (identity && (created || (opts.existing !== false && plain)) && (st.uid !== identity.uid || st.gid !== identity.gid)) {
+      fchownSync(fd, identity.uid, identity.gid);
+    }
   } catch (err) {
-    throw new ConfigError(`cannot give ${setting} ${path} to uid ${identity!.uid}: ${(err as NodeJS.ErrnoException).code}`);
+    throw new ConfigError(`cannot give ${setting} ${path} to uid ${identity!.uid}: ${code(err)}`);
   } finally {
     closeSync(fd);
   }
@@ -29,6 +46,10 @@ export function preflight(config: Config, cwd: string): Identity | null {
   try { isDir = statSync(cwd).isDirectory(); } catch { /* reported below */ }
   if (!isDir) throw new ConfigError(`cannot change to directory ${config.chdir ?? cwd} (chdir): no such directory`);
   const identity = resolveIdentity(config.user, config.group);
+  if (identity && process.getuid?.() !== 0 && (identity.uid !== process.getuid?.() || identity.gid !== process.getgid?.())) {
+    throw new ConfigError(`cannot run workers as user ${identity.user} (uid ${identity.uid}, gid ${identity.gid}): `
+      + `forkd runs as uid ${process.getuid?.()}, and only root can switch users`);
+  }
   if (config.errorLog !== '-') ensureLogFile('errorLog', config.errorLog, identity);
   if (config.accessLog && config.accessLog !== '-') ensureLogFile('accessLog', config.accessLog, identity);
   return identity;

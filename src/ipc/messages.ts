@@ -46,8 +46,12 @@ export function isFromWorker(msg: unknown): msg is FromWorker {
   return typeof msg === 'object' && msg !== null && FROM_WORKER_TYPES.has((msg as { type?: unknown }).type as string);
 }
 
-/** A successor master (USR2) to the master that started it: every one of its workers serves. */
-export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number }
+/** A successor master (USR2) to the master that started it: every one of its workers serves, on
+ *  these of the sockets it was handed (the rest the old master closes when it exits). */
+export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number; readonly kept: readonly string[] }
+
+/** The old master to its successor: the handover is taken; tell systemd MAINPID= now. */
+export interface ToSuccessor { readonly type: 'handover' }
 
 export function isFromSuccessor(msg: unknown): msg is FromSuccessor {
   return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'upgraded';

@@ -8,9 +8,12 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import type { InheritedSocket } from './listeners';
 
 const SD_LISTEN_FDS_START = 3;
-/** The predecessor's fds, comma-separated, and the bind each served, as a JSON list. */
+/** The predecessor's fds, comma-separated, and what each was (HandedOver), as a JSON list. */
 export const HANDOVER_FDS_ENV = 'FORKD_FDS';
 export const HANDOVER_BINDS_ENV = 'FORKD_BINDS';
+
+/** What a successor is told of each socket: the bind it served, and whether systemd passed it. */
+export interface HandedOver { readonly bind: string; readonly systemd: boolean; readonly name: string | null }
 
 function hexIPv4(hex: string): string {
   const n = parseInt(hex, 16);
@@ -76,15 +79,19 @@ function alive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
-/** The sockets the master this one succeeds handed over (USR2); `predecessor` is its pid. */
+/** The sockets the master this one succeeds handed over (USR2); `predecessor` is its pid. A socket
+ *  systemd passed stays systemd's; one the predecessor bound becomes this master's, its file
+ *  removed at this master's stop once the predecessor is gone. */
 export function predecessorSockets(env: Record<string, string | undefined>, predecessor: number): InheritedSocket[] {
   const fds = (env[HANDOVER_FDS_ENV] ?? '').split(',').filter(Boolean).map(Number);
-  let binds: unknown = [];
-  try { binds = JSON.parse(env[HANDOVER_BINDS_ENV] ?? '[]'); } catch { /* none */ }
+  let entries: HandedOver[] = [];
+  try { entries = JSON.parse(env[HANDOVER_BINDS_ENV] ?? '[]') as HandedOver[]; } catch { /* none */ }
   delete env[HANDOVER_FDS_ENV];
   delete env[HANDOVER_BINDS_ENV];
-  return fds.map((fd, i) => ({
-    fd, name: Array.isArray(binds) && typeof binds[i] === 'string' ? binds[i] as string : null,
-    address: addressOf(fd), ownsFile: () => !alive(predecessor), via: 'predecessor' as const,
-  }));
+  return fds.map((fd, i) => {
+    const e = entries[i];
+    return e?.systemd
+      ? { fd, name: e.name, address: addressOf(fd), ownsFile: false, via: 'systemd' as const }
+      : { fd, name: e?.bind ?? null, address: addressOf(fd), ownsFile: () => !alive(predecessor), via: 'predecessor' as const };
+  });
 }

@@ -7,7 +7,7 @@
  *  created it may do that, at its exit. */
 
 import { lookup } from 'node:dns/promises';
-import { closeSync, fstatSync, lstatSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, lchownSync, lstatSync, unlinkSync } from 'node:fs';
 import net, { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -34,6 +34,11 @@ export interface Listener {
   readonly url: string;
   /** Where a socket this process did not bind came from, for the log ("systemd socket http"). */
   readonly origin?: string;
+  /** Set for a socket systemd passed (its name, or null), through every later upgrade: such a
+   *  socket file is systemd's, never unlinked here. */
+  readonly systemdName?: string | null;
+  /** For a socket a previous master handed over: the bind it had there. */
+  readonly predecessorBind?: string;
   close(): void;
 }
 
@@ -99,11 +104,20 @@ async function clearStaleSocket(bind: string, path: string): Promise<void> {
   unlinkSync(path);
 }
 
-async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>): Promise<Listener> {
+/** Who a socket file is given to: the workers' user, so that it matches what they run as. */
+export interface Owner { readonly uid: number; readonly gid: number }
+
+async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>, owner: Owner | null): Promise<Listener> {
   const path = resolve(spec.path);
   await clearStaleSocket(bind, path);
   const handle = createServerHandle()(path, -1, -1);
   if (typeof handle === 'number') fail(bind, handle);
+  if (owner) {
+    try { lchownSync(path, owner.uid, owner.gid); } catch (err) {
+      handle.close();
+      throw new BindError(`cannot give ${path} to uid ${owner.uid}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+  }
   const actual: BindSpec = { kind: 'unix', path };
   return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: once(() => handle.close()) };
 }
@@ -137,6 +151,7 @@ function adoptInherited(bind: string, sock: InheritedSocket): Listener {
   const origin = sock.via === 'systemd' ? `systemd socket ${sock.name ?? `fd ${sock.fd}`}` : 'the previous master';
   return {
     bind, spec, fd: sock.fd, url: describeBind(spec), origin,
+    ...(sock.via === 'systemd' ? { systemdName: sock.name } : sock.name ? { predecessorBind: sock.name } : {}),
     close: once(() => {
       try { closeSync(sock.fd); } catch { /* already closed */ }
       const owns = typeof sock.ownsFile === 'function' ? sock.ownsFile() : sock.ownsFile;
@@ -161,7 +176,7 @@ async function findInherited(bind: string, spec: BindSpec, pool: InheritedSocket
   return null;
 }
 
-async function openOne(bind: string, inherited: InheritedSocket[]): Promise<Listener> {
+async function openOne(bind: string, inherited: InheritedSocket[], owner: Owner | null): Promise<Listener> {
   const spec = parseBind(bind);
   if (typeof spec === 'string') throw new BindError(`cannot bind ${bind}: ${spec}`);
   const given = await findInherited(bind, spec, inherited);
@@ -171,7 +186,7 @@ async function openOne(bind: string, inherited: InheritedSocket[]): Promise<List
   }
   switch (spec.kind) {
     case 'tcp': return bindTcp(bind, spec);
-    case 'unix': return bindUnix(bind, spec);
+    case 'unix': return bindUnix(bind, spec, owner);
     case 'fd': return adoptFd(bind, spec);
     case 'named': {
       throw new BindError(`cannot use ${bind}: systemd passed no socket named ${spec.name}`);
@@ -180,18 +195,20 @@ async function openOne(bind: string, inherited: InheritedSocket[]): Promise<List
 }
 
 /** Opens every configured address in order, preferring a socket this process was given for the
- *  same name or address (binding it again would fail: it is in use, by us). Given sockets no bind
- *  names are served too; with `configured` false (bind left at its default) only they are. On
- *  failure closes what it opened and throws BindError. */
-export async function openListeners(binds: readonly string[], given: readonly InheritedSocket[] = [], configured = true): Promise<Listener[]> {
+ *  same name or address (binding it again would fail: it is in use, by us). With `configured`
+ *  false (bind left at its default) and sockets given, exactly the given ones are served. Given
+ *  sockets no bind names are served if systemd passed them; a previous master's that the config
+ *  no longer names are closed (that master removes their files when it exits). On failure closes
+ *  what it opened and throws BindError. */
+export async function openListeners(binds: readonly string[], given: readonly InheritedSocket[] = [], configured = true,
+  owner: Owner | null = null): Promise<Listener[]> {
   const opened: Listener[] = [];
   const left = [...given];
   try {
-    for (const bind of configured || left.length === 0 ? binds : []) opened.push(await openOne(bind, left));
+    for (const bind of configured || left.length === 0 ? binds : []) opened.push(await openOne(bind, left, owner));
     for (const sock of left) {
       const listener = adoptInherited(sock.address ? describeBind(sock.address).replace(/^http:\/\//, '') : `fd://${sock.name ?? sock.fd}`, sock);
-      // systemd's sockets are all served; one the previous master had that this config drops is closed.
-      if (sock.via === 'systemd') opened.push(listener); else listener.close();
+      if (sock.via === 'systemd' || !configured) opened.push(listener); else listener.close();
     }
     return opened;
   } catch (err) {
@@ -203,7 +220,7 @@ export async function openListeners(binds: readonly string[], given: readonly In
 /** The listeners a new generation of workers needs: a bind that names an address already open
  *  (the same text, or the same address, e.g. localhost:80 for 127.0.0.1:80) keeps its socket, which
  *  never stops accepting during the reload; a new bind is opened. Closes nothing it did not open. */
-export async function listenersFor(binds: readonly string[], current: readonly Listener[]): Promise<{ listeners: Listener[]; opened: Listener[] }> {
+export async function listenersFor(binds: readonly string[], current: readonly Listener[], owner: Owner | null = null): Promise<{ listeners: Listener[]; opened: Listener[] }> {
   const listeners: Listener[] = [];
   const opened: Listener[] = [];
   try {
@@ -217,7 +234,7 @@ export async function listenersFor(binds: readonly string[], current: readonly L
       }
       if (!l) {
         try {
-          l = (await openListeners([bind]))[0]!;
+          l = (await openListeners([bind], [], true, owner))[0]!;
         } catch (err) {
           const port = typeof spec !== 'string' && spec.kind === 'tcp' ? spec.port : -1;
           if (err instanceof BindError && current.some((c) => c.spec.kind === 'tcp' && c.spec.port === port)) {

@@ -23,6 +23,8 @@ export interface Lifecycle {
   status(status: MasterStatus): void;
   /** A successor master with `pid` serves now (USR2): it speaks to systemd from here on. */
   handOver(pid: number): void;
+  /** The successor is gone and this master serves on: it is the main process again. */
+  reclaim(status: MasterStatus): void;
   close(): void;
 }
 
@@ -60,6 +62,7 @@ export function systemdLifecycle(notifier: Notifier, env: Readonly<Record<string
     stopping(s) { last = `stopping; ${statusLine(s)}`; send({ STOPPING: 1, STATUS: last }); },
     status,
     handOver() { muted = true; },
+    reclaim(st) { muted = false; last = statusLine(st); send({ MAINPID: process.pid, READY: 1, STATUS: last }); },
     close() { if (watchdog) clearInterval(watchdog); },
   };
 }
@@ -67,5 +70,5 @@ export function systemdLifecycle(notifier: Notifier, env: Readonly<Record<string
 /** No systemd: nothing to tell. */
 export const silentLifecycle: Lifecycle = {
   ready: () => undefined, reloading: () => undefined, reloaded: () => undefined, stopping: () => undefined,
-  status: () => undefined, handOver: () => undefined, close: () => undefined,
+  status: () => undefined, handOver: () => undefined, reclaim: () => undefined, close: () => undefined,
 };

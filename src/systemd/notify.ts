@@ -13,6 +13,7 @@
  *  - Run as another user it sends from its own pid, which systemd accepts with NotifyAccess=all (the
  *    shipped units set it; USR2 needs it anyway). It then waits for systemd to take the message
  *    (BARRIER=1), or systemd might find its pid gone before it could tell which service sent it.
+ *  Where systemd-notify is not installed, python3 sends them (from its own pid).
  *  Messages are sent one at a time, in order: RELOADING=1 must never overtake the READY=1 before it. */
 
 import { spawn } from 'node:child_process';
@@ -39,21 +40,48 @@ function render(fields: NotifyFields): string {
   return Object.entries(fields).map(([k, v]) => `${k}=${String(v).replace(/\n/g, ' ')}`).join('\n');
 }
 
+/** The fallback where systemd-notify is not installed (a slim container under an sd_notify-aware
+ *  runtime): python3's socket module sends the datagram, from its own pid (NotifyAccess=all). */
+const PYTHON_SENDER = [
+  'import os, socket, sys',
+  'name = os.environ["NOTIFY_SOCKET"]',
+  'addr = "\\0" + name[1:] if name.startswith("@") else name',
+  's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+  's.sendto(sys.argv[1].encode(), addr)',
+].join('\n');
+
+function viaPython(socketName: string): (message: string) => Promise<void> {
+  return (message) => run('python3', ['-c', PYTHON_SENDER, message], socketName);
+}
+
+function run(cmd: string, args: string[], socketName: string): Promise<void> {
+  return new Promise((ok, fail) => {
+    const child = spawn(cmd, args, { env: { ...process.env, NOTIFY_SOCKET: socketName }, stdio: 'ignore' });
+    child.once('error', fail);
+    child.once('exit', (code) => (code === 0 ? ok() : fail(new Error(`${cmd} exited with code ${code}`))));
+  });
+}
+
 function viaSystemdNotify(socketName: string): (message: string) => Promise<void> {
   const root = process.getuid?.() === 0;
-  return (message) => new Promise((ok, fail) => {
-    const child = spawn('systemd-notify', [...(root ? ['--no-block'] : []), ...message.split('\n')], {
-      env: { ...process.env, NOTIFY_SOCKET: socketName }, stdio: 'ignore',
-    });
-    child.once('error', fail);
-    child.once('exit', (code) => (code === 0 ? ok() : fail(new Error(`systemd-notify exited with code ${code}`))));
-  });
+  return (message) => run('systemd-notify', [...(root ? ['--no-block'] : []), ...message.split('\n')], socketName);
 }
 
 export function createNotifier(env: Readonly<Record<string, string | undefined>>, log: Warn): Notifier {
   const socketName = env.NOTIFY_SOCKET;
   if (!socketName) return { enabled: false, send: () => undefined, flush: async () => undefined };
-  const deliver = viaSystemdNotify(socketName);
+  const primary = viaSystemdNotify(socketName);
+  const fallback = viaPython(socketName);
+  let usePython = false;
+  const deliver = async (message: string) => {
+    if (!usePython) {
+      try { await primary(message); return; } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        usePython = true; // not installed: python3 from here on
+      }
+    }
+    await fallback(message);
+  };
   let chain: Promise<void> = Promise.resolve();
   let warned = false;
   return {

@@ -144,7 +144,7 @@ function serve(spec: WorkerSpec, log: Logger, app: Awaited<ReturnType<typeof loa
 /** Becomes the configured user before anything of the app runs: groups first, then gid, then uid
  *  (once the uid is dropped, nothing else may be changed). */
 function dropPrivileges(identity: WorkerSpec['identity']): void {
-  if (!identity) return;
+  if (!identity || (process.getuid!() === identity.uid && process.getgid!() === identity.gid && process.getuid!() !== 0)) return;
   if (identity.initgroups) (process as unknown as { initgroups(user: string, gid: number): void }).initgroups(identity.user, identity.gid);
   else process.setgroups!([identity.gid]);
   process.setgid!(identity.gid);

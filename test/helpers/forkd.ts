@@ -1,7 +1,7 @@
 /** Starts the real forkd CLI for integration tests and ends everything it started, by pid. */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -83,6 +83,9 @@ process.on('exit', () => {
 });
 
 export interface StartOptions {
+  /** Run forkd as this uid/gid (the CLI must be readable by it: see publicInstall). */
+  readonly uid?: number;
+  readonly gid?: number;
   readonly env?: Record<string, string>;
   readonly cwd?: string;
   /** What to wait for: "Ready: N workers serving" (default), "Listening at", or nothing. */
@@ -97,6 +100,7 @@ export interface StartOptions {
 export async function startForkd(args: readonly string[], opts: StartOptions = {}): Promise<Forkd> {
   const child = spawn(process.execPath, [opts.bin ?? BIN, ...args], {
     cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
   });
   started.add(child);
   let out = '';
@@ -160,6 +164,21 @@ export function runForkd(args: readonly string[], opts: { env?: Record<string, s
       ok({ code, stdout, stderr });
     });
   });
+}
+
+/** A copy of the built CLI (dist, bin, node_modules) that any user can read: for tests that run
+ *  forkd or its workers as another user, whatever the permissions of the tree this runs from. */
+let publicCopy: string | null = null;
+export function publicInstall(): { bin: string; remove(): void } {
+  if (!publicCopy) {
+    const dir = mkdtempSync(join(tmpdir(), 'forkd-public-'));
+    chmodSync(dir, 0o755);
+    for (const part of ['dist', 'bin', 'node_modules', 'package.json']) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+    publicCopy = dir;
+  }
+  // One copy per test file, removed when it exits.
+  return { bin: join(publicCopy, 'bin', 'forkd.js'), remove: () => undefined };
 }
 
 export function tempDir(): { path: string; remove(): void } {

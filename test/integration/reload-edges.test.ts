@@ -80,10 +80,12 @@ test('a reload completes even when its new workers are recycled within their fir
   const { dir } = setup({ workers: 2, maxRequests: 40 });
   const f = await startForkd([], { cwd: dir.path });
   try {
-    const r = load(`${f.url}/`, { connections: 8, durationMs: 4000, keepAlive: true });
+    let done = false;
+    const r = load(`${f.url}/`, { connections: 8, durationMs: 20_000, keepAlive: true, until: () => done });
     f.signal('SIGHUP');
-    await f.waitForLog(/Reload complete: generation 2/, 8000);
-    assert.is((await r).failed, 0);
+    await f.waitForLog(/Reload complete: generation 2/, 20_000).finally(() => { done = true; });
+    const result = await r;
+    assert.is(result.failed, 0, `failed ${result.failed} of ${result.sent}: ${JSON.stringify(result.errors)} ${JSON.stringify(result.statuses)}`);
     assert.ok((f.output().match(/\(maxRequests\)/g)?.length ?? 0) > 4, 'workers were recycled meanwhile');
   } finally {
     await f.kill();

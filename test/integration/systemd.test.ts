@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { APPS, BIN, childrenOf, cleanEnv, runForkd, startForkd, tempDir, waitFor } from '../helpers/forkd';
+import { APPS, BIN, childrenOf, cleanEnv, publicInstall, runForkd, startForkd, tempDir, waitFor } from '../helpers/forkd';
 import { request, requestUnix } from '../helpers/http';
 import { listenForNotify } from '../helpers/notify';
 
@@ -119,48 +119,133 @@ test('with bind left at its default, forkd serves only what systemd passed', asy
   }
 });
 
-test('user, group, initgroups and umask: workers drop to the user, the master does not', async () => {
-  // The app sits where any user can read it (a clone of this project may not be).
+const ids = (pid: number) => {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string) => new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(status)![1]!.trim().split(/\s+/).filter(Boolean).map(Number);
+  return { uid: field('Uid')[0], gid: field('Gid')[0], groups: field('Groups') };
+};
+
+/** A directory and app any user can read, and forkd as any user can run it (a clone of this project
+ *  may sit where other users cannot look). */
+function publicSetup(): { dir: string; app: string; bin: string; remove(): void } {
   const dir = tempDir();
   chmodSync(dir.path, 0o755);
   copyFileSync(probe, join(dir.path, 'probe.js'));
-  const app = join(dir.path, 'probe.js');
-  const sock = join(dir.path, 'app.sock');
-  const errors = join(dir.path, 'error.log');
-  const ids = (pid: number) => {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const field = (name: string) => new RegExp(`^${name}:\\s+(.*)$`, 'm').exec(status)![1]!.trim().split(/\s+/).map(Number);
-    return { uid: field('Uid')[0], gid: field('Gid')[0], groups: field('Groups') };
-  };
-  const f = await startForkd(['-w', '1', '-b', `unix:${sock}`, '-u', 'nobody', '-m', '007', '--error-logfile', errors, app],
-    { logFile: errors, wait: 'none', cwd: dir.path });
+  const install = publicInstall();
+  return { dir: dir.path, app: join(dir.path, 'probe.js'), bin: install.bin, remove: () => { dir.remove(); install.remove(); } };
+}
+
+test('user, group and umask: workers run as the user, the master does not; socket and logs are theirs', async () => {
+  const p = publicSetup();
+  const sock = join(p.dir, 'app.sock');
+  const errors = join(p.dir, 'error.log');
+  const f = await startForkd(['-w', '1', '-b', `unix:${sock}`, '-u', 'nobody', '-m', '007', '--error-logfile', errors, p.app],
+    { logFile: errors, wait: 'none', cwd: p.dir, bin: p.bin });
   try {
     await waitFor(() => requestUnix(sock).then((r) => r.status === 200, () => false), 'forkd to serve');
     const [worker] = f.workers();
-    assert.equal(ids(worker!), { uid: 65534, gid: 65534, groups: [65534] });
+    assert.equal(ids(worker!), { uid: 65534, gid: 65534, groups: [] }, 'nobody, with no supplementary group left from root');
     assert.is(ids(f.pid).uid, 0, 'the master keeps its user, to bind on reload');
     assert.is(statSync(sock).mode & 0o777, 0o770, 'the socket file mode follows the umask');
+    assert.is(statSync(sock).uid, 65534, 'the socket file is the workers\' user\'s');
     assert.is(statSync(errors).uid, 65534, 'the error log is the workers\' to write');
     assert.match(readFileSync(errors, 'utf8'), `[${worker}] [INFO] Booting worker`);
   } finally {
     await f.kill();
+    p.remove();
   }
-  // A user with supplementary groups, if this machine has one: they reach the workers with --initgroups.
-  const member = readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':')).find((g) => g[3]);
-  assert.ok(member, 'this machine has a user with supplementary groups');
-  const user = member![3]!.split(',')[0]!;
-  const supplementary = Number(member![2]);
+});
+
+test('--initgroups gives the workers the user\'s supplementary groups, and only then', async () => {
+  const p = publicSetup();
+  const group = `forkdt${process.pid % 100000}`;
+  execFileSync('groupadd', ['--system', group]);
   try {
+    execFileSync('gpasswd', ['-a', 'nobody', group], { stdio: 'ignore' });
+    const gid = Number(execFileSync('getent', ['group', group], { encoding: 'utf8' }).split(':')[2]);
     for (const initgroups of [true, false]) {
-      const g = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', user, ...(initgroups ? ['--initgroups'] : []), app], { cwd: dir.path });
+      const g = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', ...(initgroups ? ['--initgroups'] : []), p.app],
+        { cwd: p.dir, bin: p.bin });
       try {
         const [worker] = g.workers();
-        assert.is(ids(worker!).groups.includes(supplementary), initgroups, `${user}'s group ${supplementary} ${initgroups ? 'with' : 'without'} --initgroups`);
+        assert.is(ids(worker!).groups.includes(gid), initgroups, `group ${gid} ${initgroups ? 'with' : 'without'} --initgroups`);
+        assert.is(ids(worker!).uid, 65534);
       } finally {
         await g.kill();
       }
     }
   } finally {
+    execFileSync('groupdel', [group]);
+    p.remove();
+  }
+});
+
+test('a log path the workers\' user replaced with a symlink: nothing is chowned through it', async () => {
+  const p = publicSetup();
+  const logs = join(p.dir, 'logs');
+  mkdirSync(logs);
+  chownSync(logs, 65534, 65534);
+  const victim = join(p.dir, 'victim');
+  writeFileSync(victim, 'secret', { mode: 0o600 });
+  const access = join(logs, 'access.log');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', '--access-logfile', access, p.app], { cwd: p.dir, bin: p.bin });
+  try {
+    unlinkSync(access);
+    symlinkSync(victim, access);
+    f.signal('SIGUSR1');
+    await f.waitForLog(/cannot reopen the error log|log files reopened/);
+    assert.is(statSync(victim).uid, 0, 'the victim is still root\'s');
+    assert.is(statSync(victim).mode & 0o777, 0o600);
+  } finally {
+    await f.kill();
+  }
+  const r = await runForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', '--access-logfile', access, p.app], { cwd: p.dir });
+  assert.is(r.code, 78);
+  assert.match(r.stderr, `cannot open accessLog ${access}: it is a symlink`);
+  p.remove();
+});
+
+test('run as an ordinary user: -u for that user works, any other is refused; systemd hears it through a barrier', async () => {
+  const p = publicSetup();
+  const socket = join(p.dir, 'notify.sock');
+  const notify = await listenForNotify(socket);
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', p.app],
+    { cwd: p.dir, bin: p.bin, uid: 65534, gid: 65534, env: { NOTIFY_SOCKET: socket } });
+  try {
+    assert.is(ids(f.pid).uid, 65534);
+    assert.is((await request(`${f.url}/`)).status, 200);
+    const ready = await notify.waitFor({ READY: '1' });
+    assert.is.not(ready.pid, f.pid, 'not root: systemd-notify sends from its own pid (NotifyAccess=all)');
+  } finally {
+    await f.kill();
+    notify.close();
+  }
+  const other = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'root', p.app], { cwd: p.dir, bin: p.bin, uid: 65534, gid: 65534, wait: 'none' });
+  try {
+    assert.equal(await other.waitExit(), { code: 78, signal: null });
+    assert.match(other.output(), 'cannot run workers as user root (uid 0, gid 0): forkd runs as uid 65534, and only root can switch users');
+  } finally {
+    await other.kill();
+    p.remove();
+  }
+});
+
+test('without systemd-notify installed, python3 sends the notifications', async () => {
+  const dir = tempDir();
+  const socket = join(dir.path, 'notify.sock');
+  const notify = await listenForNotify(socket);
+  const bin = join(dir.path, 'bin');
+  mkdirSync(bin);
+  // The interpreter itself (a pyenv shim would need the PATH this test takes away).
+  symlinkSync(execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim(), join(bin, 'python3'));
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', probe], { env: { NOTIFY_SOCKET: socket, PATH: bin } });
+  try {
+    await notify.waitFor({ READY: '1', STATUS: '1/1 workers serving, generation 1' });
+    f.signal('SIGTERM');
+    await notify.waitFor({ STOPPING: '1' });
+  } finally {
+    await f.kill();
+    notify.close();
     dir.remove();
   }
 });
