@@ -104,7 +104,7 @@ export const spawnWorker: SpawnWorker = (req) => {
     beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
     configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
   };
-  const child = spawn(process.execPath, [WORKER_SCRIPT], {
+  const child = spawn(process.execPath, [...req.config.nodeArgs, WORKER_SCRIPT], {
     ...startAs(spec.identity),
     cwd: req.cwd,
     env: workerEnv(req.config, spec),

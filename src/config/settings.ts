@@ -2,7 +2,7 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  bindList, bool, byteSize, duration, envMap, integer, oneOf, optional, text, workerCount, Invalid, type Parser,
+  bindList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
@@ -213,6 +213,10 @@ export const settings = {
   chdir: setting({
     section: 'Process', flags: ['--chdir'], metavar: 'DIR', parse: optional(text('a directory')), default: null,
     doc: 'Change to this directory before loading the app (config files are looked for there too).',
+  }),
+  nodeArgs: setting({
+    section: 'Process', flags: ['--node-arg'], metavar: 'ARG', parse: list(text('a node option'), 'node options'), default: [],
+    doc: 'An option for the workers\' node, repeatable (e.g. --node-arg=--max-old-space-size=512, --node-arg=--cpu-prof).',
   }),
   env: setting({
     section: 'Process', flags: ['-e', '--env'], metavar: 'KEY=VALUE', parse: envMap, default: {},

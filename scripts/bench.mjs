@@ -1,0 +1,223 @@
+#!/usr/bin/env node
+// The benchmark: forkd beside the servers Node users run today, on this machine, in one run, with
+// the same app (scripts/peers/bench-app.cjs) and worker count, all on loopback, with wrk.
+//   forkd · forkd with its access log on (to a file) · a bare pre-fork (one bound socket, plain
+//   http servers on the inherited fd: the ceiling of forkd's architecture) · node:cluster
+//   round-robin · node:cluster SCHED_NONE · PM2 cluster mode (private PM2_HOME) · one node process
+// Workloads: hello with keep-alive at 50 and 200 connections, hello with Connection: close, and a
+// route doing ~2 ms of synchronous work. Each run is repeated; the median (by requests/s) counts.
+// Prints requests/s, p50/p99 latency, errors, the busiest/least busy worker ratio, each figure
+// as a ratio to forkd's, RSS of master and workers, start-up time, and forkd's HUP reload time.
+//
+// Usage: npm run build && node scripts/bench.mjs [--workers 2] [--duration 5] [--repeat 3]
+//        [--servers forkd,cluster-rr,...] [--workloads ka50,close,...] [--json out.json]
+// Needs wrk (apt-get install wrk). Every process it starts is ended, PM2 with `pm2 kill`.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const peers = join(root, 'scripts', 'peers');
+const app = join(peers, 'bench-app.cjs');
+const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : dflt; };
+const WORKERS = Number(arg('--workers', 2));
+const DURATION = Number(arg('--duration', 5));
+const REPEAT = Number(arg('--repeat', 3));
+const ONLY_SERVERS = arg('--servers', null)?.split(',');
+const ONLY_WORKLOADS = arg('--workloads', null)?.split(',');
+const JSON_OUT = arg('--json', null);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+try { execFileSync('wrk', ['--version'], { stdio: 'ignore' }); } catch (err) {
+  if (err.code === 'ENOENT') { console.error('wrk is not installed (apt-get install wrk)'); process.exit(2); }
+}
+
+const WORKLOADS = [
+  { id: 'ka50', label: 'hello, keep-alive, 50 conns', path: '/', connections: 50, keepAlive: true },
+  { id: 'ka200', label: 'hello, keep-alive, 200 conns', path: '/', connections: 200, keepAlive: true },
+  { id: 'close', label: 'hello, Connection: close, 50 conns', path: '/', connections: 50, keepAlive: false },
+  { id: 'cpu', label: '~2 ms CPU/request, keep-alive, 50 conns', path: '/cpu', connections: 50, keepAlive: true },
+].filter((w) => !ONLY_WORKLOADS || ONLY_WORKLOADS.includes(w.id));
+
+const freePort = () => new Promise((ok) => { const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)); }); });
+
+function children(pid) {
+  try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; }
+}
+function rssMb(pid) {
+  try { return Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024; } catch { return NaN; }
+}
+
+/** Starts a process and resolves once its output matches `ready`. */
+function launch(cmd, args, opts, ready) {
+  const t0 = performance.now();
+  const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c) => { out += c; });
+  child.stderr.on('data', (c) => { out += c; });
+  const started = new Promise((ok, fail) => {
+    const t = setInterval(() => {
+      if (ready.test(out)) { clearInterval(t); ok(performance.now() - t0); }
+      if (child.exitCode !== null) { clearInterval(t); fail(new Error(`${cmd} exited:\n${out}`)); }
+    }, 5);
+    setTimeout(() => { clearInterval(t); fail(new Error(`${cmd} not ready:\n${out}`)); }, 20000);
+  });
+  return { child, started, output: () => out };
+}
+
+async function stopTree(pid) {
+  const all = [pid, ...children(pid)];
+  for (const p of all) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+  await sleep(200);
+}
+
+async function waitHttp(port) {
+  for (let i = 0; i < 400; i++) {
+    try { execFileSync('curl', ['-sf', '-o', '/dev/null', `http://127.0.0.1:${port}/`], { stdio: 'ignore' }); return; } catch { await sleep(25); }
+  }
+  throw new Error(`nothing answers on ${port}`);
+}
+
+/** Each server: how to start it, its processes (for RSS), and how to stop it. */
+const SERVERS = {
+  forkd: async (port, extra = []) => {
+    const p = launch(process.execPath, [join(root, 'bin', 'forkd.js'), '-w', String(WORKERS), '-b', `127.0.0.1:${port}`, ...extra, app],
+      { cwd: root }, new RegExp(`Ready: ${WORKERS} workers? serving`));
+    const startMs = await p.started;
+    return { startMs, master: p.child.pid, workers: () => children(p.child.pid), stop: () => stopTree(p.child.pid), forkd: p };
+  },
+  'forkd+accesslog': async (port) => {
+    const dir = mkdtempSync(join(tmpdir(), 'forkd-bench-log-'));
+    const s = await SERVERS.forkd(port, ['--access-logfile', join(dir, 'access.log')]);
+    return { ...s, stop: async () => { await s.stop(); rmSync(dir, { recursive: true, force: true }); } };
+  },
+  'bare-prefork': (port) => peer(port, 'bare-prefork.cjs', {}),
+  'cluster-rr': (port) => peer(port, 'cluster.cjs', { NODE_CLUSTER_SCHED_POLICY: 'rr' }),
+  'cluster-none': (port) => peer(port, 'cluster.cjs', { NODE_CLUSTER_SCHED_POLICY: 'none' }),
+  pm2: async (port) => {
+    const home = mkdtempSync(join(tmpdir(), 'forkd-bench-pm2-'));
+    const pm2 = join(root, 'node_modules', '.bin', 'pm2');
+    const env = { ...process.env, PM2_HOME: home, PORT: String(port) };
+    const t0 = performance.now();
+    execFileSync(pm2, ['start', join(peers, 'pm2-app.cjs'), '-i', String(WORKERS), '--name', 'bench'], { env, stdio: 'ignore' });
+    await waitHttp(port);
+    const startMs = performance.now() - t0;
+    const daemon = Number(readFileSync(join(home, 'pm2.pid'), 'utf8'));
+    return {
+      startMs, master: daemon, workers: () => children(daemon),
+      stop: async () => { try { execFileSync(pm2, ['kill'], { env, stdio: 'ignore' }); } catch { /* gone */ } await stopTree(daemon); rmSync(home, { recursive: true, force: true }); },
+    };
+  },
+  single: (port) => peer(port, 'single.cjs', {}, 1),
+};
+
+async function peer(port, script, env, workers = WORKERS) {
+  const p = launch(process.execPath, [join(peers, script)], { env: { ...process.env, ...env, PORT: String(port), WORKERS: String(workers) } }, /ready on/);
+  const startMs = await p.started;
+  return { startMs, master: p.child.pid, workers: () => children(p.child.pid), stop: () => stopTree(p.child.pid) };
+}
+
+/** One wrk run: requests/s, p50/p99 (ms), errors, and requests per worker. */
+function wrk(port, w) {
+  return new Promise((ok) => {
+    const args = ['-t2', `-c${w.connections}`, `-d${DURATION}s`, '--latency', '-s', join(root, 'scripts', 'bench-workers.lua'),
+      ...(w.keepAlive ? [] : ['-H', 'Connection: close']), `http://127.0.0.1:${port}${w.path}`];
+    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c) => { out += c; });
+    child.on('exit', () => {
+      const ms = (re) => { const m = re.exec(out); if (!m) return NaN; const v = Number(m[1]); return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v; };
+      const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      const perWorker = Object.fromEntries([...(/^WORKERS(.*)$/m.exec(out)?.[1] ?? '').matchAll(/(\S+)=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+      ok({
+        rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
+        p50: ms(/^\s+50%\s+([\d.]+)(us|ms|s)/m),
+        p99: ms(/^\s+99%\s+([\d.]+)(us|ms|s)/m),
+        errors: (socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+        perWorker,
+      });
+    });
+  });
+}
+
+const median = (runs) => [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)];
+const spread = (perWorker) => {
+  const counts = Object.values(perWorker);
+  return counts.length < 2 ? 1 : Math.max(...counts) / Math.min(...counts);
+};
+
+async function hupReloadMs(s) {
+  const before = s.forkd.output().match(/Reload complete/g)?.length ?? 0;
+  const t0 = performance.now();
+  process.kill(s.master, 'SIGHUP');
+  while ((s.forkd.output().match(/Reload complete/g)?.length ?? 0) === before) {
+    if (performance.now() - t0 > 30000) return NaN;
+    await sleep(5);
+  }
+  return performance.now() - t0;
+}
+
+// All servers run at once, each on its own port, and the runs are interleaved (round r runs every
+// server once), so that drift in this shared machine's speed falls on all of them alike.
+const results = {};
+const running = {};
+for (const name of Object.keys(SERVERS).filter((n) => !ONLY_SERVERS || ONLY_SERVERS.includes(n))) {
+  const port = await freePort();
+  process.stderr.write(`${name}: starting\n`);
+  running[name] = { port, s: await SERVERS[name](port) };
+  await waitHttp(port);
+  results[name] = { startMs: running[name].s.startMs, workloads: {} };
+}
+try {
+  for (const w of WORKLOADS) {
+    const runs = Object.fromEntries(Object.keys(running).map((n) => [n, []]));
+    for (let i = 0; i < REPEAT; i++) {
+      for (const [name, { port }] of Object.entries(running)) {
+        if (name === 'forkd+accesslog' && !['ka50', 'close'].includes(w.id)) continue;
+        runs[name].push(await wrk(port, w));
+      }
+    }
+    for (const [name, list] of Object.entries(runs)) {
+      if (!list.length) continue;
+      results[name].workloads[w.id] = median(list);
+      process.stderr.write(`  ${w.id} ${name}: ${list.map((x) => Math.round(x.rps)).join(' / ')} req/s\n`);
+    }
+  }
+  for (const [name, { s }] of Object.entries(running)) {
+    results[name].masterMb = rssMb(s.master);
+    results[name].workerMb = s.workers().map(rssMb);
+    if (name === 'forkd') results[name].hupMs = await hupReloadMs(s);
+  }
+} finally {
+  for (const { s } of Object.values(running)) await s.stop();
+}
+
+// ---- the table ----
+const names = Object.keys(results);
+const base = results.forkd;
+const ratio = (v, b) => (Number.isFinite(v) && Number.isFinite(b) && b > 0 ? `${(v / b).toFixed(2)}×` : '');
+const pad = (cells, widths) => cells.map((c, i) => String(c).padEnd(widths[i])).join('  ');
+console.log(`\nforkd benchmark: ${WORKERS} workers, wrk -t2, ${DURATION} s runs, median of ${REPEAT}; node ${process.version}, ${readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm).length} CPUs`);
+for (const w of WORKLOADS) {
+  console.log(`\n${w.label} (${w.path})`);
+  const header = ['server', 'req/s', '× forkd', 'p50 ms', 'p99 ms', '× forkd p99', 'errors', 'busiest/least'];
+  const rows = names.filter((n) => results[n].workloads[w.id]).map((n) => {
+    const x = results[n].workloads[w.id];
+    const b = base?.workloads[w.id];
+    return [n, Math.round(x.rps), ratio(x.rps, b?.rps), x.p50.toFixed(2), x.p99.toFixed(2), ratio(x.p99, b?.p99), x.errors, spread(x.perWorker).toFixed(2)];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  console.log(pad(header, widths));
+  for (const row of rows) console.log(pad(row, widths));
+}
+console.log('\nprocesses');
+const header = ['server', 'start ms', 'master MB', 'workers MB', 'HUP reload ms'];
+const rows = names.map((n) => [n, Math.round(results[n].startMs), results[n].masterMb.toFixed(1),
+  results[n].workerMb.map((m) => m.toFixed(1)).join(' '), results[n].hupMs ? Math.round(results[n].hupMs) : '']);
+const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+console.log(pad(header, widths));
+for (const row of rows) console.log(pad(row, widths));
+if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify(results, null, 2));

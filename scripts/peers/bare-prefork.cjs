@@ -1,0 +1,22 @@
+// The ceiling of forkd's architecture: one socket bound (never listened on) by a parent, N plain
+// `http` servers in child processes listening on it as an inherited fd. Nothing else.
+// Usage: PORT=8080 WORKERS=2 node bare-prefork.cjs
+'use strict';
+const net = require('node:net');
+const http = require('node:http');
+const { spawn } = require('node:child_process');
+
+if (process.argv[2] === 'child') {
+  http.createServer(require('./bench-app.cjs')).listen({ fd: 3 }, 2048, () => process.send?.('ready'));
+} else {
+  const handle = net._createServerHandle('127.0.0.1', Number(process.env.PORT), 4);
+  const n = Number(process.env.WORKERS || 2);
+  const kids = [];
+  let ready = 0;
+  for (let i = 0; i < n; i++) {
+    const c = spawn(process.execPath, [__filename, 'child'], { stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'] });
+    c.on('message', () => { if (++ready === n) console.log(`ready on ${process.env.PORT}`); });
+    kids.push(c);
+  }
+  process.on('SIGTERM', () => { for (const c of kids) c.kill('SIGKILL'); process.exit(0); });
+}
