@@ -43,6 +43,7 @@ export interface ArbiterDeps {
 }
 
 type Phase = 'starting' | 'running' | 'stopping';
+const BALANCE_EVERY_MS = 100;
 const isStop = (item: unknown) => item === 'SIGTERM' || item === 'SIGINT' || item === 'SIGQUIT';
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
@@ -93,7 +94,8 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
       fillTimer = setTimeout(() => { fillTimer = null; requestFill(); }, delayMs);
     },
     events: {
-      changed: () => { pending?.changed(); requestFill(); },
+      changed: () => { pending?.changed(); requestFill(); requestBalance(); },
+      load: () => requestBalance(),
       spawning: (nr, generation) => void hook('preFork', master(), { nr, generation }),
       spawned: (h) => void hook('postFork', master(), { pid: h.pid, nr: h.nr, generation: h.generation }),
       exited: (h, code, signal) => void hook('childExit', master(), { pid: h.pid, nr: h.nr, generation: h.generation, code, signal }),
@@ -116,6 +118,13 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
     beforeKill: (h, stack) => hook('workerAbort', master(), { pid: h.pid, nr: h.nr, generation: h.generation, stack }),
   });
   const watchers = createWatchers(log, (why) => loop.push(() => reloadCommand(why)));
+
+  /** The balance is told to the workers at most every BALANCE_EVERY_MS. */
+  let balanceTimer: NodeJS.Timeout | null = null;
+  function requestBalance(): void {
+    if (balanceTimer) return;
+    balanceTimer = setTimeout(() => { balanceTimer = null; if (!isStopping()) pool.balance(cfg().balance); }, BALANCE_EVERY_MS);
+  }
 
   /** Filling the pool is housekeeping, not a command: it runs between commands and during a
    *  reload's wait (the reload's own steps are synchronous between its awaits). */

@@ -8,6 +8,7 @@ import type { Config } from '../config/settings';
 import { WORKER_HOOK_NAMES } from '../config/hooks';
 import { assertNever, isFromWorker, type ToWorker } from '../ipc/messages';
 import type { Logger } from '../log/logger';
+import type net from 'node:net';
 import type { Listener } from '../net/listeners';
 import {
   beginStop, spawnWorker, stopPlans, type SpawnWorker, type StopPlan, type WorkerHandle,
@@ -43,6 +44,8 @@ export interface PoolEvents {
   spawning(nr: number, generation: number): void;
   spawned(h: WorkerHandle): void;
   exited(h: WorkerHandle, code: number | null, signal: NodeJS.Signals | null): void;
+  /** A worker's open connections changed: time to look at the balance. */
+  load(): void;
 }
 
 export interface PoolDeps {
@@ -53,6 +56,8 @@ export interface PoolDeps {
   readonly later: (delayMs: number) => void;
   readonly spawn?: SpawnWorker;
 }
+
+const threadsOf = (h: WorkerHandle) => h.threads;
 
 function beatIntervalMs(config: Config): number {
   const timeoutMs = config.timeout * 1000;
@@ -76,7 +81,7 @@ export function createPool(deps: PoolDeps) {
     let h: WorkerHandle;
     try {
       h = spawnOne({
-        nr, generation: gen.id, config: gen.config, name: gen.name, fds: gen.listeners.map((l) => l.fd),
+        nr, generation: gen.id, config: gen.config, name: gen.name, listeners: gen.listeners,
         beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, configFile: gen.configFile,
         workerHooks: WORKER_HOOK_NAMES.filter((n) => typeof gen.config[n] === 'function'),
         identity: gen.identity ? { ...gen.identity, initgroups: gen.config.initgroups } : null,
@@ -99,7 +104,19 @@ export function createPool(deps: PoolDeps) {
   function onMessage(h: WorkerHandle, msg: unknown): void {
     if (!isFromWorker(msg)) return;
     switch (msg.type) {
-      case 'beat': h.lastBeatAtMs = clock.now(); h.inFlight = msg.inFlight; h.requests = msg.requests; break;
+      case 'beat':
+        // A thread that has not beaten makes the whole worker as silent as it (timeouts, deadlines.ts).
+        h.lastBeatAtMs = clock.now() - msg.stalledMs;
+        h.inFlight = msg.inFlight;
+        h.requests = msg.requests;
+        if (h.connections !== msg.connections) { h.connections = msg.connections; events.load(); }
+        break;
+      case 'load': h.connections = msg.connections; events.load(); break;
+      case 'relisten': {
+        const listener = h.listeners[msg.index];
+        if (listener && h.child.connected) h.child.send({ type: 'listener', index: msg.index }, listener.handle() as net.Server, { keepOpen: true });
+        break;
+      }
       case 'ready': onReady(h, msg.inspectPort); break;
       case 'bootFailed': h.bootFailure = msg.reason; break;
       case 'recycle': replace(h, `it served ${msg.requests} requests (maxRequests)`); break;
@@ -222,6 +239,20 @@ export function createPool(deps: PoolDeps) {
       const now = clock.now();
       const quick = stopPlans.quick(plan.killAfterMs);
       for (const h of live()) if (which(h)) beginStop(h, h.state === 'booting' ? quick : plan, reason, now);
+    },
+
+    /** Tells each accepting worker its fair share of the open connections: the total, divided by
+     *  every serving unit (worker × threads). Only changes are sent. */
+    balance(enabled: boolean): void {
+      const accepting = live().filter((h) => h.state === 'serving' || h.state === 'replacing');
+      const units = accepting.reduce((n, h) => n + (h.listeners.length ? threadsOf(h) : 0), 0);
+      const total = accepting.reduce((n, h) => n + h.connections, 0);
+      const fair = enabled && units > 1 ? Math.ceil(total / units) : 0;
+      for (const h of accepting) {
+        if (h.fairShareSent === fair || !h.child.connected) continue;
+        h.fairShareSent = fair;
+        h.child.send({ type: 'balance', fairShare: fair }, () => undefined);
+      }
     },
 
     send(msg: ToWorker): void {

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
 import { WORKER_SPEC_ENV, type WorkerSpec } from '../ipc/messages';
+import type { Listener } from '../net/listeners';
 
 /** The worker entry, as the inspector names it (see stack-capture.ts). */
 export const WORKER_SCRIPT = join(__dirname, '..', 'worker', 'main.js');
@@ -27,6 +28,14 @@ export interface WorkerHandle {
   inspectPort: number | null;
   inFlight: number;
   requests: number;
+  /** Open connections, as the worker last reported them (for the balance). */
+  connections: number;
+  /** The fair share last sent to it (-1: none yet). */
+  fairShareSent: number;
+  /** The sockets it was started with, in its fds' order (sent again when it resumes accepting). */
+  readonly listeners: readonly Listener[];
+  /** Its serving threads. */
+  readonly threads: number;
   /** Why a worker in state `replacing` is being replaced. */
   replacedFor: 'recycle' | 'reload' | null;
   /** A recycle asked for while a reload was replacing the worker (see pool.replace). */
@@ -52,7 +61,7 @@ export interface SpawnRequest {
   readonly generation: number;
   readonly config: Config;
   readonly name: string;
-  readonly fds: readonly number[];
+  readonly listeners: readonly Listener[];
   readonly beatIntervalMs: number;
   readonly nowMs: number;
   readonly cwd: string;
@@ -99,8 +108,13 @@ function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number
 
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
 export const spawnWorker: SpawnWorker = (req) => {
+  // Every listener once per thread, in stdio slots 3..: thread t's copy of listener i is fd 3 + t·n + i.
+  const threads = req.config.threads;
+  const n = req.listeners.length;
+  const stdioFds = Array.from({ length: threads }, () => req.listeners.map((l) => l.fd)).flat();
   const spec: WorkerSpec = {
-    nr: req.nr, generation: req.generation, fds: req.fds.map((_, i) => 3 + i),
+    nr: req.nr, generation: req.generation,
+    fds: Array.from({ length: threads }, (_, t) => req.listeners.map((__, i) => 3 + t * n + i)),
     beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
     configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
   };
@@ -108,12 +122,12 @@ export const spawnWorker: SpawnWorker = (req) => {
     ...startAs(spec.identity),
     cwd: req.cwd,
     env: workerEnv(req.config, spec),
-    stdio: ['ignore', 'inherit', 'inherit', ...req.fds, 'ipc'],
+    stdio: ['ignore', 'inherit', 'inherit', ...stdioFds, 'ipc'],
     serialization: 'json',
   });
   return {
     child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
-    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0, replacedFor: null, recycleWhy: null,
+    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0, connections: 0, fairShareSent: -1, listeners: req.listeners, threads, replacedFor: null, recycleWhy: null,
     endReason: null, bootFailure: null, killAtMs: null,
   };
 };

@@ -119,6 +119,27 @@ export const settings = {
     doc: 'Worker processes to keep alive. "auto" is one per CPU this process may run on: a Node worker '
       + 'multiplexes I/O on its event loop, so more workers than cores add memory, not throughput.',
   }),
+  threads: setting({
+    section: 'Workers', flags: ['--threads'], metavar: 'INT', parse: integer({ min: 1, max: 64 }), default: 1,
+    doc: 'Serving threads in each worker process (worker_threads, each with its own copy of the app and '
+      + 'its own duplicate of every listening socket): less memory per serving unit than a process.',
+  }),
+  workerConnections: setting({
+    section: 'Workers', flags: ['--worker-connections'], metavar: 'INT', parse: integer(), default: 0,
+    doc: 'Most connections one worker (or thread) holds at once (0: no cap). At the cap it stops '
+      + 'accepting; further connections wait in the kernel\'s backlog for one with room, never refused.',
+  }),
+  workerClass: setting({
+    section: 'Workers', flags: ['-k', '--worker-class'], metavar: 'CLASS', parse: oneOf(['async', 'sync'] as const), default: 'async',
+    doc: '"async": each worker serves many connections on its event loop. "sync": one connection at a '
+      + 'time and no keep-alive (workerConnections 1, keepAlive 0), as gunicorn\'s sync workers.',
+  }),
+  balance: setting({
+    section: 'Workers', flags: ['--balance'], parse: bool, default: true,
+    doc: 'Keep kept-alive connections spread evenly over the workers: one holding more than its share '
+      + 'stops accepting and asks that many clients to reconnect (Connection: close). The master is '
+      + 'never in the data path.',
+  }),
   maxRequests: setting({
     section: 'Workers', flags: ['--max-requests'], metavar: 'INT', parse: integer(), default: 0,
     doc: 'Recycle a worker after it has served this many requests (0: never). Its replacement starts first.',

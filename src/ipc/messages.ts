@@ -12,8 +12,9 @@ export interface WorkerSpec {
   /** Stable worker number, 1..workers, reused by the worker's replacement. */
   readonly nr: number;
   readonly generation: number;
-  /** The listening sockets, as this worker's inherited file descriptors. */
-  readonly fds: readonly number[];
+  /** The listening sockets, as this worker's inherited file descriptors: one list per thread, each
+   *  with one fd per listener (the master passes each socket once for every thread). */
+  readonly fds: readonly (readonly number[])[];
   readonly beatIntervalMs: number;
   /** The master's resolved config; only its JSON-serialisable part crosses. */
   readonly config: Config;
@@ -29,18 +30,27 @@ export interface WorkerSpec {
 
 export type ToWorker =
   /** USR1 reached the master: reopen the log files (USR1 itself is kept for the inspector). */
-  | { readonly type: 'reopenLogs' };
+  | { readonly type: 'reopenLogs' }
+  /** Listener `index`, sent with its handle, to accept on again after a pause. */
+  | { readonly type: 'listener'; readonly index: number }
+  /** The connections each serving unit should have: more than that, and it sheds and pauses. */
+  | { readonly type: 'balance'; readonly fairShare: number };
 
 export type FromWorker =
   /** The app is loaded and the worker accepts on every listener. */
   | { readonly type: 'ready'; readonly inspectPort: number | null }
-  | { readonly type: 'beat'; readonly inFlight: number; readonly requests: number }
+  /** `stalledMs`: how long the quietest thread has not beaten (a hung thread hangs the process). */
+  | { readonly type: 'beat'; readonly inFlight: number; readonly requests: number; readonly connections: number; readonly stalledMs: number }
+  /** The open connections changed: for the master's balance. */
+  | { readonly type: 'load'; readonly connections: number }
+  /** Send listener `index` again: accepting was paused, and its fd closed. */
+  | { readonly type: 'relisten'; readonly index: number }
   /** Loading the app failed; the worker exits with AppLoadFailed right after. */
   | { readonly type: 'bootFailed'; readonly reason: string }
   /** maxRequests reached: start my replacement, then stop me. */
   | { readonly type: 'recycle'; readonly requests: number };
 
-const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['ready', 'beat', 'bootFailed', 'recycle']);
+const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['ready', 'beat', 'load', 'relisten', 'bootFailed', 'recycle']);
 
 export function isFromWorker(msg: unknown): msg is FromWorker {
   return typeof msg === 'object' && msg !== null && FROM_WORKER_TYPES.has((msg as { type?: unknown }).type as string);

@@ -39,6 +39,8 @@ export interface Listener {
   readonly systemdName?: string | null;
   /** For a socket a previous master handed over: the bind it had there. */
   readonly predecessorBind?: string;
+  /** The socket as a handle Node can send to a worker over IPC (to accept again after a pause). */
+  handle(): object;
   close(): void;
 }
 
@@ -81,7 +83,26 @@ async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>): 
     fail(bind, -osConstants.errno.EADDRINUSE);
   }
   const actual: BindSpec = { kind: 'tcp', host: address, port: out.port as number };
-  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: once(() => handle.close()) };
+  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), handle: () => handle, close: once(() => handle.close()) };
+}
+
+/** A handle on a socket this process was given as an fd, made only when a worker needs one sent;
+ *  it then owns the fd, and `close` closes it through the handle. */
+function lazyHandle(fd: number): { get(): object; close(): void } {
+  let handle: RawHandle | null = null;
+  return {
+    get() {
+      if (!handle) {
+        const made = createServerHandle()(null as unknown as string, 0, 0, fd);
+        if (typeof made === 'number') throw new BindError(`cannot hand fd ${fd} to a worker: ${getSystemErrorName(made)}`);
+        handle = made;
+      }
+      return handle;
+    },
+    close() {
+      if (handle) handle.close(); else { try { closeSync(fd); } catch { /* already closed */ } }
+    },
+  };
 }
 
 /** A socket file left by a process that died is replaced; one that still answers is not. */
@@ -119,7 +140,7 @@ async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>,
     }
   }
   const actual: BindSpec = { kind: 'unix', path };
-  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), close: once(() => handle.close()) };
+  return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), handle: () => handle, close: once(() => handle.close()) };
 }
 
 function adoptFd(bind: string, spec: Extract<BindSpec, { kind: 'fd' }>): Listener {
@@ -129,7 +150,8 @@ function adoptFd(bind: string, spec: Extract<BindSpec, { kind: 'fd' }>): Listene
   }
   if (!isSocket) throw new BindError(`cannot use ${bind}: file descriptor ${spec.fd} is not a socket`);
   // Not ours to close: whoever passed it keeps it.
-  return { bind, spec, fd: spec.fd, url: describeBind(spec), close: () => undefined };
+  const lazy = lazyHandle(spec.fd);
+  return { bind, spec, fd: spec.fd, url: describeBind(spec), handle: lazy.get, close: () => undefined };
 }
 
 /** A listening socket this process was given rather than bound: by systemd (socket activation) or
@@ -149,11 +171,12 @@ export interface InheritedSocket {
 function adoptInherited(bind: string, sock: InheritedSocket): Listener {
   const spec: BindSpec = sock.address ?? { kind: 'fd', fd: sock.fd };
   const origin = sock.via === 'systemd' ? `systemd socket ${sock.name ?? `fd ${sock.fd}`}` : 'the previous master';
+  const lazy = lazyHandle(sock.fd);
   return {
-    bind, spec, fd: sock.fd, url: describeBind(spec), origin,
+    bind, spec, fd: sock.fd, url: describeBind(spec), origin, handle: lazy.get,
     ...(sock.via === 'systemd' ? { systemdName: sock.name } : sock.name ? { predecessorBind: sock.name } : {}),
     close: once(() => {
-      try { closeSync(sock.fd); } catch { /* already closed */ }
+      lazy.close();
       const owns = typeof sock.ownsFile === 'function' ? sock.ownsFile() : sock.ownsFile;
       if (owns && spec.kind === 'unix') { try { unlinkSync(spec.path); } catch { /* gone */ } }
     }),

@@ -1,6 +1,6 @@
-/** Worker entry: the process the master spawns for each worker. It loads the app, serves on the
- *  listening fds it inherited, beats its heart over IPC, and drains on TERM. It and the CLI are the
- *  only modules that end a process. */
+/** Worker entry: the process the master spawns for each worker. It serves the app as one unit in
+ *  its main thread, or as one unit in each of `threads` worker_threads; beats its heart over IPC;
+ *  drains on TERM. It and the CLI are the only modules that end a process. */
 
 // Signal listeners come first, before anything slow: a signal that arrives before its listener
 // takes its default action (TTIN/TTOU would stop the process, TERM kill it mid-request). Until the
@@ -17,14 +17,15 @@ for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as con
 
 import inspector from 'node:inspector';
 import net from 'node:net';
-import { runHook, type HookName, type Hooks, type WorkerInfo } from '../config/hooks';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
 import { WORKER_SPEC_ENV, type FromWorker, type ToWorker, type WorkerSpec } from '../ipc/messages';
-import { compileAccessFormat } from '../log/access';
-import { openLineSink, type LineSink } from '../log/line-sink';
 import { createLogger, type Logger } from '../log/logger';
-import { loadApp } from './app-loader';
-import { createServing, type Serving } from './serve';
+import type { ServingStats } from './serve';
+import type { FromThread, ThreadData, ToThread } from './thread';
+import { loadFailure, readWorkerHooks, startUnit } from './unit';
 
 function readSpec(): WorkerSpec {
   const raw = process.env[WORKER_SPEC_ENV];
@@ -55,100 +56,114 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
- *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening. */
-function startBeating(spec: WorkerSpec, log: Logger, stats: () => { inFlight: number; requests: number }): void {
-  setInterval(() => {
-    if (inspector.url()) {
-      inspector.close();
-      log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
-    }
-    void send({ type: 'beat', ...stats() });
-  }, spec.beatIntervalMs);
-}
-
-/** The worker-side hooks, read from the config file only when it defines some (functions do not
- *  cross to a worker in its JSON spec, and reading a TypeScript config costs a few hundred ms). */
-async function workerHooks(spec: WorkerSpec, log: Logger): Promise<Partial<Hooks>> {
-  if (spec.workerHooks.length === 0 || !spec.configFile) return {};
-  try {
-    const { loadConfigFile } = require('../config/file') as typeof import('../config/file');
-    const file = await loadConfigFile({ explicit: spec.configFile, searchFrom: process.cwd() });
-    const out: Partial<Record<HookName, unknown>> = {};
-    for (const name of spec.workerHooks) out[name as HookName] = file?.values[name];
-    return out as Partial<Hooks>;
-  } catch (err) {
-    log.error(`cannot read hooks from ${spec.configFile}: ${(err as Error).message}`, { event: 'hook.loadFailed' });
-    return {};
-  }
-}
-
-type RunWorkerHook = (name: 'postWorkerInit' | 'workerInt' | 'workerExit') => Promise<void>;
-
-function drainThenExit(serving: Serving, log: Logger, gracefulTimeoutMs: number, hook: RunWorkerHook): () => void {
-  let stopping = false;
-  return () => {
-    if (stopping) return;
-    stopping = true;
-    log.debug('worker draining', { event: 'worker.drain', ...serving.stats() });
-    // The master kills us after gracefulTimeout; this covers a master that is gone.
-    setTimeout(() => process.exit(ExitCode.Ok), gracefulTimeoutMs).unref();
-    void serving.drain().then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok));
-  };
-}
-
-function quitNow(hook: RunWorkerHook): () => void {
-  return () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
-}
-
-async function load(spec: WorkerSpec, log: Logger) {
-  try {
-    return await loadApp(spec.config.app ?? '', process.cwd());
-  } catch (err) {
-    const e = err instanceof Error ? err : new Error(String(err));
-    const reason = e.name === 'AppLoadError' ? e.message : `${e.name}: ${e.message}`;
-    log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack: e.name === 'AppLoadError' ? undefined : e.stack });
-    await send({ type: 'bootFailed', reason });
-    return process.exit(ExitCode.AppLoadFailed);
-  }
-}
-
-function serve(spec: WorkerSpec, log: Logger, app: Awaited<ReturnType<typeof load>>['app'], hooks: Partial<Hooks>,
-  accessSink: LineSink | null): Serving {
-  const { config } = spec;
-  const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
-  const hookOpts = { timeoutMs: config.hookTimeout * 1000, log };
-  const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
-  const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
-  return createServing(app, {
-    keepAliveMs: config.keepAlive * 1000,
-    requestTimeoutMs: config.requestTimeout * 1000,
-    headersTimeoutMs: config.headersTimeout * 1000,
-    backlog: config.backlog,
-    limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize },
-    maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
-    onRecycle: (requests) => {
-      log.info('max requests reached: asking to be replaced', { event: 'worker.recycle', nr: spec.nr, requests });
-      void send({ type: 'recycle', requests });
-    },
-    accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
-      ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
-    hooks: {
-      preRequest: hooks.preRequest ? (req) => runHook(hooks.preRequest, 'preRequest', [me, req], hookOpts) : null,
-      postRequest: hooks.postRequest ? (req, res) => void runHook(hooks.postRequest, 'postRequest', [me, req, res], hookOpts) : null,
-    },
-    log,
-  });
-}
-
 /** Becomes the configured user before anything of the app runs: groups first, then gid, then uid
- *  (once the uid is dropped, nothing else may be changed). */
+ *  (once the uid is dropped, nothing else may be changed). A master running as root starts workers
+ *  as the user already, unless --initgroups asks for the user's groups. */
 function dropPrivileges(identity: WorkerSpec['identity']): void {
   if (!identity || (process.getuid!() === identity.uid && process.getgid!() === identity.gid && process.getuid!() !== 0)) return;
   if (identity.initgroups) (process as unknown as { initgroups(user: string, gid: number): void }).initgroups(identity.user, identity.gid);
   else process.setgroups!([identity.gid]);
   process.setgid!(identity.gid);
   process.setuid!(identity.uid);
+}
+
+/** Listener handles the master sent, by index, handed out in the order they were asked for. Their
+ *  objects are kept: the fd is used by a server (of this thread or another) from then on. */
+function createRelistener(): { ask(index: number): Promise<number>; got(index: number, handle: { fd: number }): void } {
+  const waiting = new Map<number, Array<(fd: number) => void>>();
+  const kept: object[] = [];
+  return {
+    ask: (index) => new Promise((ok) => {
+      waiting.set(index, [...(waiting.get(index) ?? []), ok]);
+      void send({ type: 'relisten', index });
+    }),
+    got(index, handle) { kept.push(handle); waiting.get(index)?.shift()?.(handle.fd); },
+  };
+}
+
+/** What the process does with its serving: one unit here, or threads. */
+interface Serving {
+  stats(): ServingStats & { stalledMs: number };
+  setFairShare(n: number): void;
+  reopenLogs(): void;
+  drain(): Promise<void>;
+}
+
+async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+  const unit = await startUnit({
+    spec, fds: spec.fds[0]!, log, hooks,
+    relisten: async (index) => ({ fd: await relistener.ask(index) }),
+    onRecycle: (requests) => {
+      log.info('max requests reached: asking to be replaced', { event: 'worker.recycle', nr: spec.nr, requests });
+      void send({ type: 'recycle', requests });
+    },
+  });
+  log.debug('worker serving', { event: 'worker.ready', nr: spec.nr, app: unit.shape });
+  return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0 }), reopenLogs: () => unit.reopenLogs() };
+}
+
+/** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
+function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+  const script = join(__dirname, 'thread.js');
+  const threads = Array.from({ length: spec.config.threads }, (_, index) => {
+    const worker = new Worker(script, { workerData: { spec, index } satisfies ThreadData });
+    const state = { worker, stats: { inFlight: 0, requests: 0, connections: 0 } as ServingStats, lastAtMs: performance.now(), drained: false };
+    worker.on('error', (err) => {
+      log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });
+      process.exit(ExitCode.Failure);
+    });
+    return state;
+  });
+  const post = (msg: ToThread) => { for (const t of threads) t.worker.postMessage(msg); };
+  let recycling = false;
+  return new Promise((ok) => {
+    let ready = 0;
+    let drainedAll: (() => void) | null = null;
+    threads.forEach((t, index) => t.worker.on('message', (msg: FromThread) => {
+      switch (msg.type) {
+        case 'ready': t.lastAtMs = performance.now(); if (++ready === threads.length) ok(serving); break;
+        case 'bootFailed':
+          void send({ type: 'bootFailed', reason: msg.reason }).then(() => process.exit(ExitCode.AppLoadFailed));
+          break;
+        case 'stats': t.stats = msg; t.lastAtMs = performance.now(); break;
+        case 'load': t.stats = { ...t.stats, connections: msg.connections }; break;
+        case 'recycle':
+          if (!recycling) { recycling = true; log.info(`max requests reached in thread ${index + 1}: asking to be replaced`, { event: 'worker.recycle', nr: spec.nr }); void send({ type: 'recycle', requests: msg.requests }); }
+          break;
+        case 'relisten': void relistener.ask(msg.index).then((fd) => t.worker.postMessage({ type: 'listener', index: msg.index, fd } satisfies ToThread)); break;
+        case 'drained': t.drained = true; if (threads.every((x) => x.drained)) drainedAll?.(); break;
+      }
+    }));
+    const serving: Serving = {
+      stats() {
+        const now = performance.now();
+        const sum = (k: keyof ServingStats) => threads.reduce((n, t) => n + t.stats[k], 0);
+        return { inFlight: sum('inFlight'), requests: sum('requests'), connections: sum('connections'), stalledMs: Math.max(...threads.map((t) => now - t.lastAtMs)) - spec.beatIntervalMs };
+      },
+      setFairShare: (n) => post({ type: 'balance', fairShare: n }),
+      reopenLogs: () => post({ type: 'reopenLogs' }),
+      drain: () => new Promise<void>((done) => { drainedAll = done; post({ type: 'drain' }); }),
+    };
+  });
+}
+
+/** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
+ *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening.
+ *  Changes in open connections are told more often, for the master's balance. */
+function startBeating(spec: WorkerSpec, log: Logger, stats: () => (ServingStats & { stalledMs: number }) | null): void {
+  setInterval(() => {
+    if (inspector.url()) {
+      inspector.close();
+      log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
+    }
+    const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, stalledMs: 0 };
+    void send({ type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs) });
+  }, spec.beatIntervalMs);
+  let last = -1;
+  setInterval(() => {
+    const connections = stats()?.connections ?? 0;
+    if (connections !== last) { last = connections; void send({ type: 'load', connections }); }
+  }, 100);
 }
 
 async function main(): Promise<void> {
@@ -162,34 +177,47 @@ async function main(): Promise<void> {
     log.critical('worker crashed: uncaught exception', { event: 'worker.crash', nr: spec.nr, error: err });
     process.exit(ExitCode.Failure);
   });
-  log.info(`Booting worker with pid: ${process.pid}`, { nr: spec.nr, generation: spec.generation });
+  log.info(`Booting worker with pid: ${process.pid}`, { nr: spec.nr, generation: spec.generation, threads: config.threads > 1 ? config.threads : undefined });
   const inspectPort = config.timeoutStack ? await freePort() : null;
   if (inspectPort !== null) process.debugPort = inspectPort;
   let serving: Serving | null = null;
-  startBeating(spec, log, () => serving?.stats() ?? { inFlight: 0, requests: 0 });
+  startBeating(spec, log, () => serving?.stats() ?? null);
 
-  const hooks = await workerHooks(spec, log);
+  const hooks = await readWorkerHooks(spec, log);
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
-  const hook: RunWorkerHook = (name) => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeout * 1000, log });
-  stop.quick = quitNow(hook);
-  const loaded = await load(spec, log);
-  for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
-  const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
-  process.on('message', (msg: ToWorker) => {
-    if (msg?.type !== 'reopenLogs') return;
-    for (const [what, sink] of [['errorLog', log], ['accessLog', accessSink]] as const) {
-      try { sink?.reopen(); } catch (err) {
-        log.error(`cannot reopen ${what}: ${(err as Error).message}; writing on to the file it had`, { event: 'worker.reopenFailed', nr: spec.nr });
-      }
+  const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeout * 1000, log });
+  stop.quick = () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
+  const relistener = createRelistener();
+  process.on('message', (msg: ToWorker, handle?: { fd: number }) => {
+    switch (msg?.type) {
+      case 'reopenLogs':
+        try { log.reopen(); } catch (err) { log.error(`cannot reopen errorLog: ${(err as Error).message}; writing on to the file it had`); }
+        serving?.reopenLogs();
+        break;
+      case 'listener': if (handle) relistener.got(msg.index, handle); break;
+      case 'balance': serving?.setFairShare(msg.fairShare); break;
     }
   });
-  serving = serve(spec, log, loaded.app, hooks, accessSink);
-  stop.graceful = drainThenExit(serving, log, config.gracefulTimeout * 1000, hook);
-  await hook('postWorkerInit');
-  await serving.listen(spec.fds);
+  try {
+    serving = config.threads > 1 ? await serveInThreads(spec, log, relistener) : await serveHere(spec, log, hooks, relistener);
+  } catch (err) {
+    const { reason, stack } = loadFailure(err);
+    log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack });
+    await send({ type: 'bootFailed', reason });
+    process.exit(ExitCode.AppLoadFailed);
+  }
+  const drainNow = serving;
+  let draining = false;
+  stop.graceful = () => {
+    if (draining) return;
+    draining = true;
+    log.debug('worker draining', { event: 'worker.drain', ...drainNow.stats() });
+    // The master kills us after gracefulTimeout; this covers a master that is gone.
+    setTimeout(() => process.exit(ExitCode.Ok), config.gracefulTimeout * 1000).unref();
+    void drainNow.drain().then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok));
+  };
   // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.
   if (!process.connected) { stop.graceful(); return; }
-  log.debug('worker serving', { event: 'worker.ready', nr: spec.nr, app: loaded.app.shape });
   await send({ type: 'ready', inspectPort });
 }
 

@@ -1,5 +1,10 @@
-/** Owns a worker's HTTP serving: one server per inherited listening fd (all running the app),
- *  timeouts, per-request bookkeeping, app errors, the access log, and the graceful drain.
+/** Owns one serving unit's HTTP (a worker process, or one of its threads): a server per inherited
+ *  listening fd, all running the app; timeouts; app errors; the access log; when to stop and start
+ *  accepting (workerConnections, and the master's balance); and the graceful drain.
+ *
+ *  The request path is kept to one listener and no per-request allocation unless the access log or
+ *  a hook asks for one: what is known of a request in flight is read from its connection
+ *  (`socket._httpMessage`, the response Node is writing there) when it is needed.
  *
  *  Why the drain is not server.close(): Node 20's http close() also destroys every keep-alive
  *  connection idle at that instant, and under load the client's next request is usually already on
@@ -18,6 +23,11 @@ import type { Logger } from '../log/logger';
  *  client already sent has arrived (measured: closing at once failed ~1 request per connection). */
 const IDLE_REAP_MS = 500;
 const REAP_TICK_MS = 100;
+/** How far above its fair share of connections a unit may be before it sheds and stops accepting. */
+const SHARE_SLACK = 0.1;
+
+/** Where to listen again after a pause: an fd, or a handle the master sent. */
+export type ListenTarget = { readonly fd: number } | object;
 
 export interface ServeOptions {
   readonly keepAliveMs: number;
@@ -28,6 +38,11 @@ export interface ServeOptions {
   /** Requests after which `onRecycle` is called once (0: never). */
   readonly maxRequests: number;
   readonly onRecycle: (requests: number) => void;
+  /** Most connections at once (0: no cap). At the cap the unit stops accepting; connections wait
+   *  in the kernel's backlog for a unit with room. */
+  readonly maxConnections: number;
+  /** A fresh way to accept on listener `index` again after a pause (the fd was closed). */
+  readonly relisten: (index: number) => Promise<ListenTarget>;
   readonly accessLog: { format: AccessFormatter; write: (line: string) => void } | null;
   /** The preRequest and postRequest hooks, when the config file has them. */
   readonly hooks?: {
@@ -37,9 +52,13 @@ export interface ServeOptions {
   readonly log: Logger;
 }
 
+export interface ServingStats { inFlight: number; requests: number; connections: number }
+
 export interface Serving {
   listen(fds: readonly number[]): Promise<void>;
-  stats(): { inFlight: number; requests: number };
+  stats(): ServingStats;
+  /** The master's fair share of connections for this unit: shed and pause above it. */
+  setFairShare(connections: number): void;
   /** Stop accepting, finish what is in flight, close connections; resolves when none is left. */
   drain(): Promise<void>;
 }
@@ -68,16 +87,32 @@ function checkEveryMs(opts: ServeOptions): number {
   return timeouts.length ? Math.min(5000, Math.max(250, Math.min(...timeouts) / 4)) : 30_000;
 }
 
-interface ConnState { busy: number; idleSinceMs: number; lastBytesRead: number }
+interface ConnState { idleSinceMs: number; lastBytesRead: number; shed: boolean }
+/** The response Node is writing on a connection, if one is in flight there. */
+const current = (socket: Socket) => (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage ?? null;
+
+function logAccess(opts: ServeOptions, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const log = opts.accessLog!;
+  const startedAt = new Date();
+  const startNs = process.hrtime.bigint();
+  const body = countBody(res);
+  res.once('close', () => {
+    const durationUs = Number(process.hrtime.bigint() - startNs) / 1000;
+    log.write(log.format({ req, res, startedAt, durationUs, bytes: body.bytes }));
+  });
+}
 
 export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const sockets = new Map<Socket, ConnState>();
-  const inFlight = new Set<http.ServerResponse>();
+  const servers: net.Server[] = [];
   let requests = 0;
   let draining = false;
   let recycleAsked = false;
   let drained: (() => void) | null = null;
-  const servers: net.Server[] = [];
+  let fairShare = 0;
+  let toShed = 0;
+  let paused = false;
+  let resuming: Promise<void> | null = null;
 
   const appError = (err: unknown, req: http.IncomingMessage, res: http.ServerResponse) => {
     opts.log.error('app error', { event: 'app.error', method: req.method, url: req.url, error: err });
@@ -101,33 +136,71 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     if (draining && sockets.size === 0 && drained) { const d = drained; drained = null; d(); }
   };
 
-  const track = (req: http.IncomingMessage, res: http.ServerResponse) => {
-    requests++;
-    inFlight.add(res);
-    const conn = sockets.get(req.socket);
-    if (conn) conn.busy++;
-    if (draining || opts.keepAliveMs === 0) res.shouldKeepAlive = false;
-    const startedAt = opts.accessLog ? new Date() : null;
-    const startNs = opts.accessLog ? process.hrtime.bigint() : 0n;
-    const body = opts.accessLog ? countBody(res) : null;
-    res.once('close', () => {
-      inFlight.delete(res);
-      if (conn) { conn.busy--; conn.idleSinceMs = performance.now(); }
-      if (opts.accessLog && startedAt && body) {
-        const durationUs = Number(process.hrtime.bigint() - startNs) / 1000;
-        opts.accessLog.write(opts.accessLog.format({ req, res, startedAt, durationUs, bytes: body.bytes }));
+  // ---- accepting: stop at the cap or above the fair share; start again below ----
+  const overCap = () => (opts.maxConnections > 0 && sockets.size >= opts.maxConnections)
+    || (fairShare > 0 && sockets.size > fairShare + Math.max(1, Math.ceil(fairShare * SHARE_SLACK)));
+  const pause = () => {
+    if (paused || draining) return;
+    paused = true;
+    // net.Server's close: the fd goes, the connections stay; the socket's queue is the kernel's.
+    for (const s of servers) net.Server.prototype.close.call(s);
+  };
+  const resume = () => {
+    if (!paused || draining || resuming) return;
+    resuming = (async () => {
+      for (let i = 0; i < servers.length; i++) {
+        const target = await opts.relisten(i);
+        if (draining) return;
+        await listenOn(servers[i]!, target);
       }
-    });
+      paused = false;
+    })().catch((err: Error) => {
+      opts.log.error(`cannot accept again: ${err.message}`, { event: 'worker.relistenFailed' });
+    }).finally(() => { resuming = null; if (!paused && overCap()) pause(); });
+  };
+  const review = () => { if (overCap()) pause(); else if (paused && !overCap()) resume(); };
+
+  // ---- the request path ----
+  const toApp: http.RequestListener = app.kind === 'listener' ? guarded(app.listener) : (() => {
+    const each = (app.server.listeners('request') as http.RequestListener[]).map(guarded);
+    app.server.removeAllListeners('request');
+    return (req, res) => { for (const l of each) l(req, res); };
+  })();
+  const pre = opts.hooks?.preRequest ?? null;
+  const post = opts.hooks?.postRequest ?? null;
+  const dispatch: http.RequestListener = (req, res) => {
+    requests++;
     if (opts.maxRequests > 0 && requests >= opts.maxRequests && !recycleAsked) {
       recycleAsked = true;
       opts.onRecycle(requests);
     }
+    if (draining || opts.keepAliveMs === 0) res.shouldKeepAlive = false;
+    else if (toShed > 0) {
+      const conn = sockets.get(req.socket);
+      if (conn && !conn.shed) { conn.shed = true; toShed--; res.shouldKeepAlive = false; }
+    }
+    if (opts.accessLog) logAccess(opts, req, res);
+    const refusal = refusalFor(req, opts.limits);
+    if (refusal !== null) {
+      res.statusCode = refusal[0];
+      res.setHeader('connection', 'close');
+      res.setHeader('content-type', 'text/plain');
+      res.end(`${refusal[1]}\n`);
+      return;
+    }
+    if (post) res.once('finish', () => post(req, res));
+    if (pre) void pre(req).then(() => toApp(req, res));
+    else toApp(req, res);
   };
 
   const onConnection = (socket: Socket) => {
-    const conn: ConnState = { busy: 0, idleSinceMs: performance.now(), lastBytesRead: 0 };
-    sockets.set(socket, conn);
-    socket.once('close', () => { sockets.delete(socket); maybeDone(); });
+    sockets.set(socket, { idleSinceMs: performance.now(), lastBytesRead: 0, shed: false });
+    socket.once('close', () => {
+      sockets.delete(socket);
+      if (paused && !draining && !overCap()) resume();
+      maybeDone();
+    });
+    if (overCap()) pause();
   };
 
   const configure = (server: net.Server) => {
@@ -139,7 +212,6 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       // Node checks those two timeouts only every connectionsCheckingInterval (30 s by default),
       // which would let a slow client hold a connection 30 s past them. Read when listening starts.
       h.connectionsCheckingInterval = checkEveryMs(opts);
-      server.prependListener('request', track);
     }
     server.prependListener('connection', onConnection);
     servers.push(server);
@@ -147,26 +219,6 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
 
   /** The first fd serves on the app's own server, when it has one; every other fd gets a server
    *  that hands its requests and upgrades to the same handlers. */
-  const toApp: http.RequestListener = app.kind === 'listener' ? guarded(app.listener) : (() => {
-    const each = (app.server.listeners('request') as http.RequestListener[]).map(guarded);
-    app.server.removeAllListeners('request');
-    return (req, res) => { for (const l of each) l(req, res); };
-  })();
-  const pre = opts.hooks?.preRequest ?? null;
-  const post = opts.hooks?.postRequest ?? null;
-  const dispatch: http.RequestListener = (req, res) => {
-    const refusal = refusalFor(req, opts.limits);
-    if (refusal === null) {
-      if (post) res.once('finish', () => post(req, res));
-      if (pre) void pre(req).then(() => toApp(req, res));
-      else toApp(req, res);
-      return;
-    }
-    res.statusCode = refusal[0];
-    res.setHeader('connection', 'close');
-    res.setHeader('content-type', 'text/plain');
-    res.end(`${refusal[1]}\n`);
-  };
   const serverFor = (index: number): net.Server => {
     if (app.kind === 'server' && index === 0) {
       app.server.on('request', dispatch);
@@ -177,17 +229,17 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     return server;
   };
 
-  const listenOn = (server: net.Server, fd: number) => new Promise<void>((ok, fail) => {
+  const listenOn = (server: net.Server, target: ListenTarget) => new Promise<void>((ok, fail) => {
     const onError = (err: Error) => fail(err);
     server.once('error', onError);
     // listen({ fd }) ignores a backlog in the options object; it is read from the second argument.
-    server.listen({ fd }, opts.backlog, () => { server.off('error', onError); ok(); });
+    server.listen(target, opts.backlog, () => { server.off('error', onError); ok(); });
   });
 
   const reap = () => {
     const now = performance.now();
     for (const [socket, conn] of sockets) {
-      if (conn.busy > 0) continue;
+      if (current(socket)) continue;
       if (socket.bytesRead !== conn.lastBytesRead) { conn.lastBytesRead = socket.bytesRead; conn.idleSinceMs = now; continue; }
       if (now - conn.idleSinceMs >= IDLE_REAP_MS) socket.destroy();
     }
@@ -198,17 +250,33 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       for (let i = 0; i < fds.length; i++) {
         const server = serverFor(i);
         configure(server);
-        await listenOn(server, fds[i]!);
+        await listenOn(server, { fd: fds[i]! });
       }
     },
-    stats: () => ({ inFlight: inFlight.size, requests }),
+    stats() {
+      let inFlight = 0;
+      for (const socket of sockets.keys()) if (current(socket)) inFlight++;
+      return { inFlight, requests, connections: sockets.size };
+    },
+    setFairShare(connections) {
+      fairShare = connections;
+      const limit = connections + Math.max(1, Math.ceil(connections * SHARE_SLACK));
+      // Above the share: ask that many kept-alive clients to reconnect (Connection: close on their
+      // next response); with accepting paused, they reconnect to a unit with room.
+      toShed = connections > 0 && sockets.size > limit ? sockets.size - connections : 0;
+      for (const conn of sockets.values()) conn.shed = false;
+      review();
+    },
     drain() {
       if (draining) return new Promise<void>((ok) => { const prev = drained; drained = () => { prev?.(); ok(); }; });
       draining = true;
       // net.Server's close, not http.Server's: stop accepting without dropping idle keep-alive sockets.
-      for (const s of servers) net.Server.prototype.close.call(s);
-      for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
-      for (const conn of sockets.values()) conn.lastBytesRead = -1;
+      if (!paused) for (const s of servers) net.Server.prototype.close.call(s);
+      for (const [socket, conn] of sockets) {
+        const res = current(socket);
+        if (res && !res.headersSent) res.shouldKeepAlive = false;
+        conn.lastBytesRead = -1;
+      }
       const timer = setInterval(reap, REAP_TICK_MS);
       return new Promise<void>((ok) => {
         drained = () => { clearInterval(timer); ok(); };

@@ -1,0 +1,67 @@
+/** Owns a serving thread (`threads` > 1): one unit in a worker_thread, speaking to its process's
+ *  main thread over parentPort. The process speaks to the master for all its threads (main.ts). */
+
+import { parentPort, workerData } from 'node:worker_threads';
+import type { WorkerSpec } from '../ipc/messages';
+import { createLogger } from '../log/logger';
+import type { ServingStats } from './serve';
+import { loadFailure, readWorkerHooks, startUnit, type Unit } from './unit';
+
+export interface ThreadData { readonly spec: WorkerSpec; readonly index: number }
+
+export type FromThread =
+  | { readonly type: 'ready'; readonly shape: string }
+  | { readonly type: 'bootFailed'; readonly reason: string }
+  | ({ readonly type: 'stats' } & ServingStats)
+  | { readonly type: 'load'; readonly connections: number }
+  | { readonly type: 'recycle'; readonly requests: number }
+  | { readonly type: 'relisten'; readonly index: number }
+  | { readonly type: 'drained' };
+
+export type ToThread =
+  | { readonly type: 'listener'; readonly index: number; readonly fd: number }
+  | { readonly type: 'balance'; readonly fairShare: number }
+  | { readonly type: 'reopenLogs' }
+  | { readonly type: 'drain' };
+
+async function run(): Promise<void> {
+  const port = parentPort!;
+  const { spec, index } = workerData as ThreadData;
+  const post = (msg: FromThread) => port.postMessage(msg);
+  const log = createLogger({ target: spec.config.errorLog, level: spec.config.logLevel, backend: 'direct' });
+  /** Relistens asked for, per listener, answered in order. */
+  const waiting = new Map<number, Array<(target: { fd: number }) => void>>();
+  let unit: Unit | null = null;
+  port.on('message', (msg: ToThread) => {
+    switch (msg.type) {
+      case 'listener': waiting.get(msg.index)?.shift()?.({ fd: msg.fd }); break;
+      case 'balance': unit?.setFairShare(msg.fairShare); break;
+      case 'reopenLogs': unit?.reopenLogs(); break;
+      case 'drain': void unit?.drain().then(() => post({ type: 'drained' })); break;
+    }
+  });
+  try {
+    unit = await startUnit({
+      spec, fds: spec.fds[index]!, log, hooks: await readWorkerHooks(spec, log),
+      relisten: (i) => new Promise<{ fd: number }>((ok) => {
+        waiting.set(i, [...(waiting.get(i) ?? []), ok]);
+        post({ type: 'relisten', index: i });
+      }),
+      onRecycle: (requests) => post({ type: 'recycle', requests }),
+    });
+  } catch (err) {
+    const { reason, stack } = loadFailure(err);
+    log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, thread: index + 1, stack });
+    post({ type: 'bootFailed', reason });
+    return;
+  }
+  post({ type: 'ready', shape: unit.shape });
+  let lastConnections = -1;
+  setInterval(() => post({ type: 'stats', ...unit!.stats() }), spec.beatIntervalMs);
+  setInterval(() => {
+    const { connections } = unit!.stats();
+    if (connections !== lastConnections) { lastConnections = connections; post({ type: 'load', connections }); }
+  }, 100);
+}
+
+void run();

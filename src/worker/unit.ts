@@ -1,0 +1,99 @@
+/** Owns one serving unit: the app loaded, its hooks read, and it served on a set of listening fds.
+ *  A worker process is one unit, or, with `threads`, runs one in each worker_thread (thread.ts);
+ *  either way the unit is the same code, and says what it needs through UnitDeps. */
+
+import { runHook, type HookName, type Hooks, type WorkerInfo } from '../config/hooks';
+import type { WorkerSpec } from '../ipc/messages';
+import { compileAccessFormat } from '../log/access';
+import { openLineSink } from '../log/line-sink';
+import type { Logger } from '../log/logger';
+import { loadApp, type AppLoadResult } from './app-loader';
+import { createServing, type ListenTarget, type Serving, type ServingStats } from './serve';
+
+export interface UnitDeps {
+  readonly spec: WorkerSpec;
+  /** This unit's copy of every listener, in order. */
+  readonly fds: readonly number[];
+  readonly log: Logger;
+  readonly hooks: Partial<Hooks>;
+  /** Accept on listener `index` again after a pause: asks the master for it. */
+  readonly relisten: (index: number) => Promise<ListenTarget>;
+  readonly onRecycle: (requests: number) => void;
+}
+
+export interface Unit {
+  readonly shape: string;
+  stats(): ServingStats;
+  setFairShare(connections: number): void;
+  reopenLogs(): void;
+  drain(): Promise<void>;
+}
+
+/** Why the app could not be loaded, as the master's log will say it. */
+export function loadFailure(err: unknown): { reason: string; stack?: string } {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return e.name === 'AppLoadError' ? { reason: e.message } : { reason: `${e.name}: ${e.message}`, stack: e.stack };
+}
+
+/** The worker-side hooks, read from the config file only when it defines some (functions do not
+ *  cross to a worker in its JSON spec, and reading a TypeScript config costs a few hundred ms). */
+export async function readWorkerHooks(spec: WorkerSpec, log: Logger): Promise<Partial<Hooks>> {
+  if (spec.workerHooks.length === 0 || !spec.configFile) return {};
+  try {
+    const { loadConfigFile } = require('../config/file') as typeof import('../config/file');
+    const file = await loadConfigFile({ explicit: spec.configFile, searchFrom: process.cwd() });
+    const out: Partial<Record<HookName, unknown>> = {};
+    for (const name of spec.workerHooks) out[name as HookName] = file?.values[name];
+    return out as Partial<Hooks>;
+  } catch (err) {
+    log.error(`cannot read hooks from ${spec.configFile}: ${(err as Error).message}`, { event: 'hook.loadFailed' });
+    return {};
+  }
+}
+
+/** Loads the app (throws what loading threw) and serves it on the unit's fds. */
+export async function startUnit(deps: UnitDeps): Promise<Unit> {
+  const { spec, log, hooks } = deps;
+  const { config } = spec;
+  const loaded: AppLoadResult = await loadApp(config.app ?? '', process.cwd());
+  for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
+  const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
+  const hookOpts = { timeoutMs: config.hookTimeout * 1000, log };
+  const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
+  const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
+  const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
+  const sync = config.workerClass === 'sync';
+  const serving: Serving = createServing(loaded.app, {
+    keepAliveMs: sync ? 0 : config.keepAlive * 1000,
+    requestTimeoutMs: config.requestTimeout * 1000,
+    headersTimeoutMs: config.headersTimeout * 1000,
+    backlog: config.backlog,
+    limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize },
+    maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
+    onRecycle: deps.onRecycle,
+    maxConnections: sync ? 1 : config.workerConnections,
+    relisten: deps.relisten,
+    accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
+      ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
+    hooks: {
+      preRequest: hooks.preRequest ? (req) => runHook(hooks.preRequest, 'preRequest', [me, req], hookOpts) : null,
+      postRequest: hooks.postRequest ? (req, res) => void runHook(hooks.postRequest, 'postRequest', [me, req, res], hookOpts) : null,
+    },
+    log,
+  });
+  await runHook(hooks.postWorkerInit, 'postWorkerInit', [me], hookOpts);
+  await serving.listen(deps.fds);
+  return {
+    shape: loaded.app.shape,
+    stats: () => serving.stats(),
+    setFairShare: (n) => serving.setFairShare(n),
+    reopenLogs() {
+      for (const [what, sink] of [['errorLog', log], ['accessLog', accessSink]] as const) {
+        try { sink?.reopen(); } catch (err) {
+          log.error(`cannot reopen ${what}: ${(err as Error).message}; writing on to the file it had`, { event: 'worker.reopenFailed', nr: spec.nr });
+        }
+      }
+    },
+    drain: () => serving.drain(),
+  };
+}
