@@ -71,6 +71,8 @@ export function createPool(deps: PoolDeps) {
   let failures = 0;
   let nextSpawnAtMs = 0;
   let everStable = false;
+  /** The open connections at the last balance, to tell a steady load from a ramp. */
+  let lastTotal = 0;
 
   const live = () => [...workers];
   /** A slot is taken by a worker that is booting or serving (one being replaced does not count). */
@@ -109,7 +111,8 @@ export function createPool(deps: PoolDeps) {
         h.lastBeatAtMs = clock.now() - msg.stalledMs;
         h.inFlight = msg.inFlight;
         h.requests = msg.requests;
-        if (h.connections !== msg.connections) { h.connections = msg.connections; events.load(); }
+        h.connections = msg.connections;
+        events.load(); // a steady load sends no 'load': the beats let the balance see it hold still
         break;
       case 'load': h.connections = msg.connections; events.load(); break;
       case 'relisten': {
@@ -242,12 +245,15 @@ export function createPool(deps: PoolDeps) {
     },
 
     /** Tells each accepting worker its fair share of the open connections: the total, divided by
-     *  every serving unit (worker × threads). Only changes are sent. */
+     *  every serving unit (worker × threads). Only while the total holds still (connections that
+     *  are still arriving would make any share stale); only changes are sent. */
     balance(enabled: boolean): void {
       const accepting = live().filter((h) => h.state === 'serving' || h.state === 'replacing');
       const units = accepting.reduce((n, h) => n + (h.listeners.length ? threadsOf(h) : 0), 0);
       const total = accepting.reduce((n, h) => n + h.connections, 0);
-      const fair = enabled && units > 1 ? Math.ceil(total / units) : 0;
+      const steady = Math.abs(total - lastTotal) <= Math.max(2, total * 0.1);
+      lastTotal = total;
+      const fair = enabled && steady && units > 1 ? Math.ceil(total / units) : 0;
       for (const h of accepting) {
         if (h.fairShareSent === fair || !h.child.connected) continue;
         h.fairShareSent = fair;

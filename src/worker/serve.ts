@@ -23,7 +23,7 @@ import type { Logger } from '../log/logger';
  *  client already sent has arrived (measured: closing at once failed ~1 request per connection). */
 const IDLE_REAP_MS = 500;
 const REAP_TICK_MS = 100;
-/** How far above its fair share of connections a unit may be before it sheds and stops accepting. */
+/** How far above its fair share of connections a unit may be before it sheds. */
 const SHARE_SLACK = 0.1;
 
 /** Where to listen again after a pause: an fd, or a handle the master sent. */
@@ -109,7 +109,6 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   let draining = false;
   let recycleAsked = false;
   let drained: (() => void) | null = null;
-  let fairShare = 0;
   let toShed = 0;
   let paused = false;
   let resuming: Promise<void> | null = null;
@@ -136,12 +135,14 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     if (draining && sockets.size === 0 && drained) { const d = drained; drained = null; d(); }
   };
 
-  // ---- accepting: stop at the cap or above the fair share; start again below ----
-  const overCap = () => (opts.maxConnections > 0 && sockets.size >= opts.maxConnections)
-    || (fairShare > 0 && sockets.size > fairShare + Math.max(1, Math.ceil(fairShare * SHARE_SLACK)));
+  // ---- accepting: stop at the cap (workerConnections), start again below it ----
+  // The balance does not pause: were every unit's view of its share stale at once (connections still
+  // arriving), all would stop and connections would wait for nothing.
+  const overCap = () => opts.maxConnections > 0 && sockets.size >= opts.maxConnections;
   const pause = () => {
     if (paused || draining) return;
     paused = true;
+    opts.log.debug('accepting paused', { event: 'worker.pause', connections: sockets.size });
     // net.Server's close: the fd goes, the connections stay; the socket's queue is the kernel's.
     for (const s of servers) net.Server.prototype.close.call(s);
   };
@@ -154,12 +155,11 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
         await listenOn(servers[i]!, target);
       }
       paused = false;
+      opts.log.debug('accepting again', { event: 'worker.resume', connections: sockets.size });
     })().catch((err: Error) => {
       opts.log.error(`cannot accept again: ${err.message}`, { event: 'worker.relistenFailed' });
     }).finally(() => { resuming = null; if (!paused && overCap()) pause(); });
   };
-  const review = () => { if (overCap()) pause(); else if (paused && !overCap()) resume(); };
-
   // ---- the request path ----
   const toApp: http.RequestListener = app.kind === 'listener' ? guarded(app.listener) : (() => {
     const each = (app.server.listeners('request') as http.RequestListener[]).map(guarded);
@@ -259,13 +259,12 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       return { inFlight, requests, connections: sockets.size };
     },
     setFairShare(connections) {
-      fairShare = connections;
       const limit = connections + Math.max(1, Math.ceil(connections * SHARE_SLACK));
       // Above the share: ask that many kept-alive clients to reconnect (Connection: close on their
-      // next response); with accepting paused, they reconnect to a unit with room.
+      // next response). A reconnect goes to whichever unit accepts first, most often the least
+      // busy; repeated, this evens the connections out.
       toShed = connections > 0 && sockets.size > limit ? sockets.size - connections : 0;
       for (const conn of sockets.values()) conn.shed = false;
-      review();
     },
     drain() {
       if (draining) return new Promise<void>((ok) => { const prev = drained; drained = () => { prev?.(); ok(); }; });
