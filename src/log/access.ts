@@ -7,8 +7,8 @@ import { escapeQuoted } from './escape';
 export interface AccessEntry {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  /** When the request arrived (wall clock, for %(t)s). */
-  readonly startedAt: Date;
+  /** When the request arrived (wall clock ms, for %(t)s). */
+  readonly startedAtMs: number;
   readonly durationUs: number;
   /** Body bytes sent. */
   readonly bytes: number;
@@ -19,7 +19,14 @@ type Atom = (e: AccessEntry) => string | number | undefined;
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
-/** `[27/Nov/2026:10:00:00 +0000]`, the common log format's time. */
+/** `[27/Nov/2026:10:00:00 +0000]`, the common log format's time; made once a second. */
+const clfCache = { second: -1, text: '' };
+function clfTimeAt(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== clfCache.second) { clfCache.second = second; clfCache.text = clfTime(new Date(second * 1000)); }
+  return clfCache.text;
+}
+
 function clfTime(d: Date): string {
   const p = (n: number) => String(n).padStart(2, '0');
   const off = -d.getTimezoneOffset();
@@ -29,11 +36,22 @@ function clfTime(d: Date): string {
 }
 
 function basicAuthUser(req: IncomingMessage): string | undefined {
-  const auth = req.headers.authorization;
+  const auth = header(req, 'authorization');
   if (!auth || !/^basic /i.test(auth)) return undefined;
   const decoded = Buffer.from(auth.slice(6).trim(), 'base64').toString('latin1');
   const colon = decoded.indexOf(':');
   return colon >= 0 ? decoded.slice(0, colon) : undefined;
+}
+
+/** A request header from rawHeaders: reading req.headers would build the whole headers object,
+ *  for every request, when the app never did. */
+function header(req: IncomingMessage, lowerName: string): string | undefined {
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) return raw[i + 1];
+  }
+  return undefined;
 }
 
 function path(req: IncomingMessage): string {
@@ -52,7 +70,7 @@ const ATOMS: Record<string, Atom> = {
   h: (e) => e.req.socket.remoteAddress,
   l: () => '-',
   u: (e) => basicAuthUser(e.req),
-  t: (e) => clfTime(e.startedAt),
+  t: (e) => clfTimeAt(e.startedAtMs),
   r: (e) => `${e.req.method} ${e.req.url} HTTP/${e.req.httpVersion}`,
   m: (e) => e.req.method,
   U: (e) => path(e.req),
@@ -61,8 +79,8 @@ const ATOMS: Record<string, Atom> = {
   s: (e) => e.res.statusCode,
   B: (e) => e.bytes,
   b: (e) => (e.bytes > 0 ? e.bytes : '-'),
-  f: (e) => e.req.headers.referer,
-  a: (e) => e.req.headers['user-agent'],
+  f: (e) => header(e.req, 'referer'),
+  a: (e) => header(e.req, 'user-agent'),
   T: (e) => Math.floor(e.durationUs / 1e6),
   D: (e) => Math.round(e.durationUs),
   M: (e) => Math.round(e.durationUs / 1000),
@@ -82,7 +100,7 @@ function atomFor(name: string): Atom | null {
   const m = /^\{([^}]+)\}([ioe])$/.exec(name);
   if (!m) return null;
   const key = m[1]!.toLowerCase();
-  if (m[2] === 'i') return (e) => headerValue(e.req.headers[key]);
+  if (m[2] === 'i') return (e) => headerValue(e.req.headers[key]); // joined as Node joins repeats
   if (m[2] === 'o') return (e) => headerValue(e.res.getHeader(key));
   const envKey = m[1]!;
   return () => process.env[envKey];
@@ -90,9 +108,9 @@ function atomFor(name: string): Atom | null {
 
 function jsonLine(e: AccessEntry): string {
   const line = JSON.stringify({
-    time: e.startedAt.toISOString(), remote: e.req.socket.remoteAddress ?? null, method: e.req.method,
+    time: new Date(e.startedAtMs).toISOString(), remote: e.req.socket.remoteAddress ?? null, method: e.req.method,
     url: e.req.url, protocol: `HTTP/${e.req.httpVersion}`, status: e.res.statusCode, bytes: e.bytes,
-    referer: e.req.headers.referer ?? null, user_agent: e.req.headers['user-agent'] ?? null,
+    referer: header(e.req, 'referer') ?? null, user_agent: header(e.req, 'user-agent') ?? null,
     duration_ms: Math.round(e.durationUs) / 1000, pid: process.pid,
   });
   // JSON escapes C0 controls itself; DEL and C1 controls pass through it, so escape them here.
@@ -121,7 +139,7 @@ export function compileAccessFormat(format: string): AccessFormatter | string {
     for (const part of parts) {
       if (typeof part === 'string') { out += part; continue; }
       const v = part(e);
-      out += v === undefined || v === '' ? '-' : escapeQuoted(String(v));
+      out += v === undefined || v === '' ? '-' : typeof v === 'number' ? String(v) : escapeQuoted(v);
     }
     return out;
   };

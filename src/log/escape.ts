@@ -15,7 +15,11 @@ export function escapeControl(s: string): string {
   return s.replace(CONTROL, hex);
 }
 
-/** For a value inside double quotes: control characters become \xHH, `"` and `\` get a backslash. */
+const NEEDS_QUOTED_ESCAPE = /[\x00-\x1f\x7f-\x9f"\\]/;
+
+/** For a value inside double quotes: control characters become \xHH, `"` and `\` get a backslash.
+ *  (Tested first: most values need nothing, and this runs for every field of every access line.) */
 export function escapeQuoted(s: string): string {
+  if (!NEEDS_QUOTED_ESCAPE.test(s)) return s;
   return s.replace(CONTROL_QUOTE_BACKSLASH, (c) => (c === '"' || c === '\\' ? `\\${c}` : hex(c)));
 }

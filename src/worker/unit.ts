@@ -60,7 +60,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
   const hookOpts = { timeoutMs: config.hookTimeout * 1000, log };
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
-  const accessSink = config.accessLog ? openLineSink(config.accessLog, 1) : null;
+  const accessSink = config.accessLog ? openLineSink(config.accessLog, 1, { buffered: true }) : null;
   const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
   const sync = config.workerClass === 'sync';
   const serving: Serving = createServing(loaded.app, {

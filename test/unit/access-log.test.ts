@@ -6,15 +6,21 @@ import { escapeControl, escapeQuoted } from '../../src/log/escape';
 import { renderLine } from '../../src/log/logger';
 import { GUNICORN_ACCESS_FORMAT } from '../../src/config/settings';
 
+function capitalised(h: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.replace(/(^|-)[a-z]/g, (c) => c.toUpperCase()), v]));
+}
+
 function entry(over: { url?: string; headers?: Record<string, string>; status?: number; bytes?: number; resHeaders?: Record<string, string> } = {}) {
   const req = {
     method: 'GET', url: over.url ?? '/a/b?x=1', httpVersion: '1.1',
+    // Header names as sent on the wire (mixed case): the formatter reads rawHeaders.
     headers: { 'user-agent': 'curl/8', referer: 'http://r/', ...over.headers },
+    rawHeaders: Object.entries({ 'User-Agent': 'curl/8', Referer: 'http://r/', ...capitalised(over.headers ?? {}) }).flat(),
     socket: { remoteAddress: '127.0.0.1' },
   } as unknown as IncomingMessage;
   const resHeaders = over.resHeaders ?? { 'content-type': 'text/plain' };
   const res = { statusCode: over.status ?? 200, getHeader: (k: string) => resHeaders[k] } as unknown as ServerResponse;
-  return { req, res, startedAt: new Date(2026, 10, 27, 10, 5, 9), durationUs: 1_234_567, bytes: over.bytes ?? 42 };
+  return { req, res, startedAtMs: new Date(2026, 10, 27, 10, 5, 9).getTime(), durationUs: 1_234_567, bytes: over.bytes ?? 42 };
 }
 
 function compile(format: string): AccessFormatter {
