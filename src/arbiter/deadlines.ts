@@ -40,13 +40,16 @@ export function startDeadlines(deps: DeadlineDeps): { stop(): void } {
   const timedOut = (h: WorkerHandle, now: number, timeoutStack: boolean) => {
     h.endReason = 'timeout';
     const silentForMs = Math.round(now - h.lastBeatAtMs);
+    // A thread is to blame only while the process itself still beats.
+    const thread = now - h.lastHeardAtMs < deps.limits().timeoutMs ? h.stalledThread : null;
     const kill = async (stack: string) => {
-      log.critical(`WORKER TIMEOUT (pid:${h.pid})`, { event: 'worker.timeout', nr: h.nr, silentForMs, stack });
+      log.critical(`WORKER TIMEOUT (pid:${h.pid})${thread ? `: thread ${thread.index} is hung` : ''}`,
+        { event: 'worker.timeout', nr: h.nr, ...(thread ? { thread: thread.index } : {}), silentForMs, stack });
       await deps.beforeKill?.(h, stack);
       sendSignal(h, 'SIGKILL');
     };
     if (!timeoutStack || h.inspectPort === null) { kill('not captured (timeoutStack is off)'); return; }
-    captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS).then(
+    captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS, thread?.threadId ?? null).then(
       (frames) => kill(frames.join(' | ')),
       (err: Error) => kill(`unavailable: ${err.message}`),
     );

@@ -109,6 +109,8 @@ export function createPool(deps: PoolDeps) {
       case 'beat':
         // A thread that has not beaten makes the whole worker as silent as it (timeouts, deadlines.ts).
         h.lastBeatAtMs = clock.now() - msg.stalledMs;
+        h.stalledThread = msg.stalledThread;
+        h.lastHeardAtMs = clock.now();
         h.inFlight = msg.inFlight;
         h.requests = msg.requests;
         h.connections = msg.connections;

@@ -5,7 +5,8 @@
  *  and a WebSocket inspector session can pause the stuck code and read its call frames. The worker
  *  chose its inspector port at boot and told the master. The inspector listens on 127.0.0.1 (TCP),
  *  so it is opened only on a worker about to be killed, for as short a time as possible, and the
- *  `timeoutStack` setting turns this off. */
+ *  `timeoutStack` setting turns this off. A hung worker_thread is reached through the process's
+ *  session (the NodeWorker domain): its inspector, too, is served by interrupting its isolate. */
 
 import http from 'node:http';
 import WebSocket from 'ws';
@@ -37,33 +38,58 @@ function formatFrame(f: CallFrame, scripts: ReadonlyMap<string, string>): string
   return `${f.functionName || '(anonymous)'} (${file}:${f.location.lineNumber + 1}:${f.location.columnNumber + 1})`;
 }
 
-function pauseAndRead(wsUrl: string, deadlineAt: number): Promise<string[]> {
+interface Message {
+  readonly method?: string;
+  readonly params?: {
+    callFrames?: CallFrame[]; scriptId?: string; url?: string;
+    sessionId?: string; message?: string; workerInfo?: { title?: string };
+  };
+}
+
+/** Pauses the main thread, or the worker_thread `threadId`, and reads its frames. */
+function pauseAndRead(wsUrl: string, deadlineAt: number, threadId: number | null): Promise<string[]> {
   return new Promise((done, fail) => {
     const ws = new WebSocket(wsUrl, { handshakeTimeout: Math.max(1, deadlineAt - performance.now()) });
-    const timer = setTimeout(() => { ws.terminate(); fail(new Error('the inspector did not pause the worker in time')); },
+    const what = threadId === null ? 'the worker' : `thread ${threadId}`;
+    const timer = setTimeout(() => { ws.terminate(); fail(new Error(`the inspector did not pause ${what} in time`)); },
       Math.max(1, deadlineAt - performance.now()));
+    let nextId = 1;
+    const sendTo = (sessionId: string | null, method: string, params: object = {}) => {
+      const msg = { id: nextId++, method, params };
+      if (sessionId === null) ws.send(JSON.stringify(msg));
+      else ws.send(JSON.stringify({ id: nextId++, method: 'NodeWorker.sendMessageToWorker', params: { sessionId, message: JSON.stringify(msg) } }));
+    };
+    const pause = (sessionId: string | null) => { sendTo(sessionId, 'Debugger.enable'); sendTo(sessionId, 'Debugger.pause'); };
     ws.on('open', () => {
-      ws.send(JSON.stringify({ id: 1, method: 'Debugger.enable' }));
-      ws.send(JSON.stringify({ id: 2, method: 'Debugger.pause' }));
+      if (threadId === null) pause(null);
+      else sendTo(null, 'NodeWorker.enable', { waitForDebuggerOnStart: false });
     });
     const scripts = new Map<string, string>();
-    ws.on('message', (data) => {
-      const msg = JSON.parse(String(data)) as {
-        method?: string; params?: { callFrames?: CallFrame[]; scriptId?: string; url?: string };
-      };
+    const onDebugger = (msg: Message) => {
       if (msg.method === 'Debugger.scriptParsed' && msg.params?.scriptId) scripts.set(msg.params.scriptId, msg.params.url ?? '');
       if (msg.method !== 'Debugger.paused') return;
       clearTimeout(timer);
       ws.terminate();
       done((msg.params?.callFrames ?? []).map((f) => formatFrame(f, scripts)));
+    };
+    ws.on('message', (data) => {
+      const msg = JSON.parse(String(data)) as Message;
+      if (threadId === null) { onDebugger(msg); return; }
+      // Every thread attaches; only the hung one is paused, and only its messages are read. The
+      // inspector numbers threads its own way; their title, `[worker N]`, carries the threadId.
+      if (msg.method === 'NodeWorker.attachedToWorker' && msg.params?.workerInfo?.title?.startsWith(`[worker ${threadId}]`)) {
+        pause(msg.params.sessionId!);
+      }
+      if (msg.method === 'NodeWorker.receivedMessageFromWorker' && msg.params?.message) onDebugger(JSON.parse(msg.params.message) as Message);
     });
     ws.on('error', (err) => { clearTimeout(timer); fail(err); });
   });
 }
 
-/** The worker's stack, innermost frame first; throws with the reason if it cannot be had in time.
- *  `expectScript` guards against a port some other process took since the worker chose it. */
-export async function captureStack(pid: number, port: number, expectScript: string, timeoutMs: number): Promise<string[]> {
+/** The stack of the worker (or of its thread `threadId`), innermost frame first; throws with the
+ *  reason if it cannot be had in time. `expectScript` guards against a port some other process took
+ *  since the worker chose it. */
+export async function captureStack(pid: number, port: number, expectScript: string, timeoutMs: number, threadId: number | null = null): Promise<string[]> {
   const deadlineAt = performance.now() + timeoutMs;
   process.kill(pid, 'SIGUSR1');
   let targets: Target[] | null = null;
@@ -74,5 +100,5 @@ export async function captureStack(pid: number, port: number, expectScript: stri
   if (!targets) throw new Error(`the inspector did not open on 127.0.0.1:${port}`);
   const target = targets.find((t) => t.url.endsWith(expectScript));
   if (!target) throw new Error(`127.0.0.1:${port} is not this worker's inspector`);
-  return pauseAndRead(target.webSocketDebuggerUrl, deadlineAt);
+  return pauseAndRead(target.webSocketDebuggerUrl, deadlineAt, threadId);
 }

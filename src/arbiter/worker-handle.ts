@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
-import { WORKER_SPEC_ENV, type WorkerSpec } from '../ipc/messages';
+import { WORKER_SPEC_ENV, type StalledThread, type WorkerSpec } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
 
 /** The worker entry, as the inspector names it (see stack-capture.ts). */
@@ -26,6 +26,10 @@ export interface WorkerHandle {
   stable: boolean;
   lastBeatAtMs: number;
   inspectPort: number | null;
+  /** The thread that makes it late, if one does (threads > 1). */
+  stalledThread: StalledThread | null;
+  /** When its main thread last beat (its own silence, whatever its threads do). */
+  lastHeardAtMs: number;
   inFlight: number;
   requests: number;
   /** Open connections, as the worker last reported them (for the balance). */
@@ -127,7 +131,7 @@ export const spawnWorker: SpawnWorker = (req) => {
   });
   return {
     child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
-    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, inFlight: 0, requests: 0, connections: 0, fairShareSent: -1, listeners: req.listeners, threads, replacedFor: null, recycleWhy: null,
+    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, stalledThread: null, lastHeardAtMs: req.nowMs, inFlight: 0, requests: 0, connections: 0, fairShareSent: -1, listeners: req.listeners, threads, replacedFor: null, recycleWhy: null,
     endReason: null, bootFailure: null, killAtMs: null,
   };
 };

@@ -36,11 +36,15 @@ export type ToWorker =
   /** The connections each serving unit should have: more than that, and it sheds and pauses. */
   | { readonly type: 'balance'; readonly fairShare: number };
 
+export interface StalledThread { readonly index: number; readonly threadId: number }
+
 export type FromWorker =
   /** The app is loaded and the worker accepts on every listener. */
   | { readonly type: 'ready'; readonly inspectPort: number | null }
-  /** `stalledMs`: how long the quietest thread has not beaten (a hung thread hangs the process). */
-  | { readonly type: 'beat'; readonly inFlight: number; readonly requests: number; readonly connections: number; readonly stalledMs: number }
+  /** `stalledMs`: how long the quietest thread has not beaten (a hung thread hangs the process);
+   *  `stalledThread` names it (1-based, and its threadId for the inspector) while it is late. */
+  | { readonly type: 'beat'; readonly inFlight: number; readonly requests: number; readonly connections: number; readonly stalledMs: number;
+      readonly stalledThread: StalledThread | null }
   /** The open connections changed: for the master's balance. */
   | { readonly type: 'load'; readonly connections: number }
   /** Send listener `index` again: accepting was paused, and its fd closed. */

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
-import { WORKER_SPEC_ENV, type FromWorker, type ToWorker, type WorkerSpec } from '../ipc/messages';
+import { WORKER_SPEC_ENV, type FromWorker, type StalledThread, type ToWorker, type WorkerSpec } from '../ipc/messages';
 import { createLogger, type Logger } from '../log/logger';
 import type { ServingStats } from './serve';
 import type { FromThread, ThreadData, ToThread } from './thread';
@@ -82,8 +82,10 @@ function createRelistener(): { ask(index: number): Promise<number>; got(index: n
 }
 
 /** What the process does with its serving: one unit here, or threads. */
+type BeatStats = ServingStats & { stalledMs: number; stalledThread: StalledThread | null };
+
 interface Serving {
-  stats(): ServingStats & { stalledMs: number };
+  stats(): BeatStats;
   setFairShare(n: number): void;
   reopenLogs(): void;
   drain(): Promise<void>;
@@ -99,7 +101,7 @@ async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, r
     },
   });
   log.debug('worker serving', { event: 'worker.ready', nr: spec.nr, app: unit.shape });
-  return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0 }), reopenLogs: () => unit.reopenLogs() };
+  return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0, stalledThread: null }), reopenLogs: () => unit.reopenLogs() };
 }
 
 /** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
@@ -138,7 +140,12 @@ function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       stats() {
         const now = performance.now();
         const sum = (k: keyof ServingStats) => threads.reduce((n, t) => n + t.stats[k], 0);
-        return { inFlight: sum('inFlight'), requests: sum('requests'), connections: sum('connections'), stalledMs: Math.max(...threads.map((t) => now - t.lastAtMs)) - spec.beatIntervalMs };
+        const quietest = threads.reduce((q, t) => (t.lastAtMs < q.lastAtMs ? t : q));
+        const stalledMs = now - quietest.lastAtMs - spec.beatIntervalMs;
+        return {
+          inFlight: sum('inFlight'), requests: sum('requests'), connections: sum('connections'), stalledMs,
+          stalledThread: stalledMs > 0 ? { index: threads.indexOf(quietest) + 1, threadId: quietest.worker.threadId } : null,
+        };
       },
       setFairShare: (n) => post({ type: 'balance', fairShare: n }),
       reopenLogs: () => post({ type: 'reopenLogs' }),
@@ -150,14 +157,14 @@ function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
 /** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
  *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening.
  *  Changes in open connections are told more often, for the master's balance. */
-function startBeating(spec: WorkerSpec, log: Logger, stats: () => (ServingStats & { stalledMs: number }) | null): void {
+function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | null): void {
   setInterval(() => {
     if (inspector.url()) {
       inspector.close();
       log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
     }
-    const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, stalledMs: 0 };
-    void send({ type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs) });
+    const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, stalledMs: 0, stalledThread: null };
+    void send({ type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs), stalledThread: s.stalledThread });
   }, spec.beatIntervalMs);
   let last = -1;
   setInterval(() => {

@@ -94,6 +94,10 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
         }
       }
     },
-    drain: () => serving.drain(),
+    async drain() {
+      await serving.drain();
+      // Its buffered lines now: a thread ends with its process and runs no exit listener.
+      accessSink?.close();
+    },
   };
 }
