@@ -11,6 +11,8 @@
 //
 // Usage: npm run build && node scripts/bench.mjs [--workers 2] [--duration 5] [--repeat 3]
 //        [--servers forkd,cluster-rr,...] [--workloads ka50,close,...] [--json out.json]
+// A server named "forkd FLAGS…" is forkd with those flags after the defaults, to compare forkd's
+// own settings in one run:  --servers 'forkd,forkd -w 1 --threads 2,forkd -k sync,forkd -w 5'
 // Needs wrk (apt-get install wrk). Every process it starts is ended, PM2 with `pm2 kill`.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -85,7 +87,7 @@ async function waitHttp(port) {
 const SERVERS = {
   forkd: async (port, extra = []) => {
     const p = launch(process.execPath, [join(root, 'bin', 'forkd.js'), '-w', String(WORKERS), '-b', `127.0.0.1:${port}`, ...extra, app],
-      { cwd: root }, new RegExp(`Ready: ${WORKERS} workers? serving`));
+      { cwd: root }, /Ready: \d+ workers? serving/);
     const startMs = await p.started;
     return { startMs, master: p.child.pid, workers: () => children(p.child.pid), stop: () => stopTree(p.child.pid), forkd: p };
   },
@@ -164,14 +166,16 @@ async function hupReloadMs(s) {
 // server once), so that drift in this shared machine's speed falls on all of them alike.
 const results = {};
 const running = {};
-for (const name of Object.keys(SERVERS).filter((n) => !ONLY_SERVERS || ONLY_SERVERS.includes(n))) {
-  const port = await freePort();
-  process.stderr.write(`${name}: starting\n`);
-  running[name] = { port, s: await SERVERS[name](port) };
-  await waitHttp(port);
-  results[name] = { startMs: running[name].s.startMs, workloads: {} };
-}
 try {
+  for (const name of ONLY_SERVERS ?? Object.keys(SERVERS)) {
+    const port = await freePort();
+    process.stderr.write(`${name}: starting\n`);
+    const flags = name.startsWith('forkd ') ? name.split(/\s+/).slice(1) : null;
+    if (!flags && !SERVERS[name]) throw new Error(`unknown server ${name}; servers are ${Object.keys(SERVERS).join(', ')} and "forkd FLAGS…"`);
+    running[name] = { port, s: await (flags ? SERVERS.forkd(port, flags) : SERVERS[name](port)) };
+    await waitHttp(port);
+    results[name] = { startMs: running[name].s.startMs, workloads: {} };
+  }
   for (const w of WORKLOADS) {
     const runs = Object.fromEntries(Object.keys(running).map((n) => [n, []]));
     for (let i = 0; i < REPEAT; i++) {

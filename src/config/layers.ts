@@ -85,6 +85,11 @@ function checkTogether(config: Config, origins: Resolved['origins']): void {
     throw new ConfigError(`headersTimeout (${config.headersTimeout}s, from ${describeOrigin(origins.headersTimeout)})`
       + ` must not exceed requestTimeout (${config.requestTimeout}s, from ${describeOrigin(origins.requestTimeout)})`);
   }
+  if (config.workerClass === 'sync' && config.threads > 1) {
+    throw new ConfigError(`workerClass "sync" (from ${describeOrigin(origins.workerClass)}) serves one connection at a time`
+      + ` in each worker process and cannot have threads (${config.threads}, from ${describeOrigin(origins.threads)});`
+      + ' allowed: threads 1 with "sync", or workerClass "async" with any threads (and workerConnections for a cap)');
+  }
 }
 
 export function resolveLayers(inputs: LayerInputs): Resolved {

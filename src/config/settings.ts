@@ -132,7 +132,7 @@ export const settings = {
   workerClass: setting({
     section: 'Workers', flags: ['-k', '--worker-class'], metavar: 'CLASS', parse: oneOf(['async', 'sync'] as const), default: 'async',
     doc: '"async": each worker serves many connections on its event loop. "sync": one connection at a '
-      + 'time and no keep-alive (workerConnections 1, keepAlive 0), as gunicorn\'s sync workers.',
+      + 'time and no keep-alive (workerConnections 1, keepAlive 0), as gunicorn\'s sync workers; threads must be 1.',
   }),
   balance: setting({
     section: 'Workers', flags: ['--balance'], parse: bool, default: true,

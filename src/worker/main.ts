@@ -67,17 +67,24 @@ function dropPrivileges(identity: WorkerSpec['identity']): void {
   process.setuid!(identity.uid);
 }
 
-/** Listener handles the master sent, by index, handed out in the order they were asked for. Their
- *  objects are kept: the fd is used by a server (of this thread or another) from then on. */
-function createRelistener(): { ask(index: number): Promise<number>; got(index: number, handle: { fd: number }): void } {
-  const waiting = new Map<number, Array<(fd: number) => void>>();
-  const kept: object[] = [];
+type RawHandle = { readonly fd: number };
+
+/** Listener handles the master sent, by index, handed out in the order they were asked for.
+ *  `ask` gives the handle itself, for a server of this thread to take over (closing the server
+ *  closes it). `askFd` gives only its fd, for a serving thread (a handle cannot be passed to a
+ *  thread): the handle object is then kept for the life of the process, since closing it would
+ *  close whatever else has that fd number by then; each costs a few hundred bytes (measured). */
+function createRelistener(): { ask(index: number): Promise<RawHandle>; askFd(index: number): Promise<number>; got(index: number, handle: RawHandle): void } {
+  const waiting = new Map<number, Array<(handle: RawHandle) => void>>();
+  const kept: RawHandle[] = [];
+  const ask = (index: number) => new Promise<RawHandle>((ok) => {
+    waiting.set(index, [...(waiting.get(index) ?? []), ok]);
+    void send({ type: 'relisten', index });
+  });
   return {
-    ask: (index) => new Promise((ok) => {
-      waiting.set(index, [...(waiting.get(index) ?? []), ok]);
-      void send({ type: 'relisten', index });
-    }),
-    got(index, handle) { kept.push(handle); waiting.get(index)?.shift()?.(handle.fd); },
+    ask,
+    askFd: async (index) => { const handle = await ask(index); kept.push(handle); return handle.fd; },
+    got(index, handle) { waiting.get(index)?.shift()?.(handle); },
   };
 }
 
@@ -94,7 +101,7 @@ interface Serving {
 async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
   const unit = await startUnit({
     spec, fds: spec.fds[0]!, log, hooks,
-    relisten: async (index) => ({ fd: await relistener.ask(index) }),
+    relisten: (index) => relistener.ask(index),
     onRecycle: (requests) => {
       log.info('max requests reached: asking to be replaced', { event: 'worker.recycle', nr: spec.nr, requests });
       void send({ type: 'recycle', requests });
@@ -132,7 +139,7 @@ function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
         case 'recycle':
           if (!recycling) { recycling = true; log.info(`max requests reached in thread ${index + 1}: asking to be replaced`, { event: 'worker.recycle', nr: spec.nr }); void send({ type: 'recycle', requests: msg.requests }); }
           break;
-        case 'relisten': void relistener.ask(msg.index).then((fd) => t.worker.postMessage({ type: 'listener', index: msg.index, fd } satisfies ToThread)); break;
+        case 'relisten': void relistener.askFd(msg.index).then((fd) => t.worker.postMessage({ type: 'listener', index: msg.index, fd } satisfies ToThread)); break;
         case 'drained': t.drained = true; if (threads.every((x) => x.drained)) drainedAll?.(); break;
       }
     }));

@@ -26,8 +26,8 @@ const REAP_TICK_MS = 100;
 /** How far above its fair share of connections a unit may be before it sheds. */
 const SHARE_SLACK = 0.1;
 
-/** Where to listen again after a pause: an fd, or a handle the master sent. */
-export type ListenTarget = { readonly fd: number } | object;
+/** Where to listen again after a pause: an fd, or a handle the master sent (taken over). */
+export type ListenTarget = { readonly fd: number };
 
 export interface ServeOptions {
   readonly keepAliveMs: number;
@@ -238,8 +238,15 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const listenOn = (server: net.Server, target: ListenTarget) => new Promise<void>((ok, fail) => {
     const onError = (err: Error) => fail(err);
     server.once('error', onError);
+    server.once('listening', () => { server.off('error', onError); ok(); });
     // listen({ fd }) ignores a backlog in the options object; it is read from the second argument.
-    server.listen(target, opts.backlog, () => { server.off('error', onError); ok(); });
+    // A TCP handle is taken over as it is; listen() would open a Unix one's fd in a second handle,
+    // so the server adopts it as Node does a server sent over IPC (never two handles on one fd).
+    const adopt = server as net.Server & { _handle?: unknown; _listen2?: (...a: unknown[]) => void };
+    if (target.constructor?.name === 'Pipe' && typeof adopt._listen2 === 'function' && !adopt._handle) {
+      adopt._handle = target;
+      adopt._listen2(null, -1, -1, opts.backlog);
+    } else server.listen(target, opts.backlog);
   });
 
   const reap = () => {

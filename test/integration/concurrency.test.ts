@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -95,20 +95,33 @@ test('workerConnections: at the cap a worker stops accepting; the next connectio
   }
 });
 
-test('worker class sync: one request at a time per worker, no keep-alive', async () => {
-  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-k', 'sync', probe]);
+test('worker class sync: one request at a time per worker, no keep-alive, on TCP and Unix sockets', async () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'app.sock');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-b', `unix:${sock}`, '-k', 'sync', probe]);
   try {
-    const started = performance.now();
-    const replies = await Promise.all([1, 2].map(() => request(`${f.url}/late?ms=500`).then((r) => ({ r, at: performance.now() - started }))));
-    for (const { r } of replies) {
-      assert.is(r.status, 200);
-      assert.is(r.headers.connection, 'close');
+    for (const via of ['tcp', 'unix'] as const) {
+      const started = performance.now();
+      const one = () => (via === 'tcp' ? request(`${f.url}/late?ms=500`) : request('http://localhost/late?ms=500', { socketPath: sock }));
+      const replies = await Promise.all([1, 2].map(() => one().then((r) => ({ r, at: performance.now() - started }))));
+      for (const { r } of replies) {
+        assert.is(r.status, 200);
+        assert.is(r.headers.connection, 'close');
+      }
+      // The second waited for the first: both took at least the 500 ms the app waits each.
+      const last = Math.max(...replies.map((x) => x.at));
+      assert.ok(last >= 1000, `${via}: two 500 ms requests were done after ${Math.round(last)} ms: served at once`);
     }
-    // The second waited for the first: both took at least the 500 ms the app waits each.
-    const last = Math.max(...replies.map((x) => x.at));
-    assert.ok(last >= 1000, `two 500 ms requests were done after ${Math.round(last)} ms: served at once`);
+    // Each connection paused and resumed accepting; the worker's fds did not grow with them.
+    const [pid] = f.workers();
+    const fds = () => readdirSync(`/proc/${pid}/fd`).length;
+    const before = fds();
+    for (let i = 0; i < 20; i++) assert.is((await request('http://localhost/', { socketPath: sock })).status, 200);
+    // (The last connection may still be closing: allow it a moment, not 20 fds.)
+    await waitFor(() => fds() <= before, `the worker's fds to settle (${before} before, ${fds()} now)`, 3000);
   } finally {
     await f.kill();
+    dir.remove();
   }
 });
 

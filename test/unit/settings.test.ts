@@ -105,6 +105,13 @@ test('headersTimeout may not exceed requestTimeout', () => {
   assert.match(msg, 'headersTimeout (90s, from the command line (--headers-timeout)) must not exceed requestTimeout');
 });
 
+test('the sync worker class has no threads', () => {
+  const msg = configError(() => layers({ cli: cli('-k', 'sync'), file: { path: '/f.json', values: { threads: 4 } } }));
+  assert.match(msg, 'workerClass "sync" (from the command line (-k)) serves one connection at a time');
+  assert.match(msg, 'cannot have threads (4, from config file /f.json)');
+  assert.is(layers({ cli: cli('-k', 'sync', '--threads', '1') }).config.workerClass, 'sync');
+});
+
 test('argv: long, short, attached, =, repeatable, booleans, positional', () => {
   const p = parseArgv(['-w4', '--bind=127.0.0.1:1', '-b', 'unix:/tmp/x.sock', '--no-timeout-stack', '-e', 'A=1', '-e', 'B=2', 'app.js:make()']);
   assert.equal(p.values.workers, { value: '4', flag: '-w' });
