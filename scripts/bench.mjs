@@ -5,7 +5,8 @@
 //   http servers on the inherited fd: the ceiling of forkd's architecture) · node:cluster
 //   round-robin · node:cluster SCHED_NONE · PM2 cluster mode (private PM2_HOME) · one node process
 // Workloads: hello with keep-alive at 50 and 200 connections, hello with Connection: close, and a
-// route doing ~2 ms of synchronous work. Each run is repeated; the median (by requests/s) counts.
+// route doing ~2 ms of synchronous work, and an I/O-bound route that waits 10 ms before answering.
+// Each run is repeated; the median (by requests/s) counts.
 // Prints requests/s, p50/p99 latency, errors, the busiest/least busy worker ratio, each figure
 // as a ratio to forkd's, RSS of master and workers, start-up time, and forkd's HUP reload time.
 //
@@ -42,6 +43,7 @@ const WORKLOADS = [
   { id: 'ka200', label: 'hello, keep-alive, 200 conns', path: '/', connections: 200, keepAlive: true },
   { id: 'close', label: 'hello, Connection: close, 50 conns', path: '/', connections: 50, keepAlive: false },
   { id: 'cpu', label: '~2 ms CPU/request, keep-alive, 50 conns', path: '/cpu', connections: 50, keepAlive: true },
+  { id: 'io', label: '10 ms wait/request (I/O-bound), keep-alive, 200 conns', path: '/io', connections: 200, keepAlive: true },
 ].filter((w) => !ONLY_WORKLOADS || ONLY_WORKLOADS.includes(w.id));
 
 const freePort = () => new Promise((ok) => { const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)); }); });
