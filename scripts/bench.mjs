@@ -38,13 +38,20 @@ try { execFileSync('wrk', ['--version'], { stdio: 'ignore' }); } catch (err) {
   if (err.code === 'ENOENT') { console.error('wrk is not installed (apt-get install wrk)'); process.exit(2); }
 }
 
-const WORKLOADS = [
+const ALL_WORKLOADS = [
   { id: 'ka50', label: 'hello, keep-alive, 50 conns', path: '/', connections: 50, keepAlive: true },
   { id: 'ka200', label: 'hello, keep-alive, 200 conns', path: '/', connections: 200, keepAlive: true },
   { id: 'close', label: 'hello, Connection: close, 50 conns', path: '/', connections: 50, keepAlive: false },
   { id: 'cpu', label: '~2 ms CPU/request, keep-alive, 50 conns', path: '/cpu', connections: 50, keepAlive: true },
   { id: 'io', label: '10 ms wait/request (I/O-bound), keep-alive, 200 conns', path: '/io', connections: 200, keepAlive: true },
-].filter((w) => !ONLY_WORKLOADS || ONLY_WORKLOADS.includes(w.id));
+];
+for (const id of ONLY_WORKLOADS ?? []) {
+  if (!ALL_WORKLOADS.some((w) => w.id === id)) {
+    console.error(`unknown workload "${id}"; workloads are ${ALL_WORKLOADS.map((w) => w.id).join(', ')}`);
+    process.exit(2);
+  }
+}
+const WORKLOADS = ALL_WORKLOADS.filter((w) => !ONLY_WORKLOADS || ONLY_WORKLOADS.includes(w.id));
 
 const freePort = () => new Promise((ok) => { const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)); }); });
 
@@ -168,12 +175,17 @@ async function hupReloadMs(s) {
 // server once), so that drift in this shared machine's speed falls on all of them alike.
 const results = {};
 const running = {};
+for (const name of ONLY_SERVERS ?? []) {
+  if (!name.startsWith('forkd ') && !SERVERS[name]) {
+    console.error(`unknown server "${name}"; servers are ${Object.keys(SERVERS).join(', ')} and "forkd FLAGS…"`);
+    process.exit(2);
+  }
+}
 try {
   for (const name of ONLY_SERVERS ?? Object.keys(SERVERS)) {
     const port = await freePort();
     process.stderr.write(`${name}: starting\n`);
     const flags = name.startsWith('forkd ') ? name.split(/\s+/).slice(1) : null;
-    if (!flags && !SERVERS[name]) throw new Error(`unknown server ${name}; servers are ${Object.keys(SERVERS).join(', ')} and "forkd FLAGS…"`);
     running[name] = { port, s: await (flags ? SERVERS.forkd(port, flags) : SERVERS[name](port)) };
     await waitHttp(port);
     results[name] = { startMs: running[name].s.startMs, workloads: {} };
