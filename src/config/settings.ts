@@ -117,7 +117,8 @@ export const settings = {
     section: 'Workers', flags: ['-w', '--workers'], metavar: 'INT', env: [{ name: 'WEB_CONCURRENCY' }],
     parse: workerCount, default: 'auto',
     doc: 'Worker processes to keep alive. "auto" is one per CPU this process may run on: a Node worker '
-      + 'multiplexes I/O on its event loop, so more workers than cores add memory, not throughput.',
+      + 'multiplexes I/O on its event loop, so more workers than cores add memory, not throughput. '
+      + 'An app that computes for milliseconds a request may want two per core, for lower tail latency.',
   }),
   threads: setting({
     section: 'Workers', flags: ['--threads'], metavar: 'INT', parse: integer({ min: 1, max: 64 }), default: 1,
@@ -136,9 +137,9 @@ export const settings = {
   }),
   balance: setting({
     section: 'Workers', flags: ['--balance'], parse: bool, default: true,
-    doc: 'Keep kept-alive connections spread evenly over the workers: one holding more than its share '
-      + 'stops accepting and asks that many clients to reconnect (Connection: close). The master is '
-      + 'never in the data path.',
+    doc: 'Keep kept-alive connections spread evenly over the workers: one holding well over its share '
+      + 'asks that many of its clients to reconnect (Connection: close on their next response); the '
+      + 'kernel hands each reconnect to a worker that accepts. The master is never in the data path.',
   }),
   maxRequests: setting({
     section: 'Workers', flags: ['--max-requests'], metavar: 'INT', parse: integer(), default: 0,
