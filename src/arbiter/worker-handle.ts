@@ -110,15 +110,30 @@ function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number
   return identity && !identity.initgroups && process.getuid?.() === 0 ? { uid: identity.uid, gid: identity.gid } : {};
 }
 
+/** How many fds each serving unit accepts on for each listener. Node accepts one connection per
+ *  listening fd each turn of its event loop, and a turn lasts as long as the app computes for the
+ *  requests it reads then: a CPU-bound worker holding 25 connections (~50 ms a turn) took a burst of
+ *  50 new ones over 400 ms, so their first requests waited that long (measured: wrk's p99 on a 2 ms
+ *  route, 2 workers, 50 connections: 330–400 ms with one fd, 96 ms with four, same throughput; a
+ *  hello app with Connection: close served 1.3–1.5× as much). A unit with a connection cap (or sync)
+ *  takes one at a time anyway, so it gets one. */
+const ACCEPT_COPIES = 4;
+export const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerClass'>): number =>
+  (config.workerConnections > 0 || config.workerClass === 'sync' ? 1 : ACCEPT_COPIES);
+
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
 export const spawnWorker: SpawnWorker = (req) => {
-  // Every listener once per thread, in stdio slots 3..: thread t's copy of listener i is fd 3 + t·n + i.
+  // Every listener `copies` times per thread, in stdio slots 3..: thread t's copy c of listener i
+  // is fd 3 + (t·copies + c)·n + i; copy 0 is the thread's own (it relistens on it after a pause).
   const threads = req.config.threads;
+  const copies = acceptCopies(req.config);
   const n = req.listeners.length;
-  const stdioFds = Array.from({ length: threads }, () => req.listeners.map((l) => l.fd)).flat();
+  const fdOf = (t: number, c: number, i: number) => 3 + (t * copies + c) * n + i;
+  const stdioFds = Array.from({ length: threads * copies }, () => req.listeners.map((l) => l.fd)).flat();
   const spec: WorkerSpec = {
     nr: req.nr, generation: req.generation,
-    fds: Array.from({ length: threads }, (_, t) => req.listeners.map((__, i) => 3 + t * n + i)),
+    fds: Array.from({ length: threads }, (_, t) => req.listeners.map((__, i) => fdOf(t, 0, i))),
+    spareFds: Array.from({ length: threads }, (_, t) => Array.from({ length: copies - 1 }, (__, c) => req.listeners.map((___, i) => fdOf(t, c + 1, i)))),
     beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
     configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
   };

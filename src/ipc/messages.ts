@@ -15,6 +15,9 @@ export interface WorkerSpec {
   /** The listening sockets, as this worker's inherited file descriptors: one list per thread, each
    *  with one fd per listener (the master passes each socket once for every thread). */
   readonly fds: readonly (readonly number[])[];
+  /** More copies of the listening sockets, per thread: a list of copies, each with one fd per
+   *  listener. A unit accepts on every copy as well (see ACCEPT_COPIES in arbiter/worker-handle). */
+  readonly spareFds: readonly (readonly (readonly number[])[])[];
   readonly beatIntervalMs: number;
   /** The master's resolved config; only its JSON-serialisable part crosses. */
   readonly config: Config;

@@ -100,7 +100,7 @@ interface Serving {
 
 async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
   const unit = await startUnit({
-    spec, fds: spec.fds[0]!, log, hooks,
+    spec, fds: spec.fds[0]!, spareFds: spec.spareFds?.[0] ?? [], log, hooks,
     relisten: (index) => relistener.ask(index),
     onRecycle: (requests) => {
       log.info('max requests reached: asking to be replaced', { event: 'worker.recycle', nr: spec.nr, requests });

@@ -55,7 +55,8 @@ export interface ServeOptions {
 export interface ServingStats { inFlight: number; requests: number; connections: number }
 
 export interface Serving {
-  listen(fds: readonly number[]): Promise<void>;
+  /** Serves on `fds` (one per listener), accepting on each of `spareFds`' copies of them too. */
+  listen(fds: readonly number[], spareFds?: readonly (readonly number[])[]): Promise<void>;
   stats(): ServingStats;
   /** The master's fair share of connections for this unit: shed and pause above it. */
   setFairShare(connections: number): void;
@@ -111,6 +112,9 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   if (opts.accessLog) countBodyBytes();
   const sockets = new Map<Socket, ConnState>();
   const servers: net.Server[] = [];
+  /** Extra fds of the same sockets, each accepting for servers[i]: Node takes one connection per
+   *  listening fd each turn of the event loop, these take more (see ACCEPT_COPIES). */
+  const acceptors: net.Server[] = [];
   let requests = 0;
   let draining = false;
   let recycleAsked = false;
@@ -150,7 +154,8 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     paused = true;
     opts.log.debug('accepting paused', { event: 'worker.pause', connections: sockets.size });
     // net.Server's close: the fd goes, the connections stay; the socket's queue is the kernel's.
-    for (const s of servers) net.Server.prototype.close.call(s);
+    // Spare acceptors are closed for good: a unit that pauses takes one connection at a time.
+    stopAccepting();
   };
   const resume = () => {
     if (!paused || draining || resuming) return;
@@ -249,6 +254,20 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     } else server.listen(target, opts.backlog);
   });
 
+  /** A plain net.Server on a spare fd that hands what it accepts to `server`, as if `server` had
+   *  accepted it (same socket options, same 'connection' path: counting, timeouts, HTTP). */
+  const acceptFor = (server: net.Server): net.Server => {
+    const o = server as net.Server & { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number };
+    const acceptor = net.createServer({ noDelay: o.noDelay ?? true, keepAlive: o.keepAlive ?? false, keepAliveInitialDelay: o.keepAliveInitialDelay ?? 0 });
+    acceptor.on('connection', (socket: Socket) => server.emit('connection', socket));
+    acceptors.push(acceptor);
+    return acceptor;
+  };
+  const stopAccepting = () => {
+    for (const s of servers) net.Server.prototype.close.call(s);
+    for (const a of acceptors.splice(0)) a.close();
+  };
+
   const reap = () => {
     const now = performance.now();
     for (const [socket, conn] of sockets) {
@@ -259,11 +278,12 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   };
 
   return {
-    async listen(fds) {
+    async listen(fds, spareFds = []) {
       for (let i = 0; i < fds.length; i++) {
         const server = serverFor(i);
         configure(server);
         await listenOn(server, { fd: fds[i]! });
+        for (const copy of spareFds) if (copy[i] !== undefined) await listenOn(acceptFor(server), { fd: copy[i]! });
       }
     },
     stats() {
@@ -283,7 +303,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       if (draining) return new Promise<void>((ok) => { const prev = drained; drained = () => { prev?.(); ok(); }; });
       draining = true;
       // net.Server's close, not http.Server's: stop accepting without dropping idle keep-alive sockets.
-      if (!paused) for (const s of servers) net.Server.prototype.close.call(s);
+      if (!paused) stopAccepting(); // a pause has closed them all already
       for (const [socket, conn] of sockets) {
         const res = current(socket);
         if (res && !res.headersSent) res.shouldKeepAlive = false;

@@ -42,7 +42,7 @@ async function run(): Promise<void> {
   });
   try {
     unit = await startUnit({
-      spec, fds: spec.fds[index]!, log, hooks: await readWorkerHooks(spec, log),
+      spec, fds: spec.fds[index]!, spareFds: spec.spareFds?.[index] ?? [], log, hooks: await readWorkerHooks(spec, log),
       relisten: (i) => new Promise<{ fd: number }>((ok) => {
         waiting.set(i, [...(waiting.get(i) ?? []), ok]);
         post({ type: 'relisten', index: i });

@@ -14,6 +14,8 @@ export interface UnitDeps {
   readonly spec: WorkerSpec;
   /** This unit's copy of every listener, in order. */
   readonly fds: readonly number[];
+  /** More copies of those fds, to accept on as well (one list per copy, one fd per listener). */
+  readonly spareFds: readonly (readonly number[])[];
   readonly log: Logger;
   readonly hooks: Partial<Hooks>;
   /** Accept on listener `index` again after a pause: asks the master for it. */
@@ -82,7 +84,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     log,
   });
   await runHook(hooks.postWorkerInit, 'postWorkerInit', [me], hookOpts);
-  await serving.listen(deps.fds);
+  await serving.listen(deps.fds, deps.spareFds);
   return {
     shape: loaded.app.shape,
     stats: () => serving.stats(),

@@ -1,10 +1,11 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, isAlive, startForkd, tempDir, waitFor } from '../helpers/forkd';
-import { load, request } from '../helpers/http';
+import { load, rawExchange, request } from '../helpers/http';
 
 const probe = join(APPS, 'probe.js');
 const close = { headers: { connection: 'close' } };
@@ -136,6 +137,43 @@ test('balance: kept-alive connections are spread over the workers', async () => 
     assert.ok(Math.min(...counts) >= r.ok / 4, `uneven: ${JSON.stringify(r.byWorker)}`);
   } finally {
     await f.kill();
+  }
+});
+
+/** Holds worker `url`'s event loop with /block, opens `n` connections meanwhile, and returns the
+ *  turn of the worker's event loop in which each was answered. */
+async function turnsOfABurst(url: string, n: number): Promise<number[]> {
+  const port = Number(new URL(url).port);
+  const blocker = net.connect(port, '127.0.0.1');
+  try {
+    blocker.write('GET /block?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n');
+    // Its first bytes say the worker is now computing for 400 ms; the burst queues in the backlog.
+    await new Promise<void>((ok, fail) => { blocker.once('data', () => ok()); blocker.once('error', fail); });
+    const replies = await Promise.all(Array.from({ length: n }, () => rawExchange(port, 'GET /turn HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 5000)));
+    return replies.map((r) => {
+      assert.match(r.data, /^HTTP\/1\.1 200 /, r.data);
+      return Number(r.data.slice(r.data.indexOf('\r\n\r\n') + 4));
+    });
+  } finally {
+    blocker.destroy();
+  }
+}
+
+test('a worker busy computing takes a burst of connections in few turns of its event loop, not one a turn', async () => {
+  // Node accepts one connection per listening fd each turn; forkd gives each unit four fds of every
+  // socket. With a connection cap a unit takes one at a time anyway, and has one: the control.
+  for (const [flags, check] of [
+    [[], (distinct: number) => distinct <= 3],
+    [['--worker-connections', '100'], (distinct: number) => distinct >= 6],
+  ] as const) {
+    const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', ...flags, probe]);
+    try {
+      const turns = await turnsOfABurst(f.url, 8);
+      const distinct = new Set(turns).size;
+      assert.ok(check(distinct), `${flags.join(' ') || 'default'}: 8 connections answered in turns ${turns.join(', ')}`);
+    } finally {
+      await f.kill();
+    }
   }
 });
 
