@@ -117,8 +117,7 @@ export const settings = {
     section: 'Workers', flags: ['-w', '--workers'], metavar: 'INT', env: [{ name: 'WEB_CONCURRENCY' }],
     parse: workerCount, default: 'auto',
     doc: 'Worker processes to keep alive. "auto" is one per CPU this process may run on: a Node worker '
-      + 'multiplexes I/O on its event loop, so more workers than cores add memory, not throughput. '
-      + 'An app that computes for milliseconds a request may want two per core, for lower tail latency.',
+      + 'multiplexes I/O on its event loop, so more workers than cores add memory, not throughput.',
   }),
   threads: setting({
     section: 'Workers', flags: ['--threads'], metavar: 'INT', parse: integer({ min: 1, max: 64 }), default: 1,
