@@ -124,7 +124,8 @@ export const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerC
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
 export const spawnWorker: SpawnWorker = (req) => {
   // Every listener `copies` times per thread, in stdio slots 3..: thread t's copy c of listener i
-  // is fd 3 + (t·copies + c)·n + i; copy 0 is the thread's own (it relistens on it after a pause).
+  // is fd 3 + (t·copies + c)·n + i. Copy 0 is served by the unit's http server, the others by
+  // acceptors that hand their connections to it.
   const threads = req.config.threads;
   const copies = acceptCopies(req.config);
   const n = req.listeners.length;

@@ -13,7 +13,8 @@ export interface WorkerSpec {
   readonly nr: number;
   readonly generation: number;
   /** The listening sockets, as this worker's inherited file descriptors: one list per thread, each
-   *  with one fd per listener (the master passes each socket once for every thread). */
+   *  with one fd per listener (the master passes each socket `copies` times for every thread:
+   *  this is the first copy, `spareFds` the rest). */
   readonly fds: readonly (readonly number[])[];
   /** More copies of the listening sockets, per thread: a list of copies, each with one fd per
    *  listener. A unit accepts on every copy as well (see ACCEPT_COPIES in arbiter/worker-handle). */

@@ -255,11 +255,35 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   });
 
   /** A plain net.Server on a spare fd that hands what it accepts to `server`, as if `server` had
-   *  accepted it (same socket options, same 'connection' path: counting, timeouts, HTTP). */
+   *  accepted it: the same socket options, and counted as `server`'s (Node's own accept path
+   *  counts a connection on the server that accepted it; an app's server that is watched for
+   *  'close' or asked getConnections() must see every one). */
   const acceptFor = (server: net.Server): net.Server => {
-    const o = server as net.Server & { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number };
-    const acceptor = net.createServer({ noDelay: o.noDelay ?? true, keepAlive: o.keepAlive ?? false, keepAliveInitialDelay: o.keepAliveInitialDelay ?? 0 });
-    acceptor.on('connection', (socket: Socket) => server.emit('connection', socket));
+    type Internals = net.Server & {
+      allowHalfOpen?: boolean; noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number;
+      highWaterMark?: number; _connections: number;
+    };
+    const own = server as Internals;
+    const acceptor = net.createServer({
+      allowHalfOpen: own.allowHalfOpen ?? true, noDelay: own.noDelay ?? true, keepAlive: own.keepAlive ?? false,
+      // Node keeps the delay in seconds, and takes it in milliseconds.
+      keepAliveInitialDelay: (own.keepAliveInitialDelay ?? 0) * 1000,
+      ...(own.highWaterMark ? { highWaterMark: own.highWaterMark } : {}),
+    }) as Internals;
+    acceptor.on('connection', (socket: Socket) => {
+      if (own.maxConnections && own._connections >= own.maxConnections) { socket.destroy(); return; }
+      acceptor._connections--;
+      own._connections++;
+      (socket as Socket & { _server: net.Server; server: net.Server })._server = server;
+      (socket as Socket & { server: net.Server }).server = server;
+      server.emit('connection', socket);
+    });
+    acceptor.on('error', (err: Error) => {
+      if (!acceptor.listening) return; // listening failed: listenOn reports it
+      // Accepting on this copy failed (EMFILE, say): the unit carries on with its other copies.
+      opts.log.warning(`stopped accepting on a spare copy of a listener: ${err.message}`, { event: 'worker.acceptorError' });
+      acceptor.close();
+    });
     acceptors.push(acceptor);
     return acceptor;
   };

@@ -177,4 +177,32 @@ test('a worker busy computing takes a burst of connections in few turns of its e
   }
 });
 
+test('an app\'s own server counts every connection, whichever fd accepted it, and sees \'close\' after the last', async () => {
+  const dir = tempDir();
+  const mark = join(dir.path, 'closed');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-e', `CLOSE_MARK=${mark}`, join(APPS, 'server-close.js')]);
+  try {
+    // Eight connections made while the worker computes (so that it takes them on several fds),
+    // answered 150..1200 ms later.
+    const blocker = net.connect(Number(new URL(f.url).port), '127.0.0.1');
+    blocker.write('GET /block?ms=400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    await new Promise<void>((ok, fail) => { blocker.once('data', () => ok()); blocker.once('error', fail); });
+    blocker.on('error', () => undefined);
+    const replies = Array.from({ length: 8 }, (_, i) => request(`${f.url}/wait?ms=${150 * (i + 1)}`, close)
+      .catch((err: Error) => ({ status: 0, body: err.message })));
+    const counts = await waitFor(async () => {
+      const c = JSON.parse((await request(`${f.url}/open`, close)).body) as { open: number; connections: number };
+      return c.open === 8 ? c : null;
+    }, 'eight requests in flight');
+    assert.ok(counts.connections >= 8, `the app's server counts ${counts.connections} connections with 8 requests open`);
+    f.signal('SIGTERM');
+    for (const r of await Promise.all(replies)) assert.is(r.status, 200, r.body);
+    await f.waitExit(10_000);
+    assert.is(readFileSync(mark, 'utf8'), '8', 'responses finished when the server said close');
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test.run();
