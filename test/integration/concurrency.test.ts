@@ -118,8 +118,10 @@ test('worker class sync: one request at a time per worker, no keep-alive, on TCP
     const fds = () => readdirSync(`/proc/${pid}/fd`).length;
     const before = fds();
     for (let i = 0; i < 20; i++) assert.is((await request('http://localhost/', { socketPath: sock })).status, 200);
-    // One either way: a connection still closing, or the listener between its pause and resume.
-    await waitFor(() => fds() <= before + 1, `the worker's fds to settle (${before} before, ${fds()} now)`, 3000);
+    // A leak would be one an exchange, twenty; allowed: a connection still closing, and the count
+    // before taken while the listener was closed between a pause and its resume (seen on a loaded
+    // machine: 20 before, 22 after).
+    await waitFor(() => fds() <= before + 2, `the worker's fds to settle (${before} before, ${fds()} now)`, 5000);
   } finally {
     await f.kill();
     dir.remove();
