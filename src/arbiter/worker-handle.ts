@@ -118,7 +118,7 @@ function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number
  *  hello app with Connection: close served 1.3–1.5× as much). A unit with a connection cap (or sync)
  *  takes one at a time anyway, so it gets one. */
 const ACCEPT_COPIES = 4;
-export const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerClass'>): number =>
+const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerClass'>): number =>
   (config.workerConnections > 0 || config.workerClass === 'sync' ? 1 : ACCEPT_COPIES);
 
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */

@@ -25,7 +25,7 @@ import { WORKER_SPEC_ENV, type FromWorker, type StalledThread, type ToWorker, ty
 import { createLogger, type Logger } from '../log/logger';
 import type { ServingStats } from './serve';
 import type { FromThread, ThreadData, ToThread } from './thread';
-import { loadFailure, readWorkerHooks, startUnit } from './unit';
+import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections } from './unit';
 
 function readSpec(): WorkerSpec {
   const raw = process.env[WORKER_SPEC_ENV];
@@ -75,22 +75,18 @@ type RawHandle = { readonly fd: number };
  *  thread): the handle object is then kept for the life of the process, since closing it would
  *  close whatever else has that fd number by then; each costs a few hundred bytes (measured). */
 function createRelistener(): { ask(index: number): Promise<RawHandle>; askFd(index: number): Promise<number>; got(index: number, handle: RawHandle): void } {
-  const waiting = new Map<number, Array<(handle: RawHandle) => void>>();
+  const handles = answeredInOrder<RawHandle>((index) => void send({ type: 'relisten', index }));
   const kept: RawHandle[] = [];
-  const ask = (index: number) => new Promise<RawHandle>((ok) => {
-    waiting.set(index, [...(waiting.get(index) ?? []), ok]);
-    void send({ type: 'relisten', index });
-  });
   return {
-    ask,
-    askFd: async (index) => { const handle = await ask(index); kept.push(handle); return handle.fd; },
-    got(index, handle) { waiting.get(index)?.shift()?.(handle); },
+    ask: handles.ask,
+    askFd: async (index) => { const handle = await handles.ask(index); kept.push(handle); return handle.fd; },
+    got: handles.answer,
   };
 }
 
-/** What the process does with its serving: one unit here, or threads. */
 type BeatStats = ServingStats & { stalledMs: number; stalledThread: StalledThread | null };
 
+/** What the process does with its serving: one unit here, or threads. */
 interface Serving {
   stats(): BeatStats;
   setFairShare(n: number): void;
@@ -173,11 +169,7 @@ function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | nu
     const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, stalledMs: 0, stalledThread: null };
     void send({ type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs), stalledThread: s.stalledThread });
   }, spec.beatIntervalMs);
-  let last = -1;
-  setInterval(() => {
-    const connections = stats()?.connections ?? 0;
-    if (connections !== last) { last = connections; void send({ type: 'load', connections }); }
-  }, 100);
+  watchConnections(() => stats()?.connections ?? 0, (connections) => void send({ type: 'load', connections }));
 }
 
 async function main(): Promise<void> {

@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { WorkerSpec } from '../ipc/messages';
 import { createLogger } from '../log/logger';
 import type { ServingStats } from './serve';
-import { loadFailure, readWorkerHooks, startUnit, type Unit } from './unit';
+import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections, type Unit } from './unit';
 
 export interface ThreadData { readonly spec: WorkerSpec; readonly index: number }
 
@@ -29,12 +29,11 @@ async function run(): Promise<void> {
   const { spec, index } = workerData as ThreadData;
   const post = (msg: FromThread) => port.postMessage(msg);
   const log = createLogger({ target: spec.config.errorLog, level: spec.config.logLevel, backend: 'direct' });
-  /** Relistens asked for, per listener, answered in order. */
-  const waiting = new Map<number, Array<(target: { fd: number }) => void>>();
+  const relistens = answeredInOrder<{ fd: number }>((i) => post({ type: 'relisten', index: i }));
   let unit: Unit | null = null;
   port.on('message', (msg: ToThread) => {
     switch (msg.type) {
-      case 'listener': waiting.get(msg.index)?.shift()?.({ fd: msg.fd }); break;
+      case 'listener': relistens.answer(msg.index, { fd: msg.fd }); break;
       case 'balance': unit?.setFairShare(msg.fairShare); break;
       case 'reopenLogs': unit?.reopenLogs(); break;
       case 'drain': void unit?.drain().then(() => post({ type: 'drained' })); break;
@@ -43,10 +42,7 @@ async function run(): Promise<void> {
   try {
     unit = await startUnit({
       spec, fds: spec.fds[index]!, spareFds: spec.spareFds?.[index] ?? [], log, hooks: await readWorkerHooks(spec, log),
-      relisten: (i) => new Promise<{ fd: number }>((ok) => {
-        waiting.set(i, [...(waiting.get(i) ?? []), ok]);
-        post({ type: 'relisten', index: i });
-      }),
+      relisten: relistens.ask,
       onRecycle: (requests) => post({ type: 'recycle', requests }),
     });
   } catch (err) {
@@ -56,12 +52,8 @@ async function run(): Promise<void> {
     return;
   }
   post({ type: 'ready', shape: unit.shape });
-  let lastConnections = -1;
   setInterval(() => post({ type: 'stats', ...unit!.stats() }), spec.beatIntervalMs);
-  setInterval(() => {
-    const { connections } = unit!.stats();
-    if (connections !== lastConnections) { lastConnections = connections; post({ type: 'load', connections }); }
-  }, 100);
+  watchConnections(() => unit!.stats().connections, (connections) => post({ type: 'load', connections }));
 }
 
 void run();

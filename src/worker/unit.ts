@@ -31,6 +31,29 @@ export interface Unit {
   drain(): Promise<void>;
 }
 
+/** Questions about listener `index` asked over a channel, answered in the order they were asked
+ *  (a unit may ask for the same listener again before the first answer comes). */
+export function answeredInOrder<T>(send: (index: number) => void): { ask(index: number): Promise<T>; answer(index: number, value: T): void } {
+  const waiting = new Map<number, Array<(value: T) => void>>();
+  return {
+    ask: (index) => new Promise<T>((ok) => {
+      waiting.set(index, [...(waiting.get(index) ?? []), ok]);
+      send(index);
+    }),
+    answer(index, value) { waiting.get(index)?.shift()?.(value); },
+  };
+}
+
+/** Tells `tell` the open connections whenever they change (checked every 100 ms), for the
+ *  master's balance: sooner than a heartbeat. */
+export function watchConnections(read: () => number, tell: (connections: number) => void): void {
+  let last = -1;
+  setInterval(() => {
+    const connections = read();
+    if (connections !== last) { last = connections; tell(connections); }
+  }, 100);
+}
+
 /** Why the app could not be loaded, as the master's log will say it. */
 export function loadFailure(err: unknown): { reason: string; stack?: string } {
   const e = err instanceof Error ? err : new Error(String(err));

@@ -20,6 +20,15 @@ export function request(url: string, opts: http.RequestOptions & { body?: string
   });
 }
 
+/** A TCP port on 127.0.0.1 that was free a moment ago (for a command line that needs one). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise<void>((ok) => s.close(() => ok()));
+  return port;
+}
+
 /** A request over a Unix socket. */
 export function requestUnix(socketPath: string, path = '/'): Promise<Reply> {
   return request(`http://localhost${path}`, { socketPath });

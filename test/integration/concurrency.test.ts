@@ -142,15 +142,23 @@ test('balance: kept-alive connections are spread over the workers', async () => 
   }
 });
 
-/** Holds worker `url`'s event loop with /block, opens `n` connections meanwhile, and returns the
- *  turn of the worker's event loop in which each was answered. */
+/** Asks the one worker at `url` for /block (both fixture apps have it) and resolves once its first
+ *  bytes say the worker is computing for the next 400 ms: connections made meanwhile queue in the
+ *  backlog. The caller destroys the socket. */
+async function holdWorker(url: string): Promise<net.Socket> {
+  const blocker = net.connect(Number(new URL(url).port), '127.0.0.1');
+  blocker.write('GET /block?ms=400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  await new Promise<void>((ok, fail) => { blocker.once('data', () => ok()); blocker.once('error', fail); });
+  blocker.on('error', () => undefined);
+  return blocker;
+}
+
+/** Holds worker `url`'s event loop, opens `n` connections meanwhile, and returns the turn of the
+ *  worker's event loop in which each was answered. */
 async function turnsOfABurst(url: string, n: number): Promise<number[]> {
   const port = Number(new URL(url).port);
-  const blocker = net.connect(port, '127.0.0.1');
+  const blocker = await holdWorker(url);
   try {
-    blocker.write('GET /block?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n');
-    // Its first bytes say the worker is now computing for 400 ms; the burst queues in the backlog.
-    await new Promise<void>((ok, fail) => { blocker.once('data', () => ok()); blocker.once('error', fail); });
     const replies = await Promise.all(Array.from({ length: n }, () => rawExchange(port, 'GET /turn HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 5000)));
     return replies.map((r) => {
       assert.match(r.data, /^HTTP\/1\.1 200 /, r.data);
@@ -183,13 +191,11 @@ test('an app\'s own server counts every connection, whichever fd accepted it, an
   const dir = tempDir();
   const mark = join(dir.path, 'closed');
   const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-e', `CLOSE_MARK=${mark}`, join(APPS, 'server-close.js')]);
+  let blocker: net.Socket | null = null;
   try {
     // Eight connections made while the worker computes (so that it takes them on several fds),
     // answered 150..1200 ms later.
-    const blocker = net.connect(Number(new URL(f.url).port), '127.0.0.1');
-    blocker.write('GET /block?ms=400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-    await new Promise<void>((ok, fail) => { blocker.once('data', () => ok()); blocker.once('error', fail); });
-    blocker.on('error', () => undefined);
+    blocker = await holdWorker(f.url);
     const replies = Array.from({ length: 8 }, (_, i) => request(`${f.url}/wait?ms=${150 * (i + 1)}`, close)
       .catch((err: Error) => ({ status: 0, body: err.message })));
     const counts = await waitFor(async () => {
@@ -202,6 +208,7 @@ test('an app\'s own server counts every connection, whichever fd accepted it, an
     await f.waitExit(10_000);
     assert.is(readFileSync(mark, 'utf8'), '8', 'responses finished when the server said close');
   } finally {
+    blocker?.destroy();
     await f.kill();
     dir.remove();
   }

@@ -1,11 +1,10 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, BIN, childrenOf, cleanEnv, publicInstall, runForkd, startForkd, tempDir, waitFor } from '../helpers/forkd';
-import { request, requestUnix } from '../helpers/http';
+import { freePort, request, requestUnix } from '../helpers/http';
 import { listenForNotify } from '../helpers/notify';
 
 const probe = join(APPS, 'probe.js');
@@ -60,14 +59,6 @@ test('an abstract NOTIFY_SOCKET works too; workers never see NOTIFY_SOCKET or WA
     notify.close();
   }
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((ok) => s.close(() => ok()));
-  return port;
-}
 
 /** forkd under systemd-socket-activate, which binds, then execs forkd on the first connection. */
 function activated(listen: string[], args: string[]): { child: ChildProcess; output: () => string } {

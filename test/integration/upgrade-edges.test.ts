@@ -2,24 +2,15 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BIN, childrenOf, cleanEnv, isAlive, startForkd, tempDir, waitFor } from '../helpers/forkd';
-import { request, requestUnix } from '../helpers/http';
+import { freePort, request, requestUnix } from '../helpers/http';
 import { listenForNotify } from '../helpers/notify';
 
 const APP = "module.exports = (req, res) => res.end(`${require('node:path').basename(__dirname)} ${process.pid}`);\n";
 const readPid = (path: string) => (existsSync(path) ? Number(readFileSync(path, 'utf8').trim()) : null);
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((ok) => s.close(() => ok()));
-  return port;
-}
 
 /** Kills a master found in the log as a successor, with its workers. */
 function killSuccessors(output: string): void {
