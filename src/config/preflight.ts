@@ -2,7 +2,9 @@
  *  what only shows when something is opened (a log path, the working directory). Failing here is
  *  one precise error instead of workers that die at boot. */
 
+import { spawnSync } from 'node:child_process';
 import { closeSync, constants, fchownSync, fstatSync, openSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConfigError } from './errors';
 import { resolveIdentity, type Identity } from './identity';
 import type { Config } from './settings';
@@ -40,6 +42,22 @@ export function ensureLogFile(setting: string, path: string, identity: Identity 
   }
 }
 
+/** The worker entry, which the workers' user must be able to read (as src/arbiter spawns it). */
+const WORKER_ENTRY = join(__dirname, '..', 'worker', 'main.js');
+
+/** A root master starts workers as their user directly (worker-handle.ts): that user must be able
+ *  to run this node binary and read forkd's code, or every spawn fails with EACCES. A Node from
+ *  ~/.nvm or ~/.cache under /root is the usual cause. Asked of the kernel, as that user. */
+function checkRunnableBy(identity: Identity): void {
+  const probe = spawnSync('/bin/sh', ['-c', 'test -x "$1" || exit 3; test -r "$2" || exit 4', 'sh', process.execPath, WORKER_ENTRY],
+    { uid: identity.uid, gid: identity.gid, stdio: 'ignore' });
+  if (probe.status === 0 || probe.error) return; // no /bin/sh to ask: the spawn will tell
+  const what = probe.status === 3 ? `execute ${process.execPath}` : `read ${WORKER_ENTRY}`;
+  throw new ConfigError(`cannot run workers as user ${identity.user} (uid ${identity.uid}, gid ${identity.gid}): `
+    + `that user cannot ${what} (a directory on its path is closed to it); install Node.js and forkd where `
+    + 'that user can reach them, or choose another user');
+}
+
 /** Checks `config` for workers that will run in `cwd` (chdir, resolved) and returns who they run as. */
 export function preflight(config: Config, cwd: string): Identity | null {
   let isDir = false;
@@ -50,6 +68,7 @@ export function preflight(config: Config, cwd: string): Identity | null {
     throw new ConfigError(`cannot run workers as user ${identity.user} (uid ${identity.uid}, gid ${identity.gid}): `
       + `forkd runs as uid ${process.getuid?.()}, and only root can switch users`);
   }
+  if (identity && process.getuid?.() === 0 && identity.uid !== 0 && !config.initgroups) checkRunnableBy(identity);
   if (config.errorLog !== '-') ensureLogFile('errorLog', config.errorLog, identity);
   if (config.accessLog && config.accessLog !== '-') ensureLogFile('accessLog', config.accessLog, identity);
   return identity;

@@ -1,7 +1,7 @@
 /** Starts the real forkd CLI for integration tests and ends everything it started, by pid. */
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, copyFileSync, cpSync, linkSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -94,15 +94,19 @@ export interface StartOptions {
   readonly logFile?: string;
   /** Another CLI script to run (a release's, through a symlink). */
   readonly bin?: string;
+  /** Another node binary to run it with (publicInstall's, for a test that runs as another user). */
+  readonly node?: string;
   readonly timeoutMs?: number;
 }
 
 export async function startForkd(args: readonly string[], opts: StartOptions = {}): Promise<Forkd> {
-  const child = spawn(process.execPath, [opts.bin ?? BIN, ...args], {
+  const child = spawn(opts.node ?? process.execPath, [opts.bin ?? BIN, ...args], {
     cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'],
     ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
   });
   started.add(child);
+  // A binary that cannot be run (EACCES, ENOENT) is reported by the exit below, not as a crash.
+  child.once('error', (err) => { out += `spawn failed: ${err.message}\n`; });
   let out = '';
   let stdout = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => { out += c; stdout += c; });
@@ -147,10 +151,10 @@ export async function startForkd(args: readonly string[], opts: StartOptions = {
 }
 
 /** Runs forkd to completion (for commands that exit: --help, invalid config, …). */
-export function runForkd(args: readonly string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}):
+export function runForkd(args: readonly string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number; node?: string; bin?: string } = {}):
   Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((ok, fail) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(opts.node ?? process.execPath, [opts.bin ?? BIN, ...args], { cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
     started.add(child);
     let stdout = '';
     let stderr = '';
@@ -166,19 +170,34 @@ export function runForkd(args: readonly string[], opts: { env?: Record<string, s
   });
 }
 
-/** A copy of the built CLI (dist, bin, node_modules) that any user can read: for tests that run
- *  forkd or its workers as another user, whatever the permissions of the tree this runs from. */
-let publicCopy: string | null = null;
-export function publicInstall(): { bin: string; remove(): void } {
+/** A copy of the built CLI (dist, bin, node_modules) that any user can read, and a node binary any
+ *  user can run: for tests that run forkd or its workers as another user, whatever the permissions
+ *  of the tree this runs from (a clone under /root, a Node installed under ~/.cache or ~/.nvm). */
+let publicCopy: { bin: string; node: string } | null = null;
+export function publicInstall(): { bin: string; node: string; remove(): void } {
   if (!publicCopy) {
     const dir = mkdtempSync(join(tmpdir(), 'forkd-public-'));
     chmodSync(dir, 0o755);
     for (const part of ['dist', 'bin', 'node_modules', 'package.json']) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
     process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-    publicCopy = dir;
+    publicCopy = { bin: join(dir, 'bin', 'forkd.js'), node: nobodyCanRun(process.execPath) ? process.execPath : publicNode(dir) };
   }
   // One copy per test file, removed when it exits.
-  return { bin: join(publicCopy, 'bin', 'forkd.js'), remove: () => undefined };
+  return { ...publicCopy, remove: () => undefined };
+}
+
+/** Whether uid 65534 (nobody) can execute `file`: asked of the kernel, by running it as nobody. */
+function nobodyCanRun(file: string): boolean {
+  return spawnSync(file, ['--version'], { uid: 65534, gid: 65534, stdio: 'ignore' }).status === 0;
+}
+
+/** `process.execPath` where any user can run it: hard-linked into `dir` (the same file, mode 0755),
+ *  or copied when it is on another filesystem. */
+function publicNode(dir: string): string {
+  const node = join(dir, 'node');
+  try { linkSync(process.execPath, node); } catch { copyFileSync(process.execPath, node); }
+  chmodSync(node, 0o755);
+  return node;
 }
 
 export function tempDir(): { path: string; remove(): void } {

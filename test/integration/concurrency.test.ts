@@ -60,8 +60,12 @@ test('threads: TERM lets every thread finish its requests; max-requests recycles
     assert.is(r.failed, 0, `failed ${r.failed} of ${r.sent}: ${JSON.stringify(r.errors)}`);
     await f.waitForLog(/max requests reached in thread \d: asking to be replaced/);
     await f.waitForLog(/reason=recycled/);
-    const late = [1, 2].map(() => request(`${f.url}/late?ms=800`, close));
     await waitFor(() => f.workers().length === 1, 'one worker');
+    // Both requests in the app before TERM: one still connecting when the master closes its
+    // sockets would be refused, rightly.
+    const marks = [1, 2].map((i) => join(dir.path, `late-${i}`));
+    const late = marks.map((mark) => request(`${f.url}/late?ms=800&mark=${mark}`, close));
+    await waitFor(() => marks.every((m) => existsSync(m)), 'both late requests to reach the app');
     f.signal('SIGTERM');
     for (const reply of await Promise.all(late)) assert.match(reply.body, /^late done \d+/);
     assert.is((await f.waitExit()).code, 0);

@@ -87,7 +87,7 @@ test('a reload completes even when its new workers are recycled within their fir
     const result = await r;
     assert.is(result.failed, 0, `failed ${result.failed} of ${result.sent}: ${JSON.stringify(result.errors)} ${JSON.stringify(result.statuses)}`);
     const untilDone = f.output().slice(0, f.output().indexOf('Reload complete'));
-    assert.ok(/\(maxRequests\)/.test(untilDone.slice(untilDone.indexOf('Reloading'))), 'workers were recycled during the reload');
+    assert.ok(/\(maxRequests\)/.test(untilDone.slice(untilDone.indexOf('Reloading'))), `workers were recycled during the reload:\n${f.output()}`);
   } finally {
     await f.kill();
     dir.remove();

@@ -118,12 +118,12 @@ const ids = (pid: number) => {
 
 /** A directory and app any user can read, and forkd as any user can run it (a clone of this project
  *  may sit where other users cannot look). */
-function publicSetup(): { dir: string; app: string; bin: string; remove(): void } {
+function publicSetup(): { dir: string; app: string; bin: string; node: string; remove(): void } {
   const dir = tempDir();
   chmodSync(dir.path, 0o755);
   copyFileSync(probe, join(dir.path, 'probe.js'));
   const install = publicInstall();
-  return { dir: dir.path, app: join(dir.path, 'probe.js'), bin: install.bin, remove: () => { dir.remove(); install.remove(); } };
+  return { dir: dir.path, app: join(dir.path, 'probe.js'), bin: install.bin, node: install.node, remove: () => { dir.remove(); install.remove(); } };
 }
 
 test('user, group and umask: workers run as the user, the master does not; socket and logs are theirs', async () => {
@@ -131,7 +131,7 @@ test('user, group and umask: workers run as the user, the master does not; socke
   const sock = join(p.dir, 'app.sock');
   const errors = join(p.dir, 'error.log');
   const f = await startForkd(['-w', '1', '-b', `unix:${sock}`, '-u', 'nobody', '-m', '007', '--error-logfile', errors, p.app],
-    { logFile: errors, wait: 'none', cwd: p.dir, bin: p.bin });
+    { logFile: errors, wait: 'none', cwd: p.dir, bin: p.bin, node: p.node });
   try {
     await waitFor(() => requestUnix(sock).then((r) => r.status === 200, () => false), 'forkd to serve');
     const [worker] = f.workers();
@@ -156,7 +156,7 @@ test('--initgroups gives the workers the user\'s supplementary groups, and only 
     const gid = Number(execFileSync('getent', ['group', group], { encoding: 'utf8' }).split(':')[2]);
     for (const initgroups of [true, false]) {
       const g = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', ...(initgroups ? ['--initgroups'] : []), p.app],
-        { cwd: p.dir, bin: p.bin });
+        { cwd: p.dir, bin: p.bin, node: p.node });
       try {
         const [worker] = g.workers();
         assert.is(ids(worker!).groups.includes(gid), initgroups, `group ${gid} ${initgroups ? 'with' : 'without'} --initgroups`);
@@ -179,7 +179,7 @@ test('a log path the workers\' user replaced with a symlink: nothing is chowned 
   const victim = join(p.dir, 'victim');
   writeFileSync(victim, 'secret', { mode: 0o600 });
   const access = join(logs, 'access.log');
-  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', '--access-logfile', access, p.app], { cwd: p.dir, bin: p.bin });
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', '--access-logfile', access, p.app], { cwd: p.dir, bin: p.bin, node: p.node });
   try {
     unlinkSync(access);
     symlinkSync(victim, access);
@@ -190,7 +190,7 @@ test('a log path the workers\' user replaced with a symlink: nothing is chowned 
   } finally {
     await f.kill();
   }
-  const r = await runForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', '--access-logfile', access, p.app], { cwd: p.dir });
+  const r = await runForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', '--access-logfile', access, p.app], { cwd: p.dir, bin: p.bin, node: p.node });
   assert.is(r.code, 78);
   assert.match(r.stderr, `cannot open accessLog ${access}: it is a symlink`);
   p.remove();
@@ -201,7 +201,7 @@ test('run as an ordinary user: -u for that user works, any other is refused; sys
   const socket = join(p.dir, 'notify.sock');
   const notify = await listenForNotify(socket);
   const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', p.app],
-    { cwd: p.dir, bin: p.bin, uid: 65534, gid: 65534, env: { NOTIFY_SOCKET: socket } });
+    { cwd: p.dir, bin: p.bin, node: p.node, uid: 65534, gid: 65534, env: { NOTIFY_SOCKET: socket } });
   try {
     assert.is(ids(f.pid).uid, 65534);
     assert.is((await request(`${f.url}/`)).status, 200);
@@ -211,7 +211,7 @@ test('run as an ordinary user: -u for that user works, any other is refused; sys
     await f.kill();
     notify.close();
   }
-  const other = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'root', p.app], { cwd: p.dir, bin: p.bin, uid: 65534, gid: 65534, wait: 'none' });
+  const other = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'root', p.app], { cwd: p.dir, bin: p.bin, node: p.node, uid: 65534, gid: 65534, wait: 'none' });
   try {
     assert.equal(await other.waitExit(), { code: 78, signal: null });
     assert.match(other.output(), 'cannot run workers as user root (uid 0, gid 0): forkd runs as uid 65534, and only root can switch users');
@@ -238,6 +238,24 @@ test('without systemd-notify installed, python3 sends the notifications', async 
     await f.kill();
     notify.close();
     dir.remove();
+  }
+});
+
+test('a worker user who cannot run this node binary is refused with exit 78 naming it, before any spawn', async () => {
+  const p = publicSetup();
+  // A node under a directory only root may enter, as one installed under /root/.nvm or ~/.cache is.
+  const closed = join(p.dir, 'closed');
+  mkdirSync(closed, { mode: 0o700 });
+  const node = join(closed, 'node');
+  copyFileSync(p.node, node);
+  chmodSync(node, 0o755);
+  try {
+    const r = await runForkd(['-w', '1', '-b', '127.0.0.1:0', '-u', 'nobody', p.app], { cwd: p.dir, node, bin: p.bin });
+    assert.is(r.code, 78, r.stderr);
+    assert.match(r.stderr, `cannot run workers as user nobody (uid 65534, gid 65534): that user cannot execute ${node}`);
+    assert.not.match(r.stderr, 'EACCES');
+  } finally {
+    p.remove();
   }
 });
 
