@@ -20,7 +20,8 @@ import { resolve } from 'node:path';
 import { createArbiter } from '../arbiter/arbiter';
 import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
 import { UPGRADE_FROM_ENV } from '../arbiter/upgrade';
-import { ConfigError, UsageError } from '../config/errors';
+import { findAppModule, parseAppSpec } from '../config/app-spec';
+import { AppLoadError, ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
 import type { Identity } from '../config/identity';
 import { preflight } from '../config/preflight';
@@ -34,7 +35,7 @@ import { activatedSockets, predecessorSockets } from '../net/inherited';
 import { BindError, openListeners, type Listener } from '../net/listeners';
 import { silentLifecycle, systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import { createNotifier, type Notifier } from '../systemd/notify';
-import { loadApp } from '../worker/app-loader';
+import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 import { parseArgv } from './argv';
 import { renderHelp } from './help';
 
@@ -54,6 +55,8 @@ async function checkApp(loaded: Loaded): Promise<ExitCode> {
       config.bootTimeout * 1000);
   });
   try {
+    // Loaded here only: the serving master never loads an app.
+    const { loadApp } = require('../worker/app-loader') as typeof import('../worker/app-loader');
     const app = await Promise.race([loadApp(config.app!, process.cwd()), deadline]);
     say(process.stdout, `forkd: config OK (${loaded.file ?? 'no config file'}); app OK: ${app.app.shape} from ${app.file}`);
     return ExitCode.Ok;
@@ -194,7 +197,19 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Ex
       throw new ConfigError(`cannot change to directory ${loaded.config.chdir} (chdir): ${(err as NodeJS.ErrnoException).code}`);
     }
   }
-  return parsed.actions.has('checkConfig') ? checkApp(loaded) : serve(loaded, readConfig, startCwd);
+  if (parsed.actions.has('checkConfig')) return checkApp(loaded);
+  checkAppTools(loaded.config.app);
+  return serve(loaded, readConfig, startCwd);
+}
+
+/** A TypeScript app needs ts-node and typescript (optional peers): said once, before any worker
+ *  starts, rather than by every worker failing to boot. */
+function checkAppTools(app: string): void {
+  const spec = parseAppSpec(app);
+  const file = typeof spec === 'string' ? null : findAppModule(spec.module, process.cwd());
+  if (!file || !isTypeScriptFile(file)) return;
+  const tools = typeScriptTools(file, ['ts-node', 'typescript']);
+  if (typeof tools === 'string') throw new AppLoadError(tools);
 }
 
 main(process.argv.slice(2), process.env).then(
@@ -202,6 +217,7 @@ main(process.argv.slice(2), process.env).then(
   (err: unknown) => {
     if (err instanceof UsageError) { say(process.stderr, `forkd: ${err.message}`); process.exit(ExitCode.Usage); }
     if (err instanceof ConfigError) { say(process.stderr, `forkd: error: ${err.message}`); process.exit(ExitCode.ConfigInvalid); }
+    if (err instanceof AppLoadError) { say(process.stderr, `forkd: error: ${err.message}`); process.exit(ExitCode.AppLoadFailed); }
     say(process.stderr, `forkd: internal error: ${err instanceof Error ? err.stack : String(err)}`);
     process.exit(ExitCode.Failure);
   },

@@ -4,6 +4,11 @@ export class ConfigError extends Error {
   readonly code = 'E_CONFIG';
 }
 
+/** The app cannot be loaded (not found, not servable, a TypeScript app without ts-node): exit 4. */
+export class AppLoadError extends Error {
+  override readonly name = 'AppLoadError';
+}
+
 /** A command line forkd cannot parse (unknown flag, missing value): exit 2, not 78. */
 export class UsageError extends Error {
   readonly code = 'E_USAGE';

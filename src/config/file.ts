@@ -9,7 +9,10 @@ import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
 import { ConfigError } from './errors';
-import { isTypeScriptFile } from '../typescript-files';
+import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
+
+/** A TypeScript config without the typescript package: said as it is, not as a load failure. */
+class MissingTool extends Error {}
 
 const NAMES = ['forkd.config.ts', 'forkd.config.mts', 'forkd.config.cts', 'forkd.config.js', 'forkd.config.mjs',
   'forkd.config.cjs', 'forkd.config.json', 'forkd.config.yaml', 'forkd.config.yml'];
@@ -33,8 +36,10 @@ type InternalModule = Module & {
 const ModuleStatics = Module as unknown as { _nodeModulePaths(dir: string): string[] };
 
 function transpile(file: string, source: string): string {
-  // Required lazily: typescript is large, and only .ts configs need it.
-  const ts = require('typescript') as typeof import('typescript');
+  // Loaded only here: typescript is large, optional, and only .ts configs need it.
+  const tools = typeScriptTools(file, ['typescript']);
+  if (typeof tools === 'string') throw new MissingTool(tools);
+  const ts = tools.load<typeof import('typescript')>('typescript');
   const out = ts.transpileModule(source, {
     fileName: file,
     reportDiagnostics: true,
@@ -162,6 +167,7 @@ export async function loadConfigFile(opts: { explicit: string | null; searchFrom
   try {
     found = where ? await explorer.load(where) : await explorer.search(opts.searchFrom);
   } catch (err) {
+    if (err instanceof MissingTool) throw new ConfigError(err.message);
     const e = err as Error & { filepath?: string };
     const file = e.filepath ?? where ?? opts.searchFrom;
     const frame = /\n\s+at .*?\(?(\/[^)\n]+)\)?/.exec(e.stack ?? '')?.[1];

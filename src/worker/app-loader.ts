@@ -2,43 +2,35 @@
  *  TypeScript through ts-node), picks the export, calls a factory, and recognises the app's shape.
  *  Runs in a worker (and once in --check-config), never in a serving master. */
 
-import { existsSync, statSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseAppSpec } from '../config/app-spec';
-import { isTypeScriptFile } from '../typescript-files';
+import { APP_EXTENSIONS, findAppModule, parseAppSpec } from '../config/app-spec';
+import { AppLoadError } from '../config/errors';
+import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 import { fetchListener, type FetchHandler } from './fetch-adapter';
 
 export type LoadedApp =
   | { readonly kind: 'listener'; readonly listener: http.RequestListener; readonly shape: string }
   | { readonly kind: 'server'; readonly server: net.Server; readonly shape: string };
 
-export class AppLoadError extends Error {
-  override readonly name = 'AppLoadError';
-}
-
-const TRY_EXTS = ['', '.js', '.mjs', '.cjs', '.ts', '.mts', '.cts', '/index.js', '/index.mjs', '/index.ts'];
+export { AppLoadError };
 
 function findModule(spec: string, cwd: string): string {
-  const base = resolve(cwd, spec);
-  for (const ext of TRY_EXTS) {
-    const p = base + ext;
-    if (existsSync(p) && statSync(p).isFile()) return p;
-  }
-  if (!spec.startsWith('.') && !spec.startsWith('/')) {
-    try { return createRequire(resolve(cwd, 'package.json')).resolve(spec); } catch { /* reported below */ }
-  }
-  throw new AppLoadError(`cannot find module ${spec} (looked for ${base} with ${TRY_EXTS.filter(Boolean).join(', ')})`);
+  const found = findAppModule(spec, cwd);
+  if (found) return found;
+  throw new AppLoadError(`cannot find module ${spec} (looked for ${resolve(cwd, spec)} with ${APP_EXTENSIONS.filter(Boolean).join(', ')})`);
 }
 
 /** TypeScript apps load through ts-node, transpile-only and as CommonJS whatever the project says:
- *  startup stays near 300 ms, and import/export in .ts files just works. */
-function registerTsNode(): void {
-  const tsNode = require('ts-node') as typeof import('ts-node');
-  tsNode.register({
+ *  startup stays near 300 ms, and import/export in .ts files just works. ts-node and typescript are
+ *  optional peers: the app's own are used, else any beside forkd. */
+function registerTsNode(file: string): void {
+  const tools = typeScriptTools(file, ['ts-node', 'typescript']);
+  if (typeof tools === 'string') throw new AppLoadError(tools);
+  tools.load<typeof import('ts-node')>('ts-node').register({
+    compiler: tools.path('typescript'),
     transpileOnly: true,
     compilerOptions: { module: 'commonjs', moduleResolution: 'node', esModuleInterop: true, allowJs: false },
     moduleTypes: { '**/*.ts': 'cjs', '**/*.mts': 'cjs', '**/*.cts': 'cjs' },
@@ -48,7 +40,7 @@ function registerTsNode(): void {
 /** The module's exports as a namespace-like record: `default` plus named exports. */
 async function loadModule(file: string): Promise<Record<string, unknown>> {
   if (isTypeScriptFile(file)) {
-    registerTsNode();
+    registerTsNode(file);
     const exp = require(file) as unknown;
     if (exp && typeof exp === 'object' && (exp as { __esModule?: unknown }).__esModule) return exp as Record<string, unknown>;
     return { ...(exp && typeof exp === 'object' ? exp : {}), default: exp };
