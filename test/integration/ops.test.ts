@@ -92,9 +92,12 @@ test('--reload restarts the workers when an app file changes', async () => {
   const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--reload', 'app.js'], { cwd: dir.path });
   try {
     assert.is((await request(`${f.url}/`)).body, 'one');
+    const old = f.workers();
     writeFileSync(join(dir.path, 'app.js'), "module.exports = (req, res) => res.end('two');\n");
     await f.waitForLog(/Reloading \(\S+app\.js changed \(--reload\)\)/);
     await f.waitForLog(/Reload complete: generation 2/);
+    // The old worker may still take a connection until its stop reaches it: ask once it is gone.
+    await waitFor(() => old.every((p) => !isAlive(p)), 'the old worker to exit');
     assert.is((await request(`${f.url}/`)).body, 'two');
   } finally {
     await f.kill();

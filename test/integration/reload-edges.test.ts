@@ -81,7 +81,9 @@ test('a reload completes even when its new workers are recycled within their fir
   const f = await startForkd([], { cwd: dir.path });
   try {
     let done = false;
-    const r = load(`${f.url}/`, { connections: 8, durationMs: 20_000, keepAlive: true, until: () => done });
+    // A new connection for every request, so the new workers take their share the moment they
+    // listen (kept-alive connections would stay with the old ones and leave the new idle).
+    const r = load(`${f.url}/`, { connections: 8, durationMs: 20_000, keepAlive: false, until: () => done });
     f.signal('SIGHUP');
     await f.waitForLog(/Reload complete: generation 2/, 20_000).finally(() => { done = true; });
     const result = await r;
