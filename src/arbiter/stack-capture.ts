@@ -8,8 +8,8 @@
  *  `timeoutStack` setting turns this off. A hung worker_thread is reached through the process's
  *  session (the NodeWorker domain): its inspector, too, is served by interrupting its isolate. */
 
-import http from 'node:http';
-import WebSocket from 'ws';
+import type HttpType from 'node:http';
+import type WebSocketType from 'ws';
 
 interface Target { readonly url: string; readonly webSocketDebuggerUrl: string }
 interface CallFrame {
@@ -19,6 +19,8 @@ interface CallFrame {
 
 function listTargets(port: number, timeoutMs: number): Promise<Target[] | null> {
   return new Promise((done) => {
+    // node:http and ws are loaded only when a worker hangs: the master otherwise needs neither.
+    const http = require('node:http') as typeof HttpType;
     const req = http.get({ host: '127.0.0.1', port, path: '/json/list', timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
@@ -49,6 +51,7 @@ interface Message {
 /** Pauses the main thread, or the worker_thread `threadId`, and reads its frames. */
 function pauseAndRead(wsUrl: string, deadlineAt: number, threadId: number | null): Promise<string[]> {
   return new Promise((done, fail) => {
+    const WebSocket = require('ws') as typeof WebSocketType;
     const ws = new WebSocket(wsUrl, { handshakeTimeout: Math.max(1, deadlineAt - performance.now()) });
     const what = threadId === null ? 'the worker' : `thread ${threadId}`;
     const timer = setTimeout(() => { ws.terminate(); fail(new Error(`the inspector did not pause ${what} in time`)); },

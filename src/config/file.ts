@@ -7,7 +7,7 @@ import { readFileSync, existsSync, statSync } from 'node:fs';
 import Module from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { cosmiconfig, type Loader } from 'cosmiconfig';
+import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig';
 import { ConfigError } from './errors';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 
@@ -120,6 +120,18 @@ const loadModule: Loader = async (file, source) => {
   }
 };
 
+/** JSON (forkd.config.json, .forkdrc.json, package.json's "forkd") with the engine's own parser.
+ *  cosmiconfig's loader (parse-json, with @babel/code-frame) costs the master ~5 MB it would keep
+ *  for good, so it is asked only to explain a file that does not parse, in the words it always
+ *  used (V8's own message quotes the file's text with its newlines). */
+const loadJson: Loader = (file, source) => {
+  try {
+    return JSON.parse(source) as unknown;
+  } catch {
+    return defaultLoaders['.json'](file, source);
+  }
+};
+
 /** The config a module exports: its default export if it has one, called if it is a function. */
 async function exportedValue(loaded: unknown): Promise<unknown> {
   let value = loaded;
@@ -157,7 +169,7 @@ function withExtension(path: string): string {
 /** Loads the config file named with -c, or the first one found in `searchFrom`; null if none. */
 export async function loadConfigFile(opts: { explicit: string | null; searchFrom: string }): Promise<ConfigFile | null> {
   const loaders = { '.js': loadModule, '.cjs': loadModule, '.mjs': loadModule, '.ts': loadModule,
-    '.mts': loadModule, '.cts': loadModule };
+    '.mts': loadModule, '.cts': loadModule, '.json': loadJson };
   const explorer = cosmiconfig('forkd', {
     searchPlaces: [...SEARCH_PLACES], loaders, searchStrategy: 'none', cache: false,
   });

@@ -178,7 +178,7 @@ async function main(): Promise<void> {
   dropPrivileges(spec.identity);
   process.title = `forkd: worker ${spec.nr} [${spec.name}]`;
   if (!config.timeoutStack) process.on('SIGUSR1', () => undefined);
-  const log = createLogger({ target: config.errorLog, level: config.logLevel, backend: 'direct' });
+  const log = createLogger({ target: config.errorLog, level: config.logLevel });
   process.on('uncaughtException', (err) => {
     log.critical('worker crashed: uncaught exception', { event: 'worker.crash', nr: spec.nr, error: err });
     process.exit(ExitCode.Failure);

@@ -28,7 +28,7 @@ async function run(): Promise<void> {
   const port = parentPort!;
   const { spec, index } = workerData as ThreadData;
   const post = (msg: FromThread) => port.postMessage(msg);
-  const log = createLogger({ target: spec.config.errorLog, level: spec.config.logLevel, backend: 'direct' });
+  const log = createLogger({ target: spec.config.errorLog, level: spec.config.logLevel });
   const relistens = answeredInOrder<{ fd: number }>((i) => post({ type: 'relisten', index: i }));
   let unit: Unit | null = null;
   port.on('message', (msg: ToThread) => {

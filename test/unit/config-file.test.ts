@@ -132,6 +132,12 @@ test('errors name the file and what went wrong', async () => {
     const m3 = await configErrorOf(loadConfigFile({ explicit: arr, searchFrom: dir.path }));
     assert.match(m3, 'must export an object of settings (or a function returning one); it exported an array');
 
+    const broken = join(dir.path, 'broken.json');
+    writeFileSync(broken, '{\n  "workers": 2,\n  "timeout": \n}\n');
+    const m6 = await configErrorOf(loadConfigFile({ explicit: broken, searchFrom: dir.path }));
+    assert.match(m6, `config file ${broken} failed to load: JSONError: JSON Error in ${broken}`);
+    assert.match(m6, `"timeout": }`, 'the text where it went wrong, on one line');
+
     const fnThrows = join(dir.path, 'fn.cjs');
     writeFileSync(fnThrows, "module.exports = () => { throw new Error('bad env'); };\n");
     const m4 = await configErrorOf(loadConfigFile({ explicit: fnThrows, searchFrom: dir.path }));
