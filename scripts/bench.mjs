@@ -6,12 +6,19 @@
 //   round-robin · node:cluster SCHED_NONE · PM2 cluster mode (private PM2_HOME) · one node process
 // Workloads: hello with keep-alive at 50 and 200 connections, hello with Connection: close, and a
 // route doing ~2 ms of synchronous work, and an I/O-bound route that waits 10 ms before answering.
-// Each run is repeated; the median (by requests/s) counts.
-// Prints requests/s, p50/p99 latency, errors, the busiest/least busy worker ratio, each figure
-// as a ratio to forkd's, RSS of master and workers, start-up time, and forkd's HUP reload time.
+// Each run is repeated in rounds (every server once per round, the order rotating); the median
+// counts, and each ratio to forkd is the median of the ratios within a round (paired: both ran
+// within seconds of each other on this shared machine), with its lowest and highest.
+// Prints requests/s, the workers' CPU time per request (from /proc), p50/p99 latency, errors, the
+// busiest/least busy worker ratio, RSS of master and workers, start-up time (median of --starts
+// cold starts each), forkd's HUP reload time, and, last, forkd's targets against the bare
+// pre-fork with whether each is met.
 //
 // Usage: npm run build && node scripts/bench.mjs [--workers 2] [--duration 5] [--repeat 3]
-//        [--servers forkd,cluster-rr,...] [--workloads ka50,close,...] [--json out.json]
+//        [--servers forkd,cluster-rr,...] [--workloads ka50,close,...] [--starts 5]
+//        [--node /path/to/node] [--json out.json]
+// --node runs every server (forkd, its workers, each peer, PM2's daemon and workers) on that
+// Node binary; by default, the one running this script.
 // A server named "forkd FLAGS…" is forkd with those flags after the defaults, to compare forkd's
 // own settings in one run:  --servers 'forkd,forkd -w 1 --threads 2,forkd -k sync,forkd -w 5'
 // Needs wrk (apt-get install wrk). Every process it starts is ended, PM2 with `pm2 kill`.
@@ -19,7 +26,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -32,6 +39,10 @@ const REPEAT = Number(arg('--repeat', 3));
 const ONLY_SERVERS = arg('--servers', null)?.split(',');
 const ONLY_WORKLOADS = arg('--workloads', null)?.split(',');
 const JSON_OUT = arg('--json', null);
+const STARTS = Number(arg('--starts', 5));
+const NODE = resolvePath(arg('--node', process.execPath));
+const NODE_VERSION = execFileSync(NODE, ['--version'], { encoding: 'utf8' }).trim();
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 try { execFileSync('wrk', ['--version'], { stdio: 'ignore' }); } catch (err) {
@@ -57,6 +68,14 @@ const freePort = () => new Promise((ok) => { const s = createServer().listen(0, 
 
 function children(pid) {
   try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; }
+}
+/** CPU time a process has used so far (user + system), in microseconds. */
+function cpuUs(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * TICK_US;
+  } catch { return NaN; }
 }
 function rssMb(pid) {
   try { return Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024; } catch { return NaN; }
@@ -95,7 +114,7 @@ async function waitHttp(port) {
 /** Each server: how to start it, its processes (for RSS), and how to stop it. */
 const SERVERS = {
   forkd: async (port, extra = []) => {
-    const p = launch(process.execPath, [join(root, 'bin', 'forkd.js'), '-w', String(WORKERS), '-b', `127.0.0.1:${port}`, ...extra, app],
+    const p = launch(NODE, [join(root, 'bin', 'forkd.js'), '-w', String(WORKERS), '-b', `127.0.0.1:${port}`, ...extra, app],
       { cwd: root }, /Ready: \d+ workers? serving/);
     const startMs = await p.started;
     return { startMs, master: p.child.pid, workers: () => children(p.child.pid), stop: () => stopTree(p.child.pid), forkd: p };
@@ -110,29 +129,32 @@ const SERVERS = {
   'cluster-none': (port) => peer(port, 'cluster.cjs', { NODE_CLUSTER_SCHED_POLICY: 'none' }),
   pm2: async (port) => {
     const home = mkdtempSync(join(tmpdir(), 'forkd-bench-pm2-'));
-    const pm2 = join(root, 'node_modules', '.bin', 'pm2');
+    // PM2's CLI run by NODE starts its daemon, and so its cluster workers, on NODE too.
+    const pm2 = (args) => execFileSync(NODE, [join(root, 'node_modules', 'pm2', 'bin', 'pm2'), ...args], { env, stdio: 'ignore' });
     const env = { ...process.env, PM2_HOME: home, PORT: String(port) };
     const t0 = performance.now();
-    execFileSync(pm2, ['start', join(peers, 'pm2-app.cjs'), '-i', String(WORKERS), '--name', 'bench'], { env, stdio: 'ignore' });
+    pm2(['start', join(peers, 'pm2-app.cjs'), '-i', String(WORKERS), '--name', 'bench', '--interpreter', NODE]);
     await waitHttp(port);
     const startMs = performance.now() - t0;
     const daemon = Number(readFileSync(join(home, 'pm2.pid'), 'utf8'));
     return {
       startMs, master: daemon, workers: () => children(daemon),
-      stop: async () => { try { execFileSync(pm2, ['kill'], { env, stdio: 'ignore' }); } catch { /* gone */ } await stopTree(daemon); rmSync(home, { recursive: true, force: true }); },
+      stop: async () => { try { pm2(['kill']); } catch { /* gone */ } await stopTree(daemon); rmSync(home, { recursive: true, force: true }); },
     };
   },
   single: (port) => peer(port, 'single.cjs', {}, 1),
 };
 
 async function peer(port, script, env, workers = WORKERS) {
-  const p = launch(process.execPath, [join(peers, script)], { env: { ...process.env, ...env, PORT: String(port), WORKERS: String(workers) } }, /ready on/);
+  const p = launch(NODE, [join(peers, script)], { env: { ...process.env, ...env, PORT: String(port), WORKERS: String(workers) } }, /ready on/);
   const startMs = await p.started;
   return { startMs, master: p.child.pid, workers: () => children(p.child.pid), stop: () => stopTree(p.child.pid) };
 }
 
-/** One wrk run: requests/s, p50/p99 (ms), errors, and requests per worker. */
-function wrk(port, w) {
+/** One wrk run: requests/s, p50/p99 (ms), errors, requests per worker, and the CPU time the
+ *  server's processes (master and workers) spent per request, in microseconds. */
+function wrk(port, w, pids = []) {
+  const cpuBefore = pids.map(cpuUs);
   return new Promise((ok) => {
     const args = ['-t2', `-c${w.connections}`, `-d${DURATION}s`, '--latency', '-s', join(root, 'scripts', 'bench-workers.lua'),
       ...(w.keepAlive ? [] : ['-H', 'Connection: close']), `http://127.0.0.1:${port}${w.path}`];
@@ -143,8 +165,11 @@ function wrk(port, w) {
       const ms = (re) => { const m = re.exec(out); if (!m) return NaN; const v = Number(m[1]); return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v; };
       const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
       const perWorker = Object.fromEntries([...(/^WORKERS(.*)$/m.exec(out)?.[1] ?? '').matchAll(/(\S+)=(\d+)/g)].map((m) => [m[1], Number(m[2])]));
+      const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+      const cpu = pids.reduce((sum, pid, i) => sum + (cpuUs(pid) - cpuBefore[i]), 0);
       ok({
         rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
+        cpuUsPerReq: pids.length ? cpu / total : NaN,
         p50: ms(/^\s+50%\s+([\d.]+)(us|ms|s)/m),
         p99: ms(/^\s+99%\s+([\d.]+)(us|ms|s)/m),
         errors: (socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
@@ -199,12 +224,13 @@ try {
       // here (up to 15 %, whichever it was), so a fixed order would favour the first.
       for (const [name, { port }] of [...entries.slice(i % entries.length), ...entries.slice(0, i % entries.length)]) {
         if (name === 'forkd+accesslog' && !['ka50', 'close'].includes(w.id)) continue;
-        runs[name].push(await wrk(port, w));
+        const { s } = running[name];
+        runs[name].push(await wrk(port, w, [s.master, ...s.workers()]));
       }
     }
     for (const [name, list] of Object.entries(runs)) {
       if (!list.length) continue;
-      results[name].workloads[w.id] = median(list);
+      results[name].workloads[w.id] = { ...median(list), runs: list };
       process.stderr.write(`  ${w.id} ${name}: ${list.map((x) => Math.round(x.rps)).join(' / ')} req/s\n`);
     }
   }
@@ -217,29 +243,71 @@ try {
   for (const { s } of Object.values(running)) await s.stop();
 }
 
+// Cold starts, one server at a time and alternating, to the moment every worker serves: the
+// figure the targets compare (one start each is too noisy here).
+const STARTED = ['forkd', 'bare-prefork'].filter((n) => results[n]);
+const starts = Object.fromEntries(STARTED.map((n) => [n, []]));
+for (let i = 0; i < STARTS && STARTED.length; i++) {
+  for (const name of i % 2 ? [...STARTED].reverse() : STARTED) {
+    const s = await SERVERS[name](await freePort());
+    starts[name].push(s.startMs);
+    await s.stop();
+  }
+}
+const mid = (xs) => { const v = [...xs].sort((a, b) => a - b); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
+for (const name of STARTED) results[name].startMs = mid(starts[name]);
+
 // ---- the table ----
 const names = Object.keys(results);
-const base = results.forkd;
-const ratio = (v, b) => (Number.isFinite(v) && Number.isFinite(b) && b > 0 ? `${(v / b).toFixed(2)}×` : '');
+/** `name`'s figure over forkd's within each round: the median, lowest and highest. */
+function paired(name, wid, key = 'rps', against = 'forkd') {
+  const mine = results[name]?.workloads[wid]?.runs;
+  const theirs = results[against]?.workloads[wid]?.runs;
+  if (!mine || !theirs) return null;
+  const r = mine.map((x, i) => x[key] / theirs[i]?.[key]).filter(Number.isFinite);
+  return r.length ? { median: mid(r), low: Math.min(...r), high: Math.max(...r) } : null;
+}
+const fmt = (p) => (p ? `${p.median.toFixed(2)}× (${p.low.toFixed(2)}–${p.high.toFixed(2)})` : '');
 const pad = (cells, widths) => cells.map((c, i) => String(c).padEnd(widths[i])).join('  ');
-console.log(`\nforkd benchmark: ${WORKERS} workers, wrk -t2, ${DURATION} s runs, median of ${REPEAT}; node ${process.version}, ${readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm).length} CPUs`);
-for (const w of WORKLOADS) {
-  console.log(`\n${w.label} (${w.path})`);
-  const header = ['server', 'req/s', '× forkd', 'p50 ms', 'p99 ms', '× forkd p99', 'errors', 'busiest/least'];
-  const rows = names.filter((n) => results[n].workloads[w.id]).map((n) => {
-    const x = results[n].workloads[w.id];
-    const b = base?.workloads[w.id];
-    return [n, Math.round(x.rps), ratio(x.rps, b?.rps), x.p50.toFixed(2), x.p99.toFixed(2), ratio(x.p99, b?.p99), x.errors, spread(x.perWorker).toFixed(2)];
-  });
+const table = (header, rows) => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   console.log(pad(header, widths));
   for (const row of rows) console.log(pad(row, widths));
+};
+console.log(`\nforkd benchmark: ${WORKERS} workers, wrk -t2, ${DURATION} s runs, ${REPEAT} rounds (median; × forkd is the median of`
+  + ` each round's ratio, lowest–highest in brackets); node ${NODE_VERSION}, ${readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm).length} CPUs`);
+for (const w of WORKLOADS) {
+  console.log(`\n${w.label} (${w.path})`);
+  table(['server', 'req/s', '× forkd', 'CPU µs/req', 'p50 ms', 'p99 ms', 'errors', 'busiest/least'],
+    names.filter((n) => results[n].workloads[w.id]).map((n) => {
+      const x = results[n].workloads[w.id];
+      return [n, Math.round(x.rps), fmt(paired(n, w.id)), Number.isFinite(x.cpuUsPerReq) ? mid(x.runs.map((r) => r.cpuUsPerReq)).toFixed(1) : '',
+        x.p50.toFixed(2), x.p99.toFixed(2), x.runs.reduce((n2, r) => n2 + r.errors, 0), spread(x.perWorker).toFixed(2)];
+    }));
 }
 console.log('\nprocesses');
-const header = ['server', 'start ms', 'master MB', 'workers MB', 'HUP reload ms'];
-const rows = names.map((n) => [n, Math.round(results[n].startMs), results[n].masterMb.toFixed(1),
-  results[n].workerMb.map((m) => m.toFixed(1)).join(' '), results[n].hupMs ? Math.round(results[n].hupMs) : '']);
-const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-console.log(pad(header, widths));
-for (const row of rows) console.log(pad(row, widths));
-if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify(results, null, 2));
+table(['server', 'start ms', 'master MB', 'workers MB', 'HUP reload ms'],
+  names.map((n) => [n, Math.round(results[n].startMs) + (starts[n] ? ` (median of ${starts[n].length})` : ''), results[n].masterMb.toFixed(1),
+    results[n].workerMb.map((m) => m.toFixed(1)).join(' '), results[n].hupMs ? Math.round(results[n].hupMs) : '']));
+
+// ---- forkd's targets, against the bare pre-fork of the same run ----
+const targets = [];
+const target = (what, value, ok, shown) => targets.push([what, shown, value === null || !Number.isFinite(value) ? 'not measured' : ok ? 'met' : 'NOT MET']);
+for (const [wid, min] of [['ka50', 0.97], ['ka200', 0.97], ['close', 1.0]]) {
+  const p = paired('forkd', wid, 'rps', 'bare-prefork');
+  target(`${wid}: forkd req/s ≥ ${min.toFixed(2)} × bare-prefork`, p?.median ?? null, p && p.median >= min, fmt(p));
+}
+for (const wid of ['ka50', 'close']) {
+  const p = paired('forkd+accesslog', wid);
+  target(`${wid}: access log on ≥ 0.90 × forkd without it`, p?.median ?? null, p && p.median >= 0.9, fmt(p));
+}
+const masterMb = results.forkd?.masterMb;
+const bareMb = results['bare-prefork']?.masterMb;
+target('forkd master RSS ≤ 50 MB', masterMb ?? null, masterMb <= 50,
+  Number.isFinite(masterMb) ? `${masterMb.toFixed(1)} MB (bare parent ${Number.isFinite(bareMb) ? bareMb.toFixed(1) : '?'} MB)` : '');
+const startRatio = results.forkd && results['bare-prefork'] ? results.forkd.startMs / results['bare-prefork'].startMs : null;
+target('start to every worker serving ≤ 1.3 × bare-prefork', startRatio, startRatio <= 1.3,
+  startRatio ? `${startRatio.toFixed(2)}× (${Math.round(results.forkd.startMs)} ms against ${Math.round(results['bare-prefork'].startMs)} ms)` : '');
+console.log('\ntargets');
+table(['target', 'measured', ''], targets);
+if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ node: NODE_VERSION, workers: WORKERS, duration: DURATION, rounds: REPEAT, results }, null, 2));
