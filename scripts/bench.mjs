@@ -255,7 +255,7 @@ for (let i = 0; i < STARTS && STARTED.length; i++) {
   }
 }
 const mid = (xs) => { const v = [...xs].sort((a, b) => a - b); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
-for (const name of STARTED) results[name].startMs = mid(starts[name]);
+for (const name of STARTED) if (starts[name].length) results[name].startMs = mid(starts[name]);
 
 // ---- the table ----
 const names = Object.keys(results);
@@ -287,7 +287,7 @@ for (const w of WORKLOADS) {
 }
 console.log('\nprocesses');
 table(['server', 'start ms', 'master MB', 'workers MB', 'HUP reload ms'],
-  names.map((n) => [n, Math.round(results[n].startMs) + (starts[n] ? ` (median of ${starts[n].length})` : ''), results[n].masterMb.toFixed(1),
+  names.map((n) => [n, Math.round(results[n].startMs) + (starts[n]?.length ? ` (median of ${starts[n].length})` : ''), results[n].masterMb.toFixed(1),
     results[n].workerMb.map((m) => m.toFixed(1)).join(' '), results[n].hupMs ? Math.round(results[n].hupMs) : '']));
 
 // ---- forkd's targets, against the bare pre-fork of the same run ----

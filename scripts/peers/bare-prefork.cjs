@@ -1,6 +1,6 @@
 // The ceiling of forkd's architecture: one socket bound (never listened on) by a parent, N plain
 // `http` servers in child processes listening on it as an inherited fd. Nothing else.
-// Usage: PORT=8080 WORKERS=2 node bare-prefork.cjs
+// Usage: PORT=8080 WORKERS=2 node bare-prefork.cjs (node's own options, if any, reach the children too)
 'use strict';
 const net = require('node:net');
 const http = require('node:http');
@@ -14,7 +14,7 @@ if (process.argv[2] === 'child') {
   const kids = [];
   let ready = 0;
   for (let i = 0; i < n; i++) {
-    const c = spawn(process.execPath, [__filename, 'child'], { stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'] });
+    const c = spawn(process.execPath, [...process.execArgv, __filename, 'child'], { stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'] });
     c.on('message', () => { if (++ready === n) console.log(`ready on ${process.env.PORT}`); });
     kids.push(c);
   }
