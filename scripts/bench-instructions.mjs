@@ -4,11 +4,11 @@
 // machine is doing (wall time here swings by a quarter between runs of the same server). One worker
 // each, the same app (scripts/peers/bench-app.cjs); after a warm-up, in each of a few windows the
 // counters are zeroed, a fixed number of requests is sent, and the counts are dumped: the worker's
-// instructions per request (the median window's), and the master's in the same span (it is never
-// in the data path, so that should be near zero).
+// instructions per request (the mean of the windows), and the master's in the same span (it is
+// never in the data path, so that should be near zero).
 // V8 optimizes hot functions well after 10,000 requests, and one optimizing compile costs as much as
-// thousands of settled hello-world requests: the first window is often several times the rest, and
-// the median leaves it out. Every node process runs with V8's --single-threaded, so that compiling
+// thousands of settled hello-world requests: the window after the warm-up is often twice the rest,
+// so it is not counted. Every node process runs with V8's --single-threaded, so that compiling
 // and marking run on the main thread, inside the window that caused them. Timers count per second,
 // not per request, and valgrind makes each request ~50× slower: the master's figure and forkd's
 // heartbeats weigh far more here than at full speed.
@@ -19,9 +19,9 @@
 // a pre-fork script like scripts/peers/bare-prefork.cjs (PORT and WORKERS in, "ready on" out).
 // Workloads: ka (keep-alive, 10 connections) and close (Connection: close, 10 at a time).
 //
-// Usage: npm run build && node scripts/bench-instructions.mjs [--warmup 10000] [--requests 3000] [--windows 5]
+// Usage: npm run build && node scripts/bench-instructions.mjs [--warmup 10000] [--requests 10000] [--windows 4]
 //        [--node /path/to/node] [--servers forkd,bare-prefork,...] [--workloads ka,close] [--json out.json]
-// Needs valgrind. About a minute a server and workload. Every process it starts is ended, by pid.
+// Needs valgrind. Two to four minutes a server and workload (two can run at once: counts do not move). Every process it starts is ended, by pid.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -34,7 +34,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const peers = join(root, 'scripts', 'peers');
 const app = join(peers, 'bench-app.cjs');
 const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : dflt; };
-const REQUESTS = Number(arg('--requests', 3000));
+const REQUESTS = Number(arg('--requests', 10000));
 const WARMUP = Number(arg('--warmup', 10000));
 const NODE = resolvePath(arg('--node', process.execPath));
 const NODE_VERSION = execFileSync(NODE, ['--version'], { encoding: 'utf8' }).trim();
@@ -43,7 +43,7 @@ const WORKLOAD_IDS = arg('--workloads', 'ka,close').split(',');
 const JSON_OUT = arg('--json', null);
 const CONNECTIONS = 10;
 const V8_FLAG = '--single-threaded';
-const WINDOWS = Number(arg('--windows', 5));
+const WINDOWS = Number(arg('--windows', 4));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 try { execFileSync('valgrind', ['--version'], { stdio: 'ignore' }); } catch {
@@ -116,18 +116,17 @@ async function measure(name, workload) {
     const [worker] = children(child.pid);
     if (!worker) throw new Error(`${name}: no worker process`);
     await drive(port, WARMUP, workload.keepAlive);
-    // WINDOWS counted windows of REQUESTS each; the median counts. V8 keeps optimizing hot functions
-    // for a while after the warm-up (one optimizing compile costs as much as thousands of settled
-    // hello-world requests), and garbage collection falls unevenly on windows: the spread is printed.
+    // A first window, not counted (V8 is still optimizing: see above), then WINDOWS counted ones;
+    // their mean counts, since a full garbage collection falls in one window and not the next.
     const windows = [];
-    for (let i = 0; i < WINDOWS; i++) {
+    for (let i = 0; i <= WINDOWS; i++) {
       for (const pid of [child.pid, worker]) callgrind('zero', pid);
       await drive(port, REQUESTS, workload.keepAlive);
       for (const pid of [child.pid, worker]) callgrind('dump', pid);
-      windows.push({ worker: lastDump(worker) / REQUESTS, master: lastDump(child.pid) / REQUESTS });
+      if (i > 0) windows.push({ worker: lastDump(worker) / REQUESTS, master: lastDump(child.pid) / REQUESTS });
     }
-    const mid = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-    return { worker: mid(windows.map((w) => w.worker)), master: mid(windows.map((w) => w.master)), windows: windows.map((w) => Math.round(w.worker)) };
+    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    return { worker: mean(windows.map((w) => w.worker)), master: mean(windows.map((w) => w.master)), windows: windows.map((w) => Math.round(w.worker)) };
   } finally {
     for (const pid of [...children(child.pid), child.pid]) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     await new Promise((ok) => (child.exitCode !== null ? ok() : child.once('exit', ok)));
@@ -147,7 +146,7 @@ try {
 }
 
 const pad = (cells, widths) => cells.map((c, i) => String(c).padEnd(widths[i])).join('  ');
-console.log(`\nforkd instructions per request (callgrind; 1 worker; ${WARMUP} requests to warm up, then the median of ${WINDOWS} windows of ${REQUESTS}; `
+console.log(`\nforkd instructions per request (callgrind; 1 worker; ${WARMUP} requests to warm up, then one window of ${REQUESTS} more and the mean of ${WINDOWS} such windows; `
   + `${CONNECTIONS} connections; node ${NODE_VERSION})`);
 for (const id of WORKLOAD_IDS) {
   console.log(`\n${WORKLOADS[id].label}`);
