@@ -88,6 +88,10 @@ const ATOMS: Record<string, Atom> = {
   p: () => `<${process.pid}>`,
 };
 export const ATOM_NAMES = Object.keys(ATOMS);
+/** Atoms whose text no client can choose: numbers, forkd's own text, the peer's address as the
+ *  kernel gives it, and what Node's parser only accepts from a fixed set (the method, the version).
+ *  They skip the escaping scan, which took a quarter of formatting a line (measured). */
+const TRUSTED = new Set(['h', 'l', 't', 'm', 'H', 's', 'B', 'b', 'T', 'D', 'M', 'L', 'p']);
 
 function headerValue(v: string | string[] | number | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v === undefined ? undefined : String(v);
@@ -121,25 +125,28 @@ function jsonLine(e: AccessEntry): string {
 export function compileAccessFormat(format: string): AccessFormatter | string {
   if (format === 'json') return jsonLine;
   const parts: Array<string | Atom> = [];
+  const trusted: boolean[] = [];
   const re = /%\(([^)]*)\)s/g;
   let last = 0;
   for (let m = re.exec(format); m; m = re.exec(format)) {
-    if (m.index > last) parts.push(format.slice(last, m.index));
+    if (m.index > last) { parts.push(format.slice(last, m.index)); trusted.push(true); }
     const atom = atomFor(m[1]!);
     if (!atom) {
       return `unknown atom %(${m[1]})s; atoms are ${ATOM_NAMES.map((a) => `%(${a})s`).join(' ')}, `
         + '%({header}i)s, %({header}o)s and %({VAR}e)s';
     }
     parts.push(atom);
+    trusted.push(TRUSTED.has(m[1]!));
     last = re.lastIndex;
   }
-  if (last < format.length) parts.push(format.slice(last));
+  if (last < format.length) { parts.push(format.slice(last)); trusted.push(true); }
   return (e) => {
     let out = '';
-    for (const part of parts) {
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i]!;
       if (typeof part === 'string') { out += part; continue; }
       const v = part(e);
-      out += v === undefined || v === '' ? '-' : typeof v === 'number' ? String(v) : escapeQuoted(v);
+      out += v === undefined || v === '' ? '-' : typeof v === 'number' ? String(v) : trusted[i] ? v : escapeQuoted(v);
     }
     return out;
   };

@@ -14,6 +14,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { Socket } from 'node:net';
+import { recordResponses } from './access-record';
 import type { LoadedApp } from './app-loader';
 import { refusalFor, type RequestLimits } from './request-guard';
 import type { AccessFormatter } from '../log/access';
@@ -64,31 +65,6 @@ export interface Serving {
   drain(): Promise<void>;
 }
 
-const kBodyBytes = Symbol('forkd.bodyBytes');
-type Counted = http.ServerResponse & { [kBodyBytes]?: number };
-
-/** Counts every response's body bytes as the app writes them, for %(b)s (chunked ones included,
- *  without their framing). Done once, on the prototype, in a worker that has an access log: a
- *  wrapper made for each response cost a tenth of a hello-world worker's throughput. */
-function countBodyBytes(): void {
-  const proto = http.ServerResponse.prototype as unknown as Record<string | symbol, unknown>;
-  if (proto[kBodyBytes] !== undefined) return;
-  proto[kBodyBytes] = 0;
-  const length = (chunk: unknown, enc: unknown) => (typeof chunk === 'string'
-    ? Buffer.byteLength(chunk, typeof enc === 'string' ? enc as BufferEncoding : 'utf8')
-    : chunk instanceof Uint8Array ? chunk.byteLength : 0);
-  const write = proto.write as (...a: unknown[]) => boolean;
-  const end = proto.end as (...a: unknown[]) => unknown;
-  proto.write = function countedWrite(this: Counted, chunk: unknown, enc?: unknown, ...rest: unknown[]) {
-    this[kBodyBytes] = (this[kBodyBytes] ?? 0) + length(chunk, enc);
-    return write.call(this, chunk, enc, ...rest);
-  };
-  proto.end = function countedEnd(this: Counted, chunk?: unknown, enc?: unknown, ...rest: unknown[]) {
-    if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') this[kBodyBytes] = (this[kBodyBytes] ?? 0) + length(chunk, enc);
-    return end.call(this, chunk, enc, ...rest);
-  };
-}
-
 function checkEveryMs(opts: ServeOptions): number {
   const timeouts = [opts.headersTimeoutMs, opts.requestTimeoutMs].filter((t) => t > 0);
   return timeouts.length ? Math.min(5000, Math.max(250, Math.min(...timeouts) / 4)) : 30_000;
@@ -98,18 +74,9 @@ interface ConnState { idleSinceMs: number; lastBytesRead: number; shed: boolean 
 /** The response Node is writing on a connection, if one is in flight there. */
 const current = (socket: Socket) => (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage ?? null;
 
-function logAccess(opts: ServeOptions, req: http.IncomingMessage, res: http.ServerResponse): void {
-  const log = opts.accessLog!;
-  const startedAtMs = Date.now();
-  const startNs = process.hrtime.bigint();
-  res.once('close', () => {
-    const durationUs = Number(process.hrtime.bigint() - startNs) / 1000;
-    log.write(log.format({ req, res, startedAtMs, durationUs, bytes: (res as Counted)[kBodyBytes] ?? 0 }));
-  });
-}
-
 export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
-  if (opts.accessLog) countBodyBytes();
+  const access = opts.accessLog;
+  const record = access ? recordResponses((entry) => access.write(access.format(entry))) : null;
   const sockets = new Map<Socket, ConnState>();
   const servers: net.Server[] = [];
   /** Extra fds of the same sockets, each accepting for servers[i]: Node takes one connection per
@@ -190,7 +157,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       const conn = sockets.get(req.socket);
       if (conn && !conn.shed) { conn.shed = true; toShed--; res.shouldKeepAlive = false; }
     }
-    if (opts.accessLog) logAccess(opts, req, res);
+    if (record) record(res);
     const refusal = refusalFor(req, opts.limits);
     if (refusal !== null) {
       res.statusCode = refusal[0];

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -42,6 +43,32 @@ test('access log "-" is stdout; json is one object a line', async () => {
     assert.type(entry.duration_ms, 'number');
   } finally {
     await f.kill();
+  }
+});
+
+test('the access log times each request, and logs one whose client left before the answer, when it left', async () => {
+  const dir = tempDir();
+  const access = join(dir.path, 'access.log');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--access-logfile', access, '--access-logformat', '%(r)s %(s)s %(D)s', probe]);
+  try {
+    await request(`${f.url}/late?ms=300`);
+    const [timed] = await waitFor(() => (lines(access).length ? lines(access) : null), 'the first access log line');
+    const m = /^GET \/late\?ms=300 HTTP\/1\.1 200 (\d+)$/.exec(timed!);
+    assert.ok(m, timed);
+    assert.ok(Number(m[1]) >= 300_000 && Number(m[1]) < 10_000_000, `%(D)s is microseconds from arrival to the end: ${timed}`);
+    // The app answers after 5 s; the client leaves after its request has reached the app.
+    const port = Number(new URL(f.url).port);
+    const mark = join(dir.path, 'arrived');
+    const client = connect(port, '127.0.0.1');
+    client.on('error', () => undefined);
+    client.write(`GET /late?ms=5000&mark=${mark} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    await waitFor(() => existsSync(mark), 'the request to reach the app');
+    client.destroy();
+    const left = await waitFor(() => lines(access)[1], 'a line for the request whose client left', 3000);
+    assert.match(left, /^GET \/late\?ms=5000&mark=\S+ HTTP\/1\.1 200 \d+$/);
+  } finally {
+    await f.kill();
+    dir.remove();
   }
 });
 
