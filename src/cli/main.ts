@@ -25,7 +25,6 @@ import { AppLoadError, ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
 import type { Identity } from '../config/identity';
 import { preflight } from '../config/preflight';
-import { renderConfig } from '../config/print';
 import { runHook } from '../config/hooks';
 import type { Config } from '../config/settings';
 import { resolveWorkerCount } from '../config/values';
@@ -37,7 +36,6 @@ import { silentLifecycle, systemdLifecycle, type Lifecycle } from '../systemd/li
 import { createNotifier, type Notifier } from '../systemd/notify';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 import { parseArgv } from './argv';
-import { renderHelp } from './help';
 
 const VERSION = (require('../../../package.json') as { version: string }).version;
 
@@ -183,12 +181,13 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
 
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<ExitCode> {
   const parsed = parseArgv(argv);
-  if (parsed.actions.has('help')) { say(process.stdout, renderHelp(VERSION)); return ExitCode.Ok; }
+  // --help and --print-config load their renderers only when asked: a serving master never needs them.
+  if (parsed.actions.has('help')) { say(process.stdout, (require('./help') as typeof import('./help')).renderHelp(VERSION)); return ExitCode.Ok; }
   if (parsed.actions.has('version')) { say(process.stdout, `forkd ${VERSION} (node ${process.version})`); return ExitCode.Ok; }
   const startCwd = logicalCwd();
   const readConfig = () => loadConfig({ cli: parsed.values, env, cwd: startCwd });
   const loaded = await readConfig();
-  if (parsed.actions.has('printConfig')) { say(process.stdout, renderConfig(loaded)); return ExitCode.Ok; }
+  if (parsed.actions.has('printConfig')) { say(process.stdout, (require('../config/print') as typeof import('../config/print')).renderConfig(loaded)); return ExitCode.Ok; }
   if (!loaded.config.app) {
     throw new UsageError('no APP to serve: name it on the command line (forkd app.js) or as "app" in the config file');
   }

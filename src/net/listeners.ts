@@ -6,7 +6,6 @@
  *  Closing a Unix socket handle this master bound unlinks the socket file: only the master that
  *  created it may do that, at its exit. */
 
-import { lookup } from 'node:dns/promises';
 import { closeSync, fstatSync, lchownSync, lstatSync, unlinkSync } from 'node:fs';
 import net, { isIP } from 'node:net';
 import { resolve } from 'node:path';
@@ -52,6 +51,12 @@ function createServerHandle(): CreateServerHandle {
   const fn = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
   if (typeof fn !== 'function') throw new BindError('this Node.js has no net._createServerHandle; forkd needs Node 20');
   return fn;
+}
+
+/** A host name's address. The resolver is loaded only for binds that name a host (it costs the
+ *  master half a megabyte it would keep). */
+function lookup(host: string): Promise<{ address: string }> {
+  return (require('node:dns/promises') as typeof import('node:dns/promises')).lookup(host);
 }
 
 function once(fn: () => void): () => void {
