@@ -55,4 +55,31 @@ test('without require(esm) chokidar loads too: a config file save and --reload b
   }
 });
 
+/** The CPUs this process may run on, from the kernel (Cpus_allowed_list: "0-3,6"). */
+function allowedCpus(): number[] {
+  const list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]!;
+  return list.split(',').flatMap((part) => {
+    const [a, b = a] = part.split('-').map(Number) as [number, number?];
+    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  });
+}
+
+test('workers auto is one per CPU forkd may run on: taskset to one CPU gives one worker', async () => {
+  const cpus = allowedCpus();
+  const cases = cpus.length >= 2 ? [[cpus[0]!], cpus.slice(0, 2)] : [[cpus[0]!]];
+  for (const set of cases) {
+    const prefix = ['taskset', '-c', set.join(',')];
+    const printed = await runForkd(['--print-config', probe], { prefix });
+    assert.is(printed.code, 0, printed.stderr);
+    assert.match(printed.stdout, new RegExp(`^workers +"auto" \\(= ${set.length}\\) +# the default$`, 'm'));
+    const f = await startForkd(['-b', '127.0.0.1:0', probe], { prefix });
+    try {
+      assert.match(f.output(), new RegExp(`Ready: ${set.length} workers? serving`));
+      assert.is(f.workers().length, set.length);
+    } finally {
+      await f.kill();
+    }
+  }
+});
+
 test.run();
