@@ -82,4 +82,100 @@ test('workers auto is one per CPU forkd may run on: taskset to one CPU gives one
   }
 });
 
+/** Whether this Node sets SO_REUSEPORT, asked through net's public listen() rather than forkd's
+ *  own probe: two servers listening with reusePort on one port. */
+async function nodeSetsReusePort(): Promise<boolean> {
+  const listen = (port: number) => new Promise<net.Server | null>((ok) => {
+    const s = net.createServer();
+    s.once('error', () => ok(null));
+    s.listen({ host: '127.0.0.1', port, reusePort: true } as net.ListenOptions, () => ok(s));
+  });
+  const a = (await listen(0))!;
+  const b = await listen((a.address() as net.AddressInfo).port);
+  for (const s of [a, b]) s?.close();
+  return b !== null;
+}
+
+const REFUSED = /^forkd: error: cannot honour reusePort = true from (.+): Node\.js v[\d.]+ cannot bind with SO_REUSEPORT \(.+\); it needs Node\.js 22\.12 or later \(23\.1\+ on 23\), or reusePort off\n$/;
+
+test('--reuse-port: two masters on one port both serve; where Node cannot set it, exit 78 (--check-config too)', async () => {
+  const port = await freePort();
+  const args = ['--reuse-port', '-w', '1', '-b', `127.0.0.1:${port}`, hello];
+  const checked = await runForkd(['--check-config', ...args]);
+  if (!(await nodeSetsReusePort())) {
+    const r = await runForkd(args);
+    assert.is(r.code, 78, r.stderr);
+    assert.match(r.stderr, REFUSED);
+    assert.is(REFUSED.exec(r.stderr)![1], 'the command line (--reuse-port)');
+    assert.is(r.stdout, '');
+    assert.is(checked.code, 78, 'and --check-config says so');
+    assert.match(checked.stderr, REFUSED);
+    return;
+  }
+  assert.is(checked.code, 0, checked.stderr);
+  const first = await startForkd(args);
+  const second = await startForkd(args).catch(async (err) => { await first.kill(); throw err; });
+  try {
+    const workers = [first.workers(), second.workers()];
+    const seen = new Map<number, number>();
+    // The kernel picks a socket by each connection's addresses: new connections reach both.
+    for (let i = 0; i < 60; i++) {
+      const pid = Number(/worker (\d+)/.exec((await request(`http://127.0.0.1:${port}/`)).body)![1]);
+      seen.set(pid, (seen.get(pid) ?? 0) + 1);
+    }
+    const served = workers.map((pids) => pids.reduce((n, pid) => n + (seen.get(pid) ?? 0), 0));
+    assert.is(served[0]! + served[1]!, 60, `answers from others: ${JSON.stringify([...seen])}`);
+    assert.ok(served[0]! > 0 && served[1]! > 0, `split ${served.join('/')}`);
+  } finally {
+    await first.kill();
+    await second.kill();
+  }
+});
+
+test('without --reuse-port a second master cannot bind the port: exit 1, address already in use', async () => {
+  const port = await freePort();
+  const first = await startForkd(['-w', '1', '-b', `127.0.0.1:${port}`, hello]);
+  try {
+    const r = await runForkd(['-w', '1', '-b', `127.0.0.1:${port}`, hello]);
+    assert.is(r.code, 1, r.stderr);
+    assert.match(r.stderr, `cannot bind 127.0.0.1:${port}: address already in use`);
+  } finally {
+    await first.kill();
+  }
+});
+
+test('a reload that turns reusePort on: refused where Node cannot set it, else new sockets get it', async () => {
+  const dir = tempDir();
+  const port = await freePort();
+  writeConfig(dir.path, { app: hello, workers: 1, bind: ['127.0.0.1:0'] });
+  const f = await startForkd([], { cwd: dir.path });
+  const others: Array<Awaited<ReturnType<typeof startForkd>>> = [];
+  try {
+    const kept = f.url.replace('http://', '');
+    const before = f.workers();
+    writeConfig(dir.path, { app: hello, workers: 1, bind: ['127.0.0.1:0', `127.0.0.1:${port}`], reusePort: true });
+    f.signal('SIGHUP');
+    if (!(await nodeSetsReusePort())) {
+      const m = await f.waitForLog(/Reload failed: invalid config: (.*); still serving generation 1 as before/);
+      assert.match(`forkd: error: ${m[1]}\n`, REFUSED);
+      assert.equal(f.workers(), before);
+      assert.is((await request(`${f.url}/`)).status, 200);
+      const refused = await request(`http://127.0.0.1:${port}/`).then(() => 'answered', (err: NodeJS.ErrnoException) => err.code);
+      assert.is(refused, 'ECONNREFUSED', 'the new bind was not opened');
+      return;
+    }
+    await f.waitForLog(/Reload complete: generation 2/);
+    // The socket opened by the reload has SO_REUSEPORT: another forkd shares its port.
+    others.push(await startForkd(['--reuse-port', '-w', '1', '-b', `127.0.0.1:${port}`, hello]));
+    // The one it kept is as it was bound, without: sharing its port fails.
+    const r = await runForkd(['--reuse-port', '-w', '1', '-b', kept, hello]);
+    assert.is(r.code, 1, r.stderr);
+    assert.match(r.stderr, `cannot bind ${kept}: address already in use`);
+  } finally {
+    for (const o of others) await o.kill();
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test.run();
