@@ -178,4 +178,41 @@ test('a reload that turns reusePort on: refused where Node cannot set it, else n
   }
 });
 
+test('no warning from forkd with every deprecation an error: TypeScript config, ESM app, HUP, USR1, TTIN, TTOU, TERM', async () => {
+  const options = '--pending-deprecation --throw-deprecation';
+  // Both options are taken from NODE_OPTIONS on this line, and a pending deprecation then throws.
+  const check = nodeWith(options, ['-e', 'Buffer(1)']);
+  assert.is(check.status, 1);
+  assert.match(String(check.stderr), 'DEP0005');
+  const dir = tempDir();
+  writeFileSync(join(dir.path, 'forkd.config.ts'), [
+    "import { defineConfig } from 'forkd';",
+    'const workers: number = 1;',
+    `export default defineConfig({ app: ${JSON.stringify(join(APPS, 'esm.mjs'))}, workers, bind: ['127.0.0.1:0'], accessLog: '-' });`,
+  ].join('\n'));
+  const f = await startForkd([], { cwd: dir.path, env: { NODE_OPTIONS: options } });
+  try {
+    const environ = readFileSync(`/proc/${f.workers()[0]}/environ`, 'utf8').split('\0');
+    assert.ok(environ.includes(`NODE_OPTIONS=${options}`), 'the workers run with the options too');
+    assert.is((await request(`${f.url}/`)).body, 'esm ok');
+    f.signal('SIGHUP');
+    await f.waitForLog(/Reload complete: generation 2, 1 worker/);
+    f.signal('SIGUSR1');
+    await f.waitForLog(/log files reopened/);
+    f.signal('SIGTTIN');
+    await f.waitForLog(/Number of workers: 2/);
+    await waitFor(() => f.workers().length === 2, 'a second worker');
+    f.signal('SIGTTOU');
+    await f.waitForLog(/Number of workers: 1/);
+    await waitFor(() => f.workers().length === 1, 'one worker again');
+    assert.is((await request(`${f.url}/`)).body, 'esm ok');
+    f.signal('SIGTERM');
+    assert.equal(await f.waitExit(), { code: 0, signal: null });
+    assert.not.match(f.output(), /Warning|DeprecationWarning|ExperimentalWarning|\(node:\d+\)/);
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test.run();
