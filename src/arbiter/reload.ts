@@ -81,7 +81,7 @@ async function readConfig(host: ReloadHost, prev: Generation): Promise<{ loaded:
     if (prev.configFile && loaded.file !== prev.configFile) {
       return `the config file ${prev.configFile} is gone${loaded.file ? ` (found ${loaded.file} instead)` : ''}; restart forkd to change which file it reads`;
     }
-    return { loaded, identity: preflight(loaded.config, host.cwdFor(loaded)) };
+    return { loaded, identity: preflight(loaded, host.cwdFor(loaded)) };
   } catch (err) {
     if (err instanceof ConfigError) return `invalid config: ${err.message}`;
     throw err;
@@ -99,7 +99,7 @@ export async function reload(host: ReloadHost, why: string): Promise<ReloadOutco
   if (read === STOPPED) return { ok: false, reason: 'stopping' };
   if (typeof read === 'string') return { ok: false, reason: read };
   const { loaded, identity } = read;
-  const opening = listenersFor(loaded.config.bind, prev.listeners, identity);
+  const opening = listenersFor(loaded.config.bind, prev.listeners, { owner: identity, reusePort: loaded.config.reusePort });
   let sockets: Awaited<typeof opening> | typeof STOPPED;
   try {
     sockets = await Promise.race([opening, host.stopping.then((): typeof STOPPED => STOPPED)]);

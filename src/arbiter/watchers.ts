@@ -9,6 +9,8 @@ import { parseAppSpec } from '../config/app-spec';
 import type { Config } from '../config/settings';
 import type { Logger } from '../log/logger';
 
+type Chokidar = typeof import('chokidar', { with: { 'resolution-mode': 'import' } });
+
 const DEBOUNCE_MS = 300;
 /** What --reload reacts to: code and data the app loads, not logs, pidfiles or sockets beside it. */
 const CODE = /\.(?:[cm]?[jt]sx?|json)$/;
@@ -17,6 +19,13 @@ export interface Watchers {
   /** Watch what `config` asks for (called at start and after each reload). */
   update(config: Config, configFile: string | null, cwd: string): void;
   close(): void;
+}
+
+/** chokidar 5 is ESM-only. Where require(esm) is on (the default from Node 20.19 and 22.12; off in
+ *  22.0-22.11 and under --no-experimental-require-module) it loads at once; elsewhere through
+ *  import(), which module node16 leaves a real import() in this CommonJS file. */
+function loadChokidar(): Chokidar | Promise<Chokidar> {
+  return process.features.require_module ? require('chokidar') as Chokidar : import('chokidar');
 }
 
 function debounced(fn: (why: string) => void): (why: string) => void {
@@ -29,21 +38,32 @@ function debounced(fn: (why: string) => void): (why: string) => void {
 
 export function createWatchers(log: Logger, onChange: (why: string) => void): Watchers {
   const fire = debounced(onChange);
-  const active = new Map<string, FSWatcher>();
+  /** A key's entry exists from open() on; its watcher may come later, when chokidar is imported. */
+  const active = new Map<string, { watcher: FSWatcher | null }>();
+  let chokidar: Chokidar | Promise<Chokidar> | null = null;
 
   const open = (key: string, paths: string, options: { ignored?: (p: string, stats?: { isFile(): boolean }) => boolean },
     why: (p: string) => string) => {
     if (active.has(key)) return;
-    // chokidar 5 is ESM-only; Node 20.19+ loads it from CommonJS through require(esm).
-    const { watch } = require('chokidar') as typeof import('chokidar', { with: { 'resolution-mode': 'import' } });
-    const w = watch(paths, { ignoreInitial: true, ...options });
-    // A file that disappears is not a save (an editor's rename sends add/change right after).
-    w.on('all', (event, path) => { if (event !== 'unlink' && event !== 'unlinkDir') fire(why(path)); });
-    w.on('error', (err) => log.warning(`file watcher: ${(err as Error).message}`, { event: 'watch.error', key }));
-    active.set(key, w);
+    const entry: { watcher: FSWatcher | null } = { watcher: null };
+    active.set(key, entry);
+    const start = ({ watch }: Chokidar) => {
+      if (active.get(key) !== entry) return; // closed while chokidar was being imported
+      const w = watch(paths, { ignoreInitial: true, ...options });
+      // A file that disappears is not a save (an editor's rename sends add/change right after).
+      w.on('all', (event, path) => { if (event !== 'unlink' && event !== 'unlinkDir') fire(why(path)); });
+      w.on('error', (err) => log.warning(`file watcher: ${(err as Error).message}`, { event: 'watch.error', key }));
+      entry.watcher = w;
+    };
+    chokidar ??= loadChokidar();
+    if (chokidar instanceof Promise) {
+      chokidar.then(start, (err: Error) => {
+        log.error(`file watcher: cannot load chokidar: ${err.message}`, { event: 'watch.error', key });
+      });
+    } else start(chokidar);
   };
   const close = (key: string) => {
-    void active.get(key)?.close();
+    void active.get(key)?.watcher?.close();
     active.delete(key);
   };
 

@@ -24,9 +24,8 @@ import { findAppModule, parseAppSpec } from '../config/app-spec';
 import { AppLoadError, ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
 import type { Identity } from '../config/identity';
-import { preflight } from '../config/preflight';
+import { checkReusePort, preflight } from '../config/preflight';
 import { runHook } from '../config/hooks';
-import type { Config } from '../config/settings';
 import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import { createLogger, type Logger } from '../log/logger';
@@ -66,8 +65,9 @@ async function checkApp(loaded: Loaded): Promise<ExitCode> {
 }
 
 /** Opens the error log, once the config has passed the checks a reload also makes. */
-function openLog(config: Config): { log: Logger; identity: Identity | null } {
-  const identity = preflight(config, process.cwd());
+function openLog(loaded: Loaded): { log: Logger; identity: Identity | null } {
+  const { config } = loaded;
+  const identity = preflight(loaded, process.cwd());
   try {
     return { log: createLogger({ target: config.errorLog, level: config.logLevel }), identity };
   } catch (err) {
@@ -89,7 +89,8 @@ function keepMasterAlive(log: Logger): void {
 async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, owner: Identity | null): Promise<Listener[] | null> {
   const given = [...activatedSockets(process.env), ...(successorOf ? predecessorSockets(process.env, successorOf) : [])];
   try {
-    const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default', owner);
+    const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default',
+      { owner, reusePort: loaded.config.reusePort });
     for (const l of listeners) log.info(`Listening at: ${l.url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
     return listeners;
   } catch (err) {
@@ -143,7 +144,7 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   // systemd's watchdog is addressed to the main process; a successor is about to be it.
   if (successorOf && process.env.WATCHDOG_PID === successorOf) process.env.WATCHDOG_PID = String(process.pid);
   if (config.umask !== null) process.umask(config.umask);
-  const { log, identity } = openLog(config);
+  const { log, identity } = openLog(loaded);
   keepMasterAlive(log);
   const name = config.name ?? config.app!;
   process.title = `forkd: master [${name}]`;
@@ -196,7 +197,10 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Ex
       throw new ConfigError(`cannot change to directory ${loaded.config.chdir} (chdir): ${(err as NodeJS.ErrnoException).code}`);
     }
   }
-  if (parsed.actions.has('checkConfig')) return checkApp(loaded);
+  if (parsed.actions.has('checkConfig')) {
+    checkReusePort(loaded);
+    return checkApp(loaded);
+  }
   checkAppTools(loaded.config.app);
   return serve(loaded, readConfig, startCwd);
 }

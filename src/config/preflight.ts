@@ -7,7 +7,8 @@ import { closeSync, constants, fchownSync, fstatSync, openSync, statSync } from 
 import { join } from 'node:path';
 import { ConfigError } from './errors';
 import { resolveIdentity, type Identity } from './identity';
-import type { Config } from './settings';
+import { describeOrigin, type Resolved } from './layers';
+import { reusePortUnsupported } from '../net/listeners';
 
 const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
@@ -58,8 +59,19 @@ function checkRunnableBy(identity: Identity): void {
     + 'that user can reach them, or choose another user');
 }
 
-/** Checks `config` for workers that will run in `cwd` (chdir, resolved) and returns who they run as. */
-export function preflight(config: Config, cwd: string): Identity | null {
+/** reusePort needs a Node that passes SO_REUSEPORT to the socket (22.12+, 23.1+). A probe asks the
+ *  running one, so that a backport, or a build without it, is seen as it is. Also for --check-config. */
+export function checkReusePort({ config, origins }: Resolved): void {
+  if (!config.reusePort) return;
+  const why = reusePortUnsupported();
+  if (why === null) return;
+  throw new ConfigError(`cannot honour reusePort = true from ${describeOrigin(origins.reusePort)}: Node.js ${process.version} `
+    + `cannot bind with SO_REUSEPORT (${why}); it needs Node.js 22.12 or later (23.1+ on 23), or reusePort off`);
+}
+
+/** Checks a config for workers that will run in `cwd` (chdir, resolved) and returns who they run as. */
+export function preflight(resolved: Resolved, cwd: string): Identity | null {
+  const { config } = resolved;
   let isDir = false;
   try { isDir = statSync(cwd).isDirectory(); } catch { /* reported below */ }
   if (!isDir) throw new ConfigError(`cannot change to directory ${config.chdir ?? cwd} (chdir): no such directory`);
@@ -69,6 +81,7 @@ export function preflight(config: Config, cwd: string): Identity | null {
       + `forkd runs as uid ${process.getuid?.()}, and only root can switch users`);
   }
   if (identity && process.getuid?.() === 0 && identity.uid !== 0 && !config.initgroups) checkRunnableBy(identity);
+  checkReusePort(resolved);
   if (config.errorLog !== '-') ensureLogFile('errorLog', config.errorLog, identity);
   if (config.accessLog && config.accessLog !== '-') ensureLogFile('accessLog', config.accessLog, identity);
   return identity;

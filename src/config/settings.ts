@@ -113,6 +113,14 @@ export const settings = {
     section: 'Server socket', flags: ['--backlog'], metavar: 'INT', parse: integer({ min: 1 }), default: 2048,
     doc: 'Pending connections the kernel queues on each listener (capped by net.core.somaxconn).',
   }),
+  reusePort: setting({
+    section: 'Server socket', flags: ['--reuse-port'], parse: bool, default: false,
+    doc: 'Bind TCP sockets with SO_REUSEPORT, so that another server process of the same user (a second '
+      + 'forkd during a blue/green switch) can bind the same address; the kernel then spreads new connections '
+      + 'over both. Needs a Node.js that passes the flag to the socket (22.12+, 23.1+); on one that does not, '
+      + 'it is refused as invalid. It applies to the sockets forkd binds: one it already holds at a reload, '
+      + 'or is given (systemd, fd://, a USR2 predecessor), is used as it is.',
+  }),
   workers: setting({
     section: 'Workers', flags: ['-w', '--workers'], metavar: 'INT', env: [{ name: 'WEB_CONCURRENCY' }],
     parse: workerCount, default: 'auto',

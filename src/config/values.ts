@@ -2,7 +2,7 @@
  *  environment string, or whatever a config file holds) and returns the typed value, or throws
  *  Invalid saying what is allowed. The layer that called it adds which setting and where from. */
 
-import { availableParallelism } from 'node:os';
+import os from 'node:os';
 import { overlappingBind, parseBind, type BindSpec } from '../net/address';
 
 export class Invalid extends Error {
@@ -185,5 +185,12 @@ export const envMap: Parser<Record<string, string>> = parser('KEY=VALUE pairs (a
  *  multiplexes I/O on its event loop, so it does not need gunicorn's 2 × CPU + 1 to hide blocking;
  *  measured here, 5 workers on 2 cores served no more than 2 did. */
 export function resolveWorkerCount(workers: 'auto' | number): number {
-  return workers === 'auto' ? Math.max(1, availableParallelism()) : workers;
+  return workers === 'auto' ? Math.max(1, cpusAvailable()) : workers;
+}
+
+/** os.availableParallelism() (Node 18.14+, 19.4+) counts the CPUs this process may run on (its
+ *  affinity, as `taskset` sets it); where it is missing, os.cpus() counts the machine's. Detected,
+ *  not assumed from the version, as forkd does wherever Node lines differ. */
+function cpusAvailable(): number {
+  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
 }

@@ -17,6 +17,7 @@ import { describeBind, parseBind, type BindSpec } from './address';
 interface RawHandle {
   readonly fd: number;
   getsockname?(out: Record<string, unknown>): number;
+  listen(backlog: number): number;
   close(): void;
 }
 
@@ -45,7 +46,19 @@ export interface Listener {
 
 export class BindError extends Error {}
 
+/** How this master binds the sockets it creates (never applied to one it was given). */
+export interface BindOptions {
+  /** Who Unix socket files are given to. */
+  readonly owner: Owner | null;
+  /** SO_REUSEPORT on TCP sockets (the reusePort setting). */
+  readonly reusePort: boolean;
+}
+
+const NO_OPTIONS: BindOptions = { owner: null, reusePort: false };
 const STALE_PROBE_MS = 1000;
+/** libuv's UV_TCP_REUSEPORT, which net's _createServerHandle passes on to bind() and bind6() in the
+ *  Node lines that know it; the others drop it. */
+const UV_TCP_REUSEPORT = 2;
 
 function createServerHandle(): CreateServerHandle {
   const fn = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
@@ -70,24 +83,56 @@ function fail(bind: string, errno: number, hint = ''): never {
   throw new BindError(`cannot bind ${bind}: ${why}${hint}`);
 }
 
-async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>): Promise<Listener> {
+function portOf(handle: RawHandle): unknown {
+  const out: Record<string, unknown> = {};
+  handle.getsockname?.(out);
+  return out.port;
+}
+
+/** Null if binds here get SO_REUSEPORT, else why not. Asked of the kernel, not of the version (Node
+ *  20's bind() ignores flags; 22.12 and 23.1 pass them on): a socket bound with the flag listens,
+ *  and a second one bound with it to the same port must hold that port. The first must listen
+ *  because libuv binds with SO_REUSEADDR, and on Linux that lets any two sockets bind one port
+ *  as long as neither listens. It all happens in one tick: no connection is ever accepted. */
+export function reusePortUnsupported(): string | null {
+  const make = createServerHandle();
+  const opened: RawHandle[] = [];
+  const open = (port: number) => {
+    const h = make('127.0.0.1', port, 4, undefined, UV_TCP_REUSEPORT);
+    if (typeof h !== 'number') opened.push(h);
+    return h;
+  };
+  try {
+    const first = open(0);
+    if (typeof first === 'number') return `probing it failed: cannot bind 127.0.0.1: ${getSystemErrorName(first)}`;
+    const err = first.listen(1);
+    if (err !== 0) return `probing it failed: cannot listen on 127.0.0.1: ${getSystemErrorName(err)}`;
+    const port = portOf(first);
+    const second = open(port as number);
+    return typeof second !== 'number' && portOf(second) === port ? null
+      : 'a second socket bound with it to a port in use did not get that port';
+  } finally {
+    for (const h of opened) h.close();
+  }
+}
+
+async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>, reusePort: boolean): Promise<Listener> {
   let address = spec.host;
   if (!isIP(address)) {
     try { address = (await lookup(spec.host)).address; } catch (err) {
       throw new BindError(`cannot bind ${bind}: host ${spec.host} does not resolve (${(err as NodeJS.ErrnoException).code})`);
     }
   }
-  const handle = createServerHandle()(address, spec.port, isIP(address));
+  const handle = createServerHandle()(address, spec.port, isIP(address), undefined, reusePort ? UV_TCP_REUSEPORT : 0);
   if (typeof handle === 'number') fail(bind, handle, spec.port > 0 && spec.port < 1024 ? ' (ports below 1024 need root)' : '');
-  const out: Record<string, unknown> = {};
-  handle.getsockname?.(out);
+  const port = portOf(handle);
   // libuv defers EADDRINUSE from bind() to listen(), and a socket whose bind failed would then be
   // listened on at a random port: the socket's own address is the only reliable answer here.
-  if (spec.port !== 0 && out.port !== spec.port) {
+  if (spec.port !== 0 && port !== spec.port) {
     handle.close();
     fail(bind, -osConstants.errno.EADDRINUSE);
   }
-  const actual: BindSpec = { kind: 'tcp', host: address, port: out.port as number };
+  const actual: BindSpec = { kind: 'tcp', host: address, port: port as number };
   return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), handle: () => handle, close: once(() => handle.close()) };
 }
 
@@ -133,7 +178,7 @@ async function clearStaleSocket(bind: string, path: string): Promise<void> {
 /** Who a socket file is given to: the workers' user, so that it matches what they run as. */
 export interface Owner { readonly uid: number; readonly gid: number }
 
-async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>, owner: Owner | null): Promise<Listener> {
+async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>, { owner }: BindOptions): Promise<Listener> {
   const path = resolve(spec.path);
   await clearStaleSocket(bind, path);
   const handle = createServerHandle()(path, -1, -1);
@@ -204,7 +249,7 @@ async function findInherited(bind: string, spec: BindSpec, pool: InheritedSocket
   return null;
 }
 
-async function openOne(bind: string, inherited: InheritedSocket[], owner: Owner | null): Promise<Listener> {
+async function openOne(bind: string, inherited: InheritedSocket[], opts: BindOptions): Promise<Listener> {
   const spec = parseBind(bind);
   if (typeof spec === 'string') throw new BindError(`cannot bind ${bind}: ${spec}`);
   const given = await findInherited(bind, spec, inherited);
@@ -213,8 +258,8 @@ async function openOne(bind: string, inherited: InheritedSocket[], owner: Owner 
     return adoptInherited(bind, given);
   }
   switch (spec.kind) {
-    case 'tcp': return bindTcp(bind, spec);
-    case 'unix': return bindUnix(bind, spec, owner);
+    case 'tcp': return bindTcp(bind, spec, opts.reusePort);
+    case 'unix': return bindUnix(bind, spec, opts);
     case 'fd': return adoptFd(bind, spec);
     case 'named': {
       throw new BindError(`cannot use ${bind}: systemd passed no socket named ${spec.name}`);
@@ -229,11 +274,11 @@ async function openOne(bind: string, inherited: InheritedSocket[], owner: Owner 
  *  no longer names are closed (that master removes their files when it exits). On failure closes
  *  what it opened and throws BindError. */
 export async function openListeners(binds: readonly string[], given: readonly InheritedSocket[] = [], configured = true,
-  owner: Owner | null = null): Promise<Listener[]> {
+  opts: BindOptions = NO_OPTIONS): Promise<Listener[]> {
   const opened: Listener[] = [];
   const left = [...given];
   try {
-    for (const bind of configured || left.length === 0 ? binds : []) opened.push(await openOne(bind, left, owner));
+    for (const bind of configured || left.length === 0 ? binds : []) opened.push(await openOne(bind, left, opts));
     for (const sock of left) {
       const listener = adoptInherited(sock.address ? describeBind(sock.address).replace(/^http:\/\//, '') : `fd://${sock.name ?? sock.fd}`, sock);
       if (sock.via === 'systemd' || !configured) opened.push(listener); else listener.close();
@@ -248,7 +293,7 @@ export async function openListeners(binds: readonly string[], given: readonly In
 /** The listeners a new generation of workers needs: a bind that names an address already open
  *  (the same text, or the same address, e.g. localhost:80 for 127.0.0.1:80) keeps its socket, which
  *  never stops accepting during the reload; a new bind is opened. Closes nothing it did not open. */
-export async function listenersFor(binds: readonly string[], current: readonly Listener[], owner: Owner | null = null): Promise<{ listeners: Listener[]; opened: Listener[] }> {
+export async function listenersFor(binds: readonly string[], current: readonly Listener[], opts: BindOptions = NO_OPTIONS): Promise<{ listeners: Listener[]; opened: Listener[] }> {
   const listeners: Listener[] = [];
   const opened: Listener[] = [];
   try {
@@ -262,7 +307,7 @@ export async function listenersFor(binds: readonly string[], current: readonly L
       }
       if (!l) {
         try {
-          l = (await openListeners([bind], [], true, owner))[0]!;
+          l = (await openListeners([bind], [], true, opts))[0]!;
         } catch (err) {
           const port = typeof spec !== 'string' && spec.kind === 'tcp' ? spec.port : -1;
           if (err instanceof BindError && current.some((c) => c.spec.kind === 'tcp' && c.spec.port === port)) {

@@ -96,11 +96,19 @@ export interface StartOptions {
   readonly bin?: string;
   /** Another node binary to run it with (publicInstall's, for a test that runs as another user). */
   readonly node?: string;
+  /** A command that runs node in its place (it must exec it, as `taskset -c 0` does). */
+  readonly prefix?: readonly string[];
   readonly timeoutMs?: number;
 }
 
+/** The command and arguments that run the CLI `bin` with `args`. */
+function command(opts: { node?: string; bin?: string; prefix?: readonly string[] }, args: readonly string[]): [string, string[]] {
+  const argv = [...(opts.prefix ?? []), opts.node ?? process.execPath, opts.bin ?? BIN, ...args];
+  return [argv[0]!, argv.slice(1)];
+}
+
 export async function startForkd(args: readonly string[], opts: StartOptions = {}): Promise<Forkd> {
-  const child = spawn(opts.node ?? process.execPath, [opts.bin ?? BIN, ...args], {
+  const child = spawn(...command(opts, args), {
     cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'],
     ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
   });
@@ -151,10 +159,11 @@ export async function startForkd(args: readonly string[], opts: StartOptions = {
 }
 
 /** Runs forkd to completion (for commands that exit: --help, invalid config, …). */
-export function runForkd(args: readonly string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number; node?: string; bin?: string } = {}):
+export function runForkd(args: readonly string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number; node?: string; bin?: string;
+  prefix?: readonly string[] } = {}):
   Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((ok, fail) => {
-    const child = spawn(opts.node ?? process.execPath, [opts.bin ?? BIN, ...args], { cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(...command(opts, args), { cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
     started.add(child);
     let stdout = '';
     let stderr = '';
