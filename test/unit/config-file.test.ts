@@ -173,6 +173,34 @@ test('no config file: defaults; a config file is searched in chdir when given', 
   } finally { dir.remove(); }
 });
 
+/** loadConfigFile run in a process of its own, in `dir`: what it found, and whether cosmiconfig was
+ *  loaded (this process has it loaded already). */
+function searchAlone(dir: string): { values: unknown; cosmiconfig: boolean } {
+  const file = JSON.stringify(join(ROOT, 'dist', 'src', 'config', 'file.js'));
+  return JSON.parse(execFileSync(process.execPath, ['-e', `require(${file}).loadConfigFile({ explicit: null, searchFrom: process.cwd() })
+    .then((f) => console.log(JSON.stringify({ values: f?.values ?? null, cosmiconfig: Object.keys(require.cache).some((k) => k.includes('/cosmiconfig/')) })))`],
+  { cwd: dir, encoding: 'utf8' })) as { values: unknown; cosmiconfig: boolean };
+}
+
+test('nothing to find loads no cosmiconfig; all it would find is still found, bad package.json still said', async () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir.path, 'package.json'), '{ "name": "app", "dependencies": {} }');
+    assert.equal(searchAlone(dir.path), { values: null, cosmiconfig: false });
+    writeFileSync(join(dir.path, 'package.json'), '{ "name": "app", "forkd": { "workers": 3 } }');
+    assert.equal(searchAlone(dir.path), { values: { workers: 3 }, cosmiconfig: true });
+    // cosmiconfig's own options (its "meta config", in package.json or .config/) are left to it.
+    writeFileSync(join(dir.path, 'package.json'), '{ "name": "app", "cosmiconfig": { "searchPlaces": [] } }');
+    assert.equal(searchAlone(dir.path).cosmiconfig, true);
+    writeFileSync(join(dir.path, 'package.json'), '{ "name": ');
+    assert.match(await configErrorOf(loadConfigFile({ explicit: null, searchFrom: dir.path })), join(dir.path, 'package.json'));
+    writeFileSync(join(dir.path, 'package.json'), '{ "name": "app" }');
+    mkdirSync(join(dir.path, '.config'));
+    writeFileSync(join(dir.path, '.config', 'forkdrc.json'), '{ "workers": 9 }');
+    assert.equal(searchAlone(dir.path), { values: { workers: 9 }, cosmiconfig: true });
+  } finally { dir.remove(); }
+});
+
 test('the example config in config/ is valid', async () => {
   const file = join(ROOT, 'config', 'forkd.config.example.ts');
   const loaded = await loadConfig({ cli: { config: { value: file, flag: '-c' } }, env: {}, cwd: ROOT });
