@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Loader } from 'cosmiconfig';
 import { ConfigError } from './errors';
+import { isEsmJs } from '../module-type';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 
 /** A TypeScript config without the typescript package: said as it is, not as a load failure. */
@@ -54,18 +55,6 @@ function transpile(file: string, source: string): string {
     throw new SyntaxError(where ? `${text} (line ${where.line + 1}, column ${where.character + 1})` : text);
   }
   return out.outputText;
-}
-
-function isEsmJs(file: string): boolean {
-  if (file.endsWith('.mjs')) return true;
-  if (!file.endsWith('.js')) return false;
-  for (let dir = dirname(file); ; dir = dirname(dir)) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try { return (JSON.parse(readFileSync(pkg, 'utf8')) as { type?: unknown }).type === 'module'; } catch { return false; }
-    }
-    if (dirname(dir) === dir) return false;
-  }
 }
 
 function resolveLocal(from: string, id: string): string | null {

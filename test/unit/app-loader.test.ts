@@ -32,6 +32,10 @@ const SHAPES: Array<[string, string, string]> = [
   ['typed.ts', 'request listener', 'typescript ok'],
   ['esm.mjs', 'request listener', 'esm ok'],
   ['esm.mjs:app', 'request listener', 'esm named ok'],
+  // .js files whose package.json has no "type": CommonJS is required, ES module syntax detected.
+  ['typeless/esm-syntax.js', 'request listener', 'esm syntax ok'],
+  ['typeless/esm-syntax.js:app', 'request listener', 'esm syntax ok'],
+  ['typeless/top-level-await.js', 'request listener', 'top-level await ok'],
 ];
 
 for (const [spec, shape, body] of SHAPES) {
