@@ -175,12 +175,13 @@ test('USR1 works during a reload, in the master and the workers; a reopen that f
     await waitFor(() => existsSync(errors) && readFileSync(errors, 'utf8').includes('log files reopened'), 'the master to reopen at once');
     assert.ok(!readFileSync(`${errors}.1`, 'utf8').includes('Reload complete'), 'before the reload completed');
     await waitFor(() => readFileSync(errors, 'utf8').includes('Reload complete'), 'the reload');
+    // The old generation drains after "Reload complete": the worker to watch is the one left.
+    const [worker] = await waitFor(() => { const w = f.workers(); return w.length === 1 ? w : null; }, 'one worker, of generation 2');
     // A directory where the access log was: the workers keep their file and serve on.
     renameSync(join(dir.path, 'access.log'), join(dir.path, 'access.log.1'));
     mkdirSync(join(dir.path, 'access.log'));
     f.signal('SIGUSR1');
     await waitFor(() => /cannot reopen accessLog: EISDIR/.test(readFileSync(errors, 'utf8')), 'the worker to log the failed reopen');
-    const [worker] = f.workers();
     assert.is((await request(`${url}/`)).status, 200);
     assert.equal(f.workers(), [worker]);
   } finally {
