@@ -1,10 +1,13 @@
+import { execFileSync } from 'node:child_process';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { compileAccessFormat, type AccessFormatter } from '../../src/log/access';
 import { escapeControl, escapeQuoted } from '../../src/log/escape';
 import { renderLine } from '../../src/log/logger';
 import { GUNICORN_ACCESS_FORMAT } from '../../src/config/settings';
+import { ROOT } from '../helpers/forkd';
 
 function capitalised(h: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.replace(/(^|-)[a-z]/g, (c) => c.toUpperCase()), v]));
@@ -63,6 +66,21 @@ test('escaping helpers and error-log lines', () => {
   assert.is(escapeQuoted('say "hi"\\'), 'say \\"hi\\"\\\\');
   const line = renderLine('warning', 'bad\nthing', { url: '/x y', n: 3, event: 'e.v' }, new Date(2026, 0, 2, 3, 4, 5), 42);
   assert.match(line, /^\[2026-01-02 03:04:05 [+-]\d{4}\] \[42\] \[WARNING\] bad\\x0athing url="\/x y" n=3 event=e\.v$/);
+});
+
+test('a process that forbids code generation formats the same lines', () => {
+  const format = `${GUNICORN_ACCESS_FORMAT} %(D)s %({x-id}i)s %(m)s`;
+  const sample = { url: '/p?"q"\x1b', headers: { 'user-agent': 'a\\b', 'x-id': '7' } };
+  const script = `
+    const { compileAccessFormat } = require(${JSON.stringify(join(ROOT, 'dist', 'src', 'log', 'access.js'))});
+    const e = JSON.parse(process.argv[1]);
+    e.res.getHeader = () => undefined;
+    process.stdout.write(compileAccessFormat(process.argv[2])(e));`;
+  const e = entry(sample);
+  const asJson = JSON.stringify({ ...e, req: { ...e.req, socket: { remoteAddress: '127.0.0.1' } }, res: { statusCode: e.res.statusCode } });
+  const out = execFileSync(process.execPath, ['--disallow-code-generation-from-strings', '-e', script, asJson, format], { encoding: 'utf8' });
+  assert.is(out, compile(format)(e));
+  assert.ok(out.includes('\\"q\\"\\x1b'), out);
 });
 
 test.run();
