@@ -16,6 +16,12 @@ export interface RequestLimits {
 
 export type Refusal = readonly [status: number, reason: string];
 
+/** `name` is "host" in any case, without making a lower-case copy for every request. */
+function isHost(name: string): boolean {
+  return (name.charCodeAt(0) | 0x20) === 0x68 && (name.charCodeAt(1) | 0x20) === 0x6f
+    && (name.charCodeAt(2) | 0x20) === 0x73 && (name.charCodeAt(3) | 0x20) === 0x74;
+}
+
 export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal | null {
   if (req.httpVersionMajor !== 1) return [505, 'HTTP version not supported'];
   const url = req.url ?? '';
@@ -31,7 +37,7 @@ export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
+    if (name.length === 4 && isHost(name)) hosts++;
     if (limits.fieldSize > 0 && name.length + raw[i + 1]!.length + 4 > limits.fieldSize) {
       return [431, `a header field longer than ${limits.fieldSize} bytes (limitRequestFieldSize)`];
     }

@@ -171,13 +171,16 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     else toApp(req, res);
   };
 
+  // One 'close' listener shared by every connection (no closure or `once` wrapper per connection).
+  // A connection's idle clock starts at the drain (reap() sees lastBytesRead change), so it is not read here.
+  function onSocketClose(this: Socket): void {
+    sockets.delete(this);
+    if (paused && !draining && !overCap()) resume();
+    maybeDone();
+  }
   const onConnection = (socket: Socket) => {
-    sockets.set(socket, { idleSinceMs: performance.now(), lastBytesRead: 0, shed: false });
-    socket.once('close', () => {
-      sockets.delete(socket);
-      if (paused && !draining && !overCap()) resume();
-      maybeDone();
-    });
+    sockets.set(socket, { idleSinceMs: 0, lastBytesRead: 0, shed: false });
+    socket.on('close', onSocketClose);
     if (overCap()) pause();
   };
 
