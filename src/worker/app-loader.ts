@@ -52,19 +52,42 @@ function asNamespace(exp: unknown): Record<string, unknown> {
   return { ...(exp && typeof exp === 'object' ? exp : {}), default: exp };
 }
 
+/** Whether the worker's Node was given module hooks (--import, --loader) that may transform or
+ *  watch the app's own file: those see a file that is import()ed, not one that is required. */
+function moduleHooksGiven(): boolean {
+  const hookFlag = /(?:^|\s)--(?:import|(?:experimental-)?loader)\b/;
+  return hookFlag.test(process.env.NODE_OPTIONS ?? '') || process.execArgv.some((a) => hookFlag.test(a));
+}
+
+/** Whether `file` can be required rather than imported: CommonJS, where require() also takes a .js
+ *  file with ES module syntax in a package with no "type" (require(esm) and syntax detection; where
+ *  require(esm) is off, only .cjs), and no module hooks wait for the app's file. */
+function requirable(file: string): boolean {
+  if (!isCommonJs(file) || moduleHooksGiven()) return false;
+  return file.endsWith('.cjs') || process.features.require_module === true;
+}
+
 /** The module's exports as a namespace-like record: `default` plus named exports. CommonJS is
  *  required (import() of the first module starts Node's ES module loader: 3–4 ms of every worker's
- *  start on Node 20, measured); ES modules, and a .js file that require() will not take (ESM with
- *  top-level await), are imported. */
+ *  start on Node 20, measured); ES modules are imported, and so is a .js file that turns out to be
+ *  an ES module with top-level await (require() refuses it before running any of it). */
 async function loadModule(file: string): Promise<Record<string, unknown>> {
   if (isTypeScriptFile(file)) {
     registerTsNode(file);
     return asNamespace(require(file));
   }
-  if (isCommonJs(file)) {
+  if (requirable(file)) {
+    // Whole stacks while the app loads, to tell below whether any of its code ran.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = Infinity;
     try { return asNamespace(require(file)); } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ERR_REQUIRE_ASYNC_MODULE' && code !== 'ERR_REQUIRE_ESM') throw err;
+      // A module the app requires refused the same way means the app has run (a frame of the
+      // stack is in its file): never run it twice. Otherwise the app's own graph has top-level
+      // await, and require() refused it before running any of it.
+      const ranApp = ((err as Error).stack ?? '').split('\n').some((line) => /^\s+at /.test(line) && line.includes(`${file}:`));
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_REQUIRE_ASYNC_MODULE' || ranApp) throw err;
+    } finally {
+      Error.stackTraceLimit = limit;
     }
   }
   return (await import(pathToFileURL(file).href)) as Record<string, unknown>;

@@ -55,6 +55,31 @@ test('without require(esm) chokidar loads too: a config file save and --reload b
   }
 });
 
+test('apps load with or without require(esm): ES module syntax in a typeless .js, CommonJS; no warning', async () => {
+  const flag = '--no-experimental-require-module';
+  const switchable = spawnSync(process.execPath, [flag, '-e', '0']).status === 0;
+  for (const options of switchable ? ['', flag] : ['']) {
+    for (const app of ['typeless/esm-syntax.js', 'typeless/top-level-await.js', 'probe.js']) {
+      const r = await runForkd(['--check-config', '-b', '127.0.0.1:0', join(APPS, app)], { env: options ? { NODE_OPTIONS: options } : {} });
+      assert.is(r.code, 0, `${app} with NODE_OPTIONS=${options}: ${r.stderr}`);
+      assert.not.match(r.stderr, /Warning|\(node:\d+\)/, `${app} with NODE_OPTIONS=${options}`);
+    }
+  }
+});
+
+test('module hooks given with --import see the app\'s own file load', async () => {
+  const dir = tempDir();
+  const loads = join(dir.path, 'loads.txt');
+  const hook = join(ROOT, 'test', 'fixtures', 'hooks', 'mark-loads.mjs');
+  try {
+    writeFileSync(loads, '');
+    const r = await runForkd(['--check-config', '-b', '127.0.0.1:0', probe],
+      { env: { NODE_OPTIONS: `--import=${hook}`, MARK_LOADS_FILE: loads } });
+    assert.is(r.code, 0, r.stderr);
+    assert.match(readFileSync(loads, 'utf8'), '/fixtures/apps/probe.js', 'the hook saw the app');
+  } finally { dir.remove(); }
+});
+
 /** The CPUs this process may run on, from the kernel (Cpus_allowed_list: "0-3,6"). */
 function allowedCpus(): number[] {
   const list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]!;

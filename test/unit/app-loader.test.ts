@@ -98,6 +98,14 @@ test('a module that is not an app is refused, naming what it found and what is e
   try { await loadApp('missing.js', APPS); } catch (err) { assert.instance(err, AppLoadError); }
 });
 
+test('an app whose dependency has top-level await fails as require() says, having run once', async () => {
+  const g = globalThis as { forkdRequiresTlaRuns?: number };
+  delete g.forkdRequiresTlaRuns;
+  const err = await loadApp('typeless/requires-tla.cjs', APPS).then(() => null, (e: unknown) => e as NodeJS.ErrnoException);
+  assert.is(err?.code, 'ERR_REQUIRE_ASYNC_MODULE');
+  assert.is(g.forkdRequiresTlaRuns, 1, 'the app\'s code ran once, not again through import()');
+});
+
 test('errors thrown while loading come through as they are', async () => {
   assert.match(await loadError('throws.js'), 'DATABASE_URL is not set');
   assert.match(await loadError('syntax-error.js'), 'missing ) after argument list');
