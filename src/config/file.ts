@@ -163,8 +163,8 @@ function cosmiconfigModule(): typeof import('cosmiconfig') {
 
 /** Whether a search in `dir` could find anything: one of the search places other than package.json,
  *  a package.json with a "forkd" key, or options for cosmiconfig itself (its "meta config", read
- *  from the working directory: a "cosmiconfig" key in package.json, or files under .config/). A
- *  package.json that cannot be read or parsed is left to cosmiconfig, to report as it always has. */
+ *  from the working directory: a "cosmiconfig" key in package.json, a package.yaml, files under
+ *  .config/). A package.json that cannot be read or parsed is left to cosmiconfig, to report. */
 function mayHoldConfig(dir: string): boolean {
   const pkgKeys = (at: string, keys: readonly string[]) => {
     let pkg: unknown;
@@ -175,7 +175,7 @@ function mayHoldConfig(dir: string): boolean {
   };
   const cwd = process.cwd();
   return SEARCH_PLACES.some((place) => place !== 'package.json' && existsSync(join(dir, place)))
-    || existsSync(join(dir, '.config')) || existsSync(join(cwd, '.config'))
+    || existsSync(join(dir, '.config')) || existsSync(join(cwd, '.config')) || existsSync(join(cwd, 'package.yaml'))
     || pkgKeys(dir, ['forkd', 'cosmiconfig']) || (cwd !== dir && pkgKeys(cwd, ['cosmiconfig']));
 }
 

@@ -65,8 +65,13 @@ export function checkReusePort({ config, origins }: Resolved): void {
   if (!config.reusePort) return;
   const why = reusePortUnsupported();
   if (why === null) return;
-  throw new ConfigError(`cannot honour reusePort = true from ${describeOrigin(origins.reusePort)}: Node.js ${process.version} `
-    + `cannot bind with SO_REUSEPORT (${why}); it needs Node.js 22.12 or later (23.1+ on 23), or reusePort off`);
+  const setting = `reusePort = true from ${describeOrigin(origins.reusePort)}`;
+  if ('probeFailed' in why) {
+    throw new ConfigError(`cannot honour ${setting}: could not tell whether Node.js ${process.version} binds with SO_REUSEPORT `
+      + `(probing on 127.0.0.1 failed: ${why.probeFailed}); set reusePort off, or run where 127.0.0.1 can be bound`);
+  }
+  throw new ConfigError(`cannot honour ${setting}: Node.js ${process.version} `
+    + `cannot bind with SO_REUSEPORT (${why.unsupported}); it needs Node.js 22.12 or later (23.1+ on 23), or reusePort off`);
 }
 
 /** Checks a config for workers that will run in `cwd` (chdir, resolved) and returns who they run as. */

@@ -94,7 +94,7 @@ function portOf(handle: RawHandle): unknown {
  *  and a second one bound with it to the same port must hold that port. The first must listen
  *  because libuv binds with SO_REUSEADDR, and on Linux that lets any two sockets bind one port
  *  as long as neither listens. It all happens in one tick: no connection is ever accepted. */
-export function reusePortUnsupported(): string | null {
+export function reusePortUnsupported(): { readonly unsupported: string } | { readonly probeFailed: string } | null {
   const make = createServerHandle();
   const opened: RawHandle[] = [];
   const open = (port: number) => {
@@ -104,13 +104,13 @@ export function reusePortUnsupported(): string | null {
   };
   try {
     const first = open(0);
-    if (typeof first === 'number') return `probing it failed: cannot bind 127.0.0.1: ${getSystemErrorName(first)}`;
+    if (typeof first === 'number') return { probeFailed: `cannot bind 127.0.0.1: ${getSystemErrorName(first)}` };
     const err = first.listen(1);
-    if (err !== 0) return `probing it failed: cannot listen on 127.0.0.1: ${getSystemErrorName(err)}`;
+    if (err !== 0) return { probeFailed: `cannot listen on 127.0.0.1: ${getSystemErrorName(err)}` };
     const port = portOf(first);
     const second = open(port as number);
     return typeof second !== 'number' && portOf(second) === port ? null
-      : 'a second socket bound with it to a port in use did not get that port';
+      : { unsupported: 'a second socket bound with it to a port in use did not get that port' };
   } finally {
     for (const h of opened) h.close();
   }

@@ -129,9 +129,11 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     resuming = (async () => {
       for (let i = 0; i < servers.length; i++) {
         const target = await opts.relisten(i);
-        if (draining) return;
+        if (draining) break;
         await listenOn(servers[i]!, target);
       }
+      // A drain that came meanwhile found the unit paused and closed nothing: close what reopened.
+      if (draining) { stopAccepting(); return; }
       paused = false;
       opts.log.debug('accepting again', { event: 'worker.resume', connections: sockets.size });
     })().catch((err: Error) => {
@@ -172,14 +174,15 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   };
 
   // One 'close' listener shared by every connection (no closure or `once` wrapper per connection).
-  // A connection's idle clock starts at the drain (reap() sees lastBytesRead change), so it is not read here.
+  // A connection's idle clock starts at the first reap() of a drain (lastBytesRead -1 never
+  // matches), so it is not read here.
   function onSocketClose(this: Socket): void {
     sockets.delete(this);
     if (paused && !draining && !overCap()) resume();
     maybeDone();
   }
   const onConnection = (socket: Socket) => {
-    sockets.set(socket, { idleSinceMs: 0, lastBytesRead: 0, shed: false });
+    sockets.set(socket, { idleSinceMs: 0, lastBytesRead: -1, shed: false });
     socket.on('close', onSocketClose);
     if (overCap()) pause();
   };

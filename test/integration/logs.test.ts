@@ -55,7 +55,8 @@ test('the access log times each request, and logs one whose client left before t
     const [timed] = await waitFor(() => (lines(access).length ? lines(access) : null), 'the first access log line');
     const m = /^GET \/late\?ms=300 HTTP\/1\.1 200 (\d+)$/.exec(timed!);
     assert.ok(m, timed);
-    assert.ok(Number(m[1]) >= 300_000 && Number(m[1]) < 10_000_000, `%(D)s is microseconds from arrival to the end: ${timed}`);
+    // A 300 ms timer may fire up to a millisecond early, as libuv counts whole milliseconds.
+    assert.ok(Number(m[1]) >= 295_000 && Number(m[1]) < 10_000_000, `%(D)s is microseconds from arrival to the end: ${timed}`);
     // The app answers after 5 s; the client leaves after its request has reached the app.
     const port = Number(new URL(f.url).port);
     const mark = join(dir.path, 'arrived');
