@@ -105,6 +105,10 @@ export function renderConfig5() {
     'Durations are seconds, or strings such as "500ms", "30s", "2m".',
     'An unknown setting or an invalid value is refused with one message naming the setting, the value,',
     'where it came from and what is allowed: exit 78 at start, the old config kept on a reload.',
+    '.PP',
+    'The config file, a function it exports, and the hooks marked [master] run in the master, which',
+    'runs no hot code and so runs without V8\\(aqs optimizing compilers: heavy computing belongs in',
+    'a worker hook or in the app.',
     '.SH SETTINGS',
   ];
   let section = '';
