@@ -15,6 +15,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { recordResponses } from './access-record';
+import { Connections } from './connections';
 import type { LoadedApp } from './app-loader';
 import { refusalFor, type RequestLimits } from './request-guard';
 import type { AccessFormatter } from '../log/access';
@@ -70,14 +71,13 @@ function checkEveryMs(opts: ServeOptions): number {
   return timeouts.length ? Math.min(5000, Math.max(250, Math.min(...timeouts) / 4)) : 30_000;
 }
 
-interface ConnState { idleSinceMs: number; lastBytesRead: number; shed: boolean }
 /** The response Node is writing on a connection, if one is in flight there. */
 const current = (socket: Socket) => (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage ?? null;
 
 export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const access = opts.accessLog;
   const record = access ? recordResponses((entry) => access.write(access.format(entry))) : null;
-  const sockets = new Map<Socket, ConnState>();
+  const sockets = new Connections();
   const servers: net.Server[] = [];
   /** Extra fds of the same sockets, each accepting for servers[i]: Node takes one connection per
    *  listening fd each turn of the event loop, these take more (see ACCEPT_COPIES). */
@@ -177,12 +177,12 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   // A connection's idle clock starts at the first reap() of a drain (lastBytesRead -1 never
   // matches), so it is not read here.
   function onSocketClose(this: Socket): void {
-    sockets.delete(this);
+    sockets.remove(this);
     if (paused && !draining && !overCap()) resume();
     maybeDone();
   }
   const onConnection = (socket: Socket) => {
-    sockets.set(socket, { idleSinceMs: 0, lastBytesRead: -1, shed: false });
+    sockets.add(socket);
     socket.on('close', onSocketClose);
     if (overCap()) pause();
   };
@@ -267,7 +267,8 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
 
   const reap = () => {
     const now = performance.now();
-    for (const [socket, conn] of sockets) {
+    for (const conn of sockets.all()) {
+      const socket = conn.socket;
       if (current(socket)) continue;
       if (socket.bytesRead !== conn.lastBytesRead) { conn.lastBytesRead = socket.bytesRead; conn.idleSinceMs = now; continue; }
       if (now - conn.idleSinceMs >= IDLE_REAP_MS) socket.destroy();
@@ -285,7 +286,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     },
     stats() {
       let inFlight = 0;
-      for (const socket of sockets.keys()) if (current(socket)) inFlight++;
+      for (const conn of sockets.all()) if (current(conn.socket)) inFlight++;
       return { inFlight, requests, connections: sockets.size };
     },
     setFairShare(connections) {
@@ -294,15 +295,15 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       // next response). A reconnect goes to whichever unit accepts first, most often the least
       // busy; repeated, this evens the connections out.
       toShed = connections > 0 && sockets.size > limit ? sockets.size - connections : 0;
-      for (const conn of sockets.values()) conn.shed = false;
+      for (const conn of sockets.all()) conn.shed = false;
     },
     drain() {
       if (draining) return new Promise<void>((ok) => { const prev = drained; drained = () => { prev?.(); ok(); }; });
       draining = true;
       // net.Server's close, not http.Server's: stop accepting without dropping idle keep-alive sockets.
       if (!paused) stopAccepting(); // a pause has closed them all already
-      for (const [socket, conn] of sockets) {
-        const res = current(socket);
+      for (const conn of sockets.all()) {
+        const res = current(conn.socket);
         if (res && !res.headersSent) res.shouldKeepAlive = false;
         conn.lastBytesRead = -1;
       }
