@@ -9,4 +9,6 @@
 // longer knows either flag (it would say so on stderr).
 const { setFlagsFromString } = require('node:v8');
 for (const flag of ['--no-turbofan', '--no-maglev']) setFlagsFromString(flag);
-require('../dist/src/cli/main.js');
+// Signal listeners first, before the slow modules load (cli/early.ts); then the CLI.
+const early = require('../dist/src/cli/early.js').catchSignalsEarly();
+require('../dist/src/cli/main.js').run(early);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Writes man/forkd.config.5 and the OPTIONS section of man/forkd.1 from the settings table, so that
-// the pages never disagree with --help. Usage: npm run build && node scripts/gen-man.mjs [--check]
+// Writes man/forkd.config.5, and the OPTIONS, SIGNALS and EXIT STATUS sections of man/forkd.1, from
+// the settings, signal and exit code tables, so that the pages never disagree with --help. Usage: npm run build && node scripts/gen-man.mjs [--check]
 // With --check it writes nothing and exits 1 if a committed page is out of date.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -12,6 +12,7 @@ const require = createRequire(import.meta.url);
 const { settings, SETTING_NAMES, envName } = require(join(root, 'dist/src/config/settings.js'));
 const { ACTIONS } = require(join(root, 'dist/src/cli/argv.js'));
 const { EXIT_CODE_MEANINGS } = require(join(root, 'dist/src/exit-codes.js'));
+const { SIGNAL_ROWS, shortName } = require(join(root, 'dist/src/arbiter/signal-table.js'));
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
 /** The date the pages carry: changed by hand when their text changes, not by each build. */
@@ -50,6 +51,21 @@ function exitStatus() {
   return Object.entries(EXIT_CODE_MEANINGS).flatMap(([code, meaning]) => ['.TP', `.B ${code}`, `${roff(meaning)}.`]).join('\n');
 }
 
+/** A signal's text, with the settings it names (in backquotes) in bold. */
+function signalDoc(doc) {
+  return roff(doc).replace(/`([A-Za-z]+)`/g, (_, word) => {
+    if (!SETTING_NAMES.includes(word)) throw new Error(`the signal table names \`${word}\`, which is no setting`);
+    return `\\fB${word}\\fR`;
+  });
+}
+
+function signals() {
+  return SIGNAL_ROWS.flatMap((row) => {
+    const names = row.signals.map(shortName);
+    return ['.TP', names.length === 1 ? `.B ${names[0]}` : `.BR ${names.join(' ", " ')}`, signalDoc(row.doc)];
+  }).join('\n');
+}
+
 /** Replaces what is between a block's markers in `page`. */
 function fill(page, block, body) {
   const start = page.indexOf(begin(block));
@@ -60,7 +76,7 @@ function fill(page, block, body) {
 
 export function renderForkd1(current) {
   const page = current.replace(/^\.TH .*$/m, `.TH FORKD 1 ${DATE} "forkd ${version}" "User Commands"`);
-  return fill(fill(page, 'OPTIONS', optionEntries()), 'EXIT STATUS', exitStatus());
+  return fill(fill(fill(page, 'OPTIONS', optionEntries()), 'SIGNALS', signals()), 'EXIT STATUS', exitStatus());
 }
 
 export function renderConfig5() {

@@ -1,10 +1,12 @@
-/** Owns the master's life: its phases (starting, running, stopping), how many workers there should
- *  be, the signal table, reloads, and when to give up. It never serves a request: the workers
- *  accept on the sockets it bound. pool.ts keeps the workers, deadlines.ts watches them, reload.ts
- *  switches generations, watchers.ts turns file saves into reloads. */
+/** Owns the master's life: its phase (starting, running, stopping), the signal commands, filling the
+ *  pool, and when to give up. It never serves a request: the workers accept on the sockets it
+ *  bound. It builds the pieces the master is made of and the context they share (context.ts):
+ *  pool.ts keeps the workers, deadlines.ts watches them, reload.ts switches generations,
+ *  upgrade.ts hands over to a successor, watchers.ts turns file saves into reloads; what happens is
+ *  emitted as lifecycle events (events.ts), which the log, the hooks and systemd follow. */
 
 import { resolve } from 'node:path';
-import { runHook, type HookName, type Hooks, type MasterInfo } from '../config/hooks';
+import type { MasterInfo } from '../config/hooks';
 import type { Identity } from '../config/identity';
 import { ensureLogFile } from '../config/preflight';
 import type { Loaded } from '../config/load';
@@ -12,14 +14,21 @@ import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import type { Logger } from '../log/logger';
 import type { Listener } from '../net/listeners';
-import { silentLifecycle, type Lifecycle, type MasterStatus } from '../systemd/lifecycle';
+import type { Lifecycle, MasterStatus } from '../systemd/lifecycle';
+import { OpenSockets, type MasterContext, type Phase } from './context';
 import { startDeadlines } from './deadlines';
+import type { EventStream, Subscriber } from './events';
+import { Generations } from './generations';
 import type { Command, Loop, ManagedSignal } from './loop';
-import { createPool, monotonicClock, type Clock, type Generation } from './pool';
-import { reload, type PendingGeneration } from './reload';
-import { restorePidfile, startSuccessor, SUCCESSOR_START_ALLOWANCE_MS, type Upgrade } from './upgrade';
-import { createWatchers } from './watchers';
-import { stopPlans, type SpawnWorker, type StopPlan, type WorkerHandle } from './worker-handle';
+import { monotonicClock, Pool, type Clock } from './pool';
+import { Reloader } from './reload';
+import { Scale } from './scale';
+import { rowOf, shortName } from './signal-table';
+import type { SpawnWorker } from './spawn';
+import { masterEventStream, systemdFollower, type HookContext } from './subscribers';
+import { Upgrader } from './upgrade';
+import { createWatchers, type Watchers } from './watchers';
+import { stopPlans, type StopPlan, type WorkerHandle } from './worker-handle';
 
 export interface ArbiterDeps {
   /** The config as read at start. */
@@ -36,314 +45,234 @@ export interface ArbiterDeps {
   /** Reads the config again through every layer (a reload). */
   readonly readConfig: () => Promise<Loaded>;
   readonly onExit: (code: ExitCode) => void;
-  /** Told of readiness, reloads and stopping (systemd's sd_notify subscribes). */
+  /** What systemd hears, when forkd runs under it: it follows the lifecycle events. */
   readonly lifecycle?: Lifecycle;
+  /** The event stream, when the entry point made it before the sockets were bound (for onStarting). */
+  readonly events?: EventStream;
+  /** More followers of the lifecycle events (after the log, the hooks and systemd). */
+  readonly subscribers?: readonly Subscriber[];
   readonly clock?: Clock;
   readonly spawn?: SpawnWorker;
 }
 
-type Phase = 'starting' | 'running' | 'stopping';
 const BALANCE_EVERY_MS = 100;
-const isStop = (item: unknown) => item === 'SIGTERM' || item === 'SIGINT' || item === 'SIGQUIT';
-const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
-export function createArbiter(deps: ArbiterDeps): { start(): void } {
-  const { log, loop } = deps;
-  const clock = deps.clock ?? monotonicClock;
-  const lifecycle = deps.lifecycle ?? silentLifecycle;
-  const cwdFor = (loaded: Loaded) => resolve(deps.startCwd, loaded.config.chdir ?? '.');
-  let gen: Generation = {
-    id: 1, config: deps.loaded.config, listeners: deps.listeners, cwd: cwdFor(deps.loaded),
-    configFile: deps.loaded.file, name: deps.loaded.config.name ?? deps.loaded.config.app ?? 'forkd',
-    identity: deps.identity,
-  };
-  const cfg = () => gen.config;
-  const gracefulMs = () => cfg().gracefulTimeout * 1000;
-  const startedAtMs = clock.now();
-  let phase: Phase = 'starting';
-  let exitCode: ExitCode = ExitCode.Ok;
-  let wanted = resolveWorkerCount(cfg().workers);
-  let idle = false;
-  let pending: PendingGeneration | null = null;
-  let lastGenerationId = 1;
-  let lastReload: MasterStatus['lastReload'] = null;
-  let upgrading: Upgrade | null = null;
-  /** A successor master serves now, on `kept` of our sockets: leave those (and their files) open. */
-  let handedOver: { pid: number; kept: ReadonlySet<string> } | null = null;
-  /** A HUP that came before the first workers served, run once they do. */
-  let deferredReload: string | null = null;
-  let fillTimer: NodeJS.Timeout | null = null;
-  let fillQueued = false;
-  let finished = false;
-  const openListeners = new Set(deps.listeners);
-  let stopArrived!: () => void;
-  const stopping = new Promise<void>((ok) => { stopArrived = ok; });
+export class Arbiter {
+  readonly #deps: ArbiterDeps;
+  readonly #ctx: MasterContext;
+  readonly #events: EventStream;
+  readonly #pool: Pool;
+  readonly #generations: Generations;
+  readonly #scale: Scale;
+  readonly #sockets: OpenSockets;
+  readonly #watchers: Watchers;
+  readonly #reloader: Reloader;
+  readonly #upgrader: Upgrader;
+  readonly #deadlines: { stop(): void };
+  readonly #startedAtMs: number;
+  #phase: Phase = 'starting';
+  #exitCode: ExitCode = ExitCode.Ok;
+  #finished = false;
+  #fillTimer: NodeJS.Timeout | null = null;
+  #fillQueued = false;
+  #balanceTimer: NodeJS.Timeout | null = null;
+  #stopArrived!: () => void;
 
-  const target = () => (idle ? 0 : wanted);
-  /** Read fresh: TypeScript would narrow `phase` across an await. */
-  const isStopping = () => phase === 'stopping';
-  const status = (): MasterStatus => ({ serving: pool.serving().length, wanted: target(), generation: gen.id, lastReload });
-  const master = (): MasterInfo => ({ pid: process.pid, name: gen.name, generation: gen.id, workers: target() });
-  const hook = <K extends HookName>(name: K, ...args: Parameters<Hooks[K]>) =>
-    runHook(cfg()[name], name, args, { timeoutMs: cfg().hookTimeout * 1000, log });
+  constructor(deps: ArbiterDeps) {
+    this.#deps = deps;
+    const { log, loaded } = deps;
+    const clock = deps.clock ?? monotonicClock;
+    this.#startedAtMs = clock.now();
+    this.#events = deps.events ?? masterEventStream(log, () => this.hookContext());
+    this.#generations = new Generations({
+      id: 1, config: loaded.config, listeners: deps.listeners, cwd: this.#cwdFor(loaded),
+      configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? 'forkd', identity: deps.identity,
+    });
+    this.#scale = new Scale(resolveWorkerCount(loaded.config.workers), (e) => this.#events.emit(e));
+    this.#sockets = new OpenSockets(deps.listeners);
+    this.#pool = new Pool({ log, clock, spawn: deps.spawn, emit: (e) => this.#events.emit(e), control: this.#poolControl() });
+    this.#ctx = {
+      log, clock, events: this.#events, pool: this.#pool, generations: this.#generations, scale: this.#scale,
+      sockets: this.#sockets, phase: () => this.#phase, status: () => this.#status(), fill: () => this.#fill(),
+    };
+    this.#subscribe();
+    const stopping = new Promise<void>((ok) => { this.#stopArrived = ok; });
+    this.#watchers = createWatchers(log, (why) => deps.loop.push(() => this.#reloader.run(why)));
+    this.#reloader = new Reloader(this.#ctx, {
+      readConfig: deps.readConfig, cwdFor: (l) => this.#cwdFor(l), watchers: this.#watchers, startPidfile: loaded.config.pid, stopping,
+    });
+    this.#upgrader = new Upgrader(this.#ctx, {
+      pidfile: deps.pidfile, startCwd: deps.startCwd, retire: () => this.#stopAll(stopPlans.graceful(this.#generations.gracefulMs), 'upgraded'),
+    });
+    this.#deadlines = startDeadlines({ pool: this.#pool, log, clock, emit: (e) => this.#events.emit(e), limits: () => this.#limits() });
+  }
 
-  const pool = createPool({
-    log, clock, spawn: deps.spawn,
-    later: (delayMs) => {
-      if (fillTimer) return;
-      fillTimer = setTimeout(() => { fillTimer = null; requestFill(); }, delayMs);
-    },
-    events: {
-      changed: () => { pending?.changed(); requestFill(); requestBalance(); },
-      load: () => requestBalance(),
-      spawning: (nr, generation) => void hook('preFork', master(), { nr, generation }),
-      spawned: (h) => void hook('postFork', master(), { pid: h.pid, nr: h.nr, generation: h.generation }),
-      exited: (h, code, signal) => void hook('childExit', master(), { pid: h.pid, nr: h.nr, generation: h.generation, code, signal }),
-      // At first start (generation 1, until some worker has run for a while) failing workers are
-      // fatal; later, the ones still serving carry on while the others are retried with backoff.
-      // A reload's failures only end that reload.
-      bootFailed: (_nr, generation, failures, reason, code) => {
-        pending?.failed(generation, reason);
-        if (phase === 'stopping' || pool.everStable || generation !== 1 || gen.id !== 1) return;
-        if (code === ExitCode.AppLoadFailed) fatal(ExitCode.AppLoadFailed, `App failed to load: ${reason}`);
-        else if (failures >= cfg().maxBootFailures) {
-          fatal(ExitCode.BootFailed, `Workers failed to boot ${failures} times in a row; the last: ${reason}`);
-        }
+  /** The log and the hooks follow the stream from its making (subscribers.ts); systemd and the
+   *  rest from here. */
+  #subscribe(): void {
+    if (this.#deps.lifecycle) this.#events.subscribe(systemdFollower(this.#deps.lifecycle));
+    for (const s of this.#deps.subscribers ?? []) this.#events.subscribe(s);
+  }
+
+  /** What a master hook runs with now. */
+  hookContext(): HookContext { return { config: this.#generations.config, master: this.#master() }; }
+
+  /** The workers now, each read-only but for its own methods. */
+  workers(): readonly WorkerHandle[] { return this.#pool.live(); }
+
+  #poolControl() {
+    return {
+      changed: () => { this.#generations.pending?.changed(); this.#requestFill(); this.#requestBalance(); },
+      load: () => this.#requestBalance(),
+      later: (delayMs: number) => {
+        if (this.#fillTimer) return;
+        this.#fillTimer = setTimeout(() => { this.#fillTimer = null; this.#requestFill(); }, delayMs);
       },
-    },
-  });
-  const deadlines = startDeadlines({
-    pool, log, clock,
-    limits: () => ({ timeoutMs: cfg().timeout * 1000, bootTimeoutS: cfg().bootTimeout, timeoutStack: cfg().timeoutStack, maxMemory: cfg().maxMemory }),
-    beforeKill: (h, stack) => hook('workerAbort', master(), { pid: h.pid, nr: h.nr, generation: h.generation, stack }),
-  });
-  const watchers = createWatchers(log, (why) => loop.push(() => reloadCommand(why)));
+      bootFailed: (generation: number, failures: number, reason: string, code: number | null) => this.#bootFailed(generation, failures, reason, code),
+    };
+  }
+
+  #cwdFor(loaded: Loaded): string { return resolve(this.#deps.startCwd, loaded.config.chdir ?? '.'); }
+  #status(): MasterStatus {
+    const g = this.#generations;
+    return { serving: this.#pool.serving().length, wanted: this.#scale.target, generation: g.current.id, lastReload: g.lastReload };
+  }
+  #master(): MasterInfo {
+    return { pid: process.pid, name: this.#generations.current.name, generation: this.#generations.current.id, workers: this.#scale.target };
+  }
+  #limits() {
+    const c = this.#generations.config;
+    return { timeoutMs: c.timeout * 1000, bootTimeoutS: c.bootTimeout, timeoutStack: c.timeoutStack, maxMemory: c.maxMemory };
+  }
+
+  /** At first start (generation 1, until some worker has run for a while) failing workers are
+   *  fatal; later, the ones still serving carry on while the others are retried with backoff. A
+   *  reload's failures only end that reload. */
+  #bootFailed(generation: number, failures: number, reason: string, code: number | null): void {
+    this.#generations.pending?.failed(generation, reason);
+    if (this.#phase === 'stopping' || this.#pool.everStable || generation !== 1 || this.#generations.current.id !== 1) return;
+    if (code === ExitCode.AppLoadFailed) this.#fatal(ExitCode.AppLoadFailed, `App failed to load: ${reason}`);
+    else if (failures >= this.#generations.config.maxBootFailures) {
+      this.#fatal(ExitCode.BootFailed, `Workers failed to boot ${failures} times in a row; the last: ${reason}`);
+    }
+  }
 
   /** The balance is told to the workers at most every BALANCE_EVERY_MS. */
-  let balanceTimer: NodeJS.Timeout | null = null;
-  function requestBalance(): void {
-    if (balanceTimer) return;
-    balanceTimer = setTimeout(() => { balanceTimer = null; if (!isStopping()) pool.balance(cfg().balance); }, BALANCE_EVERY_MS);
+  #requestBalance(): void {
+    if (this.#balanceTimer) return;
+    this.#balanceTimer = setTimeout(() => {
+      this.#balanceTimer = null;
+      if (this.#phase !== 'stopping') this.#pool.balance(this.#generations.config.balance);
+    }, BALANCE_EVERY_MS);
   }
 
   /** Filling the pool is housekeeping, not a command: it runs between commands and during a
    *  reload's wait (the reload's own steps are synchronous between its awaits). */
-  function requestFill(): void {
-    if (fillQueued) return;
-    fillQueued = true;
-    setImmediate(() => { fillQueued = false; fill(); });
+  #requestFill(): void {
+    if (this.#fillQueued) return;
+    this.#fillQueued = true;
+    setImmediate(() => { this.#fillQueued = false; this.#fill(); });
   }
 
-  function fill(): void {
-    if (phase === 'stopping') { if (pool.size === 0) void finish(); return; }
-    pool.fill(target(), gen, gracefulMs(), pending === null);
-    if (phase === 'starting' && pending === null && target() > 0 && pool.serving().length >= target()) {
-      phase = 'running';
-      log.info(`Ready: ${plural(pool.serving().length, 'worker')} serving`,
-        { event: 'master.ready', startupMs: Math.round(clock.now() - startedAtMs) });
-      lifecycle.ready(status());
-      void hook('whenReady', master());
-      if (deferredReload) { const why = deferredReload; deferredReload = null; loop.push(() => reloadCommand(why)); }
-    } else if (phase === 'running' && pending === null) lifecycle.status(status());
+  #fill(): void {
+    if (this.#phase === 'stopping') { if (this.#pool.size === 0) void this.#finish(); return; }
+    const g = this.#generations;
+    const target = this.#scale.target;
+    this.#pool.fill(target, g.current, g.gracefulMs, g.pending === null);
+    if (this.#phase === 'starting' && g.pending === null && target > 0 && this.#pool.serving().length >= target) {
+      this.#phase = 'running';
+      void this.#events.emit({ type: 'master.ready', status: this.#status(), startupMs: Math.round(this.#ctx.clock.now() - this.#startedAtMs) });
+      const why = this.#reloader.takeDeferred();
+      if (why) this.#deps.loop.push(() => this.#reloader.run(why));
+    } else if (this.#phase === 'running' && g.pending === null) void this.#events.emit({ type: 'master.status', status: this.#status() });
   }
 
-  function fatal(code: ExitCode, message: string): void {
-    log.critical(message, { event: 'master.fatal', exitCode: code });
-    exitCode = code;
-    stopAll(stopPlans.quick(gracefulMs()), 'master giving up');
-  }
-
-  function closeListeners(which: Iterable<Listener>): void {
-    for (const l of which) { l.close(); openListeners.delete(l); }
+  #fatal(code: ExitCode, message: string): void {
+    this.#deps.log.critical(message, { event: 'master.fatal', exitCode: code });
+    this.#exitCode = code;
+    this.#stopAll(stopPlans.quick(this.#generations.gracefulMs), 'master giving up');
   }
 
   /** Stopping closes the master's sockets first, so that new connections are refused at once
    *  instead of waiting in a backlog no worker will accept from again. */
-  function stopAll(plan: StopPlan, reason: string): void {
-    if (phase !== 'stopping') lifecycle.stopping(status());
-    phase = 'stopping';
-    watchers.close();
-    upgrading?.abort();
-    const kept = handedOver?.kept;
-    closeListeners([...openListeners].filter((l) => !kept?.has(l.bind)));
-    if (fillTimer) { clearTimeout(fillTimer); fillTimer = null; }
-    pool.stopAll(plan, reason);
-    requestFill();
+  #stopAll(plan: StopPlan, reason: string): void {
+    if (this.#phase !== 'stopping') void this.#events.emit({ type: 'master.stopping', status: this.#status(), reason });
+    this.#phase = 'stopping';
+    this.#watchers.close();
+    this.#upgrader.abort();
+    const kept = this.#upgrader.keptBinds;
+    this.#sockets.close(this.#sockets.all().filter((l) => !kept?.has(l.bind)));
+    if (this.#fillTimer) { clearTimeout(this.#fillTimer); this.#fillTimer = null; }
+    this.#pool.stopAll(plan, reason);
+    this.#requestFill();
   }
 
-  async function finish(): Promise<void> {
-    if (finished) return;
-    finished = true;
-    deadlines.stop();
-    lifecycle.close();
-    await hook('onExit', master());
-    deps.onExit(exitCode);
+  async #finish(): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#deadlines.stop();
+    await this.#events.emit({ type: 'master.exiting', code: this.#exitCode });
+    this.#deps.onExit(this.#exitCode);
   }
 
-  function setWanted(next: number, nextIdle: boolean): void {
-    const before = target();
-    wanted = next;
-    idle = nextIdle;
-    if (target() !== before) void hook('nworkersChanged', master(), target(), before);
-  }
-
-  function resize(delta: number): void {
-    if (phase === 'stopping') return;
-    if (delta > 0) setWanted(idle ? 1 : wanted + 1, false);
-    else if (idle || wanted <= 1) { log.info('TTOU ignored: forkd keeps at least 1 worker', { event: 'master.resize' }); return; }
-    else setWanted(wanted - 1, false);
-    log.info(`Number of workers: ${target()}`, { event: 'master.resize', workers: target() });
-    fill();
-  }
-
-  async function reloadCommand(why: string): Promise<void> {
-    if (phase === 'stopping') return;
-    if (phase === 'starting') {
-      log.info(`${why} during start-up: reloading once the workers serve`, { event: 'reload.deferred' });
-      deferredReload = why;
-      return;
-    }
-    const before = { wanted, idle };
-    lifecycle.reloading(status());
-    await hook('onReload', master());
-    const outcome = await reload({
-      log, pool, stopping, cwdFor,
-      serving: () => gen,
-      nextGenerationId: () => ++lastGenerationId,
-      readConfig: deps.readConfig,
-      workersFor: (loaded) => (loaded.origins.workers.layer !== 'default' ? resolveWorkerCount(loaded.config.workers) : wanted),
-      begin: (next, count, watch, opened) => {
-        pending = watch;
-        gen = next;
-        for (const l of opened) openListeners.add(l);
-        setWanted(count, false);
-        pool.replaceOlderThan(next.id, gracefulMs());
-        fill();
-      },
-      commit: (next, loaded, count, dropped) => {
-        pending = null;
-        closeListeners(dropped);
-        pool.stopAll(stopPlans.graceful(gracefulMs()), 'reloaded', (h: WorkerHandle) => h.generation < next.id && h.state === 'replacing');
-        try { log.reconfigure({ target: loaded.config.errorLog, level: loaded.config.logLevel }); } catch (err) {
-          log.error(`cannot open errorLog ${loaded.config.errorLog}: ${(err as Error).message}; logging on where it was`);
-        }
-        if (loaded.config.pid !== deps.loaded.config.pid) log.warning('a changed pid takes effect at the next start', { event: 'reload.pid' });
-        process.title = `forkd: master [${next.name}]`;
-        watchers.update(next.config, next.configFile, next.cwd);
-        log.info(`Reload complete: generation ${next.id}, ${plural(count, 'worker')}`, { event: 'reload.done', generation: next.id });
-        fill();
-      },
-      abandon: (next, prev, opened) => {
-        pending = null;
-        pool.abandon(next.id, gracefulMs());
-        gen = prev;
-        setWanted(before.wanted, before.idle);
-        closeListeners(opened);
-        fill();
-      },
-    }, why);
-    pending = null;
-    if (outcome.ok || outcome.reason !== 'stopping') {
-      lastReload = outcome.ok ? { ok: true } : { ok: false, reason: outcome.reason };
-      lifecycle.reloaded(status());
-    }
-    if (!outcome.ok && outcome.reason !== 'stopping') {
-      log.error(`Reload failed: ${outcome.reason}; still serving generation ${gen.id} as before`,
-        { event: 'reload.failed', generation: gen.id });
-    }
-  }
-
-  /** USR1 is acted on as it arrives, even during a reload: logrotate may compress the moved file
-   *  right after its postrotate kill -USR1. Reopening is quick and can be repeated. */
-  function reopenLogs(): void {
+  /** USR1: reopening is quick and can be repeated, so it is done as the signal arrives, even during
+   *  a reload: logrotate may compress the moved file right after its postrotate kill -USR1. */
+  #reopenLogs(): void {
+    const { log } = this.#deps;
     try {
       log.reopen();
       // The workers reopen the access log under its name: make sure it is there and theirs.
-      const { accessLog } = cfg();
-      if (accessLog && accessLog !== '-') ensureLogFile('accessLog', accessLog, gen.identity, { existing: false });
+      const { accessLog } = this.#generations.config;
+      if (accessLog && accessLog !== '-') ensureLogFile('accessLog', accessLog, this.#generations.current.identity, { existing: false });
     } catch (err) {
       log.error(`cannot reopen the error log: ${(err as Error).message}; writing on to the file it had`, { event: 'master.reopenFailed' });
     } finally {
-      pool.send({ type: 'reopenLogs' });
+      this.#pool.send({ type: 'reopenLogs' });
     }
-    log.info('Handling signal: USR1: log files reopened', { event: 'master.reopenLogs' });
+    void this.#events.emit({ type: 'logs.reopened' });
   }
 
-  async function upgrade(): Promise<void> {
-    if (phase !== 'running' || upgrading || handedOver) {
-      log.warning(`USR2 ignored: ${upgrading ? 'an upgrade is already under way' : handedOver ? 'this master was upgraded already' : `the master is ${phase}`}`,
-        { event: 'upgrade.ignored' });
-      return;
-    }
-    await hook('preExec', master());
-    const current = startSuccessor({
-      log, listeners: [...openListeners], pidfile: deps.pidfile, cwd: deps.startCwd,
-      readyWithinMs: cfg().bootTimeout * 1000 + SUCCESSOR_START_ALLOWANCE_MS,
-    });
-    upgrading = current;
-    const outcome = await current.outcome;
-    upgrading = null;
-    if (!outcome.ok) {
-      if (!isStopping()) {
-        log.error(`Upgrade failed: ${outcome.reason}; this master carries on${deps.pidfile ? ' (pidfile restored)' : ''}`, { event: 'upgrade.failed' });
-      }
-      return;
-    }
-    handedOver = { pid: outcome.pid, kept: new Set(outcome.kept) };
-    lifecycle.handOver(outcome.pid);
-    if (cfg().upgrade === 'manual') {
-      log.info(`Upgrade: the successor master (pid:${outcome.pid}) serves. Send this master WINCH then TERM to finish, `
-        + 'or HUP this master and TERM the successor to roll back', { event: 'upgrade.ready', successor: outcome.pid });
-      // Rolled back (the successor stopped while this master serves): this one is the main one again.
-      current.child.once('exit', () => {
-        if (isStopping() || !handedOver) return;
-        handedOver = null;
-        restorePidfile(deps.pidfile);
-        lifecycle.reclaim(status());
-        log.info(`The successor master (pid:${outcome.pid}) exited: this master is the main one again`, { event: 'upgrade.rolledBack' });
-      });
-      return;
-    }
-    log.info(`Upgrade complete: the successor master (pid:${outcome.pid}) serves; retiring this one`, { event: 'upgrade.done', successor: outcome.pid });
-    if (!isStopping()) stopAll(stopPlans.graceful(gracefulMs()), 'upgraded');
+  #resize(grow: boolean): void {
+    if (this.#phase === 'stopping') return;
+    if (grow) this.#scale.grow();
+    else if (!this.#scale.shrink()) { this.#deps.log.info('TTOU ignored: forkd keeps at least 1 worker', { event: 'master.resize' }); return; }
+    this.#fill();
   }
 
-  const onSignal: Record<ManagedSignal, Command> = {
-    SIGTERM: () => { if (phase !== 'stopping') stopAll(stopPlans.graceful(gracefulMs()), 'TERM'); },
-    SIGINT: () => stopAll(stopPlans.quick(gracefulMs()), 'INT'),
-    SIGQUIT: () => stopAll(stopPlans.quick(gracefulMs()), 'QUIT'),
-    SIGTTIN: () => resize(+1),
-    SIGTTOU: () => resize(-1),
-    SIGHUP: () => reloadCommand('HUP'),
-    SIGUSR1: () => undefined, // acted on as it arrived: see reopenLogs
-    SIGUSR2: () => { void upgrade(); },
-    SIGWINCH: () => {
-      if (phase === 'stopping') return;
-      setWanted(wanted, true);
-      log.info('WINCH: stopping every worker; the master keeps its sockets (HUP or TTIN brings workers back)',
-        { event: 'master.idle' });
-      fill();
-    },
+  #idle(): void {
+    if (this.#phase === 'stopping') return;
+    this.#scale.set(this.#scale.wanted, true, 'WINCH');
+    this.#deps.log.info('WINCH: stopping every worker; the master keeps its sockets (HUP or TTIN brings workers back)', { event: 'master.idle' });
+    this.#fill();
+  }
+
+  /** What each signal runs (signal-table.ts says what each is for, and when it runs). */
+  readonly #commands: Record<ManagedSignal, Command> = {
+    SIGTERM: () => { if (this.#phase !== 'stopping') this.#stopAll(stopPlans.graceful(this.#generations.gracefulMs), 'TERM'); },
+    SIGINT: () => this.#stopAll(stopPlans.quick(this.#generations.gracefulMs), 'INT'),
+    SIGQUIT: () => this.#stopAll(stopPlans.quick(this.#generations.gracefulMs), 'QUIT'),
+    SIGTTIN: () => this.#resize(true),
+    SIGTTOU: () => this.#resize(false),
+    SIGHUP: () => this.#reloader.run('HUP'),
+    SIGUSR1: () => this.#reopenLogs(),
+    SIGUSR2: () => { void this.#upgrader.run(); },
+    SIGWINCH: () => this.#idle(),
   };
 
-  return {
-    start() {
-      log.info(`Using ${plural(target(), 'worker')}`, { event: 'master.start', workers: target() });
-      loop.onArrival((item) => {
-        if (isStop(item)) stopArrived();
-        if (item === 'SIGUSR1') reopenLogs();
-      });
-      loop.start(
-        (item) => {
-          if (typeof item !== 'string') return item();
-          if (item === 'SIGUSR1') return undefined;
-          log.info(`Handling signal: ${item.slice(3)}`, { event: 'master.signal' });
-          return onSignal[item]();
-        },
-        (err) => log.error('master command failed', { event: 'master.error', error: err }),
-      );
-      watchers.update(cfg(), gen.configFile, gen.cwd);
-      requestFill();
-    },
-  };
+  start(): void {
+    const { log, loop } = this.#deps;
+    void this.#events.emit({ type: 'master.started', workers: this.#scale.target });
+    loop.onInterrupt(() => this.#stopArrived());
+    loop.start(
+      (item) => {
+        if (typeof item !== 'string') return item();
+        // A signal acted on at once (USR1) says what it did in its own line.
+        if (!rowOf(item).atOnce) log.info(`Handling signal: ${shortName(item)}`, { event: 'master.signal' });
+        return this.#commands[item]();
+      },
+      (err) => log.error('master command failed', { event: 'master.error', error: err }),
+    );
+    this.#watchers.update(this.#generations.config, this.#generations.current.configFile, this.#generations.current.cwd);
+    this.#requestFill();
+  }
 }

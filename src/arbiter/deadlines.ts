@@ -5,9 +5,11 @@
 
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../log/logger';
+import type { LifecycleEvent } from './events';
 import type { Clock, Pool } from './pool';
 import { captureStack } from './stack-capture';
-import { sendSignal, WORKER_SCRIPT, type WorkerHandle } from './worker-handle';
+import { WORKER_SCRIPT } from './spawn';
+import type { WorkerHandle } from './worker-handle';
 
 export const TICK_MS = 100;
 const STALL_MS = 5 * TICK_MS;
@@ -20,8 +22,8 @@ export interface DeadlineDeps {
   readonly clock: Clock;
   /** Read on each tick, so that a reload's new values apply. */
   readonly limits: () => { timeoutMs: number; bootTimeoutS: number; timeoutStack: boolean; maxMemory: number };
-  /** Runs (awaited) before a timed-out worker is killed: the workerAbort hook. */
-  readonly beforeKill?: (h: WorkerHandle, stack: string) => Promise<void>;
+  /** worker.timedOut is awaited before the worker is killed (the workerAbort hook runs then). */
+  readonly emit: (event: LifecycleEvent) => Promise<void>;
 }
 
 /** Resident memory of a process, in bytes, from /proc; null if it cannot be read (it exited). */
@@ -32,55 +34,53 @@ export function residentBytes(pid: number): number | null {
   } catch { return null; }
 }
 
+/** A worker's heartbeat is overdue: its stack is captured (timeoutStack), the worker.timedOut event
+ *  awaited (the workerAbort hook runs then), and the worker killed. */
+function timedOut(deps: DeadlineDeps, h: WorkerHandle, now: number): void {
+  const { timeoutMs, timeoutStack } = deps.limits();
+  h.timedOut();
+  const silentForMs = Math.round(now - h.lastBeatAtMs);
+  // A thread is to blame only while the process itself still beats.
+  const thread = now - h.lastHeardAtMs < timeoutMs ? h.stalledThread : null;
+  const kill = async (stack: string) => {
+    await deps.emit({ type: 'worker.timedOut', worker: h.info, thread: thread?.index ?? null, silentForMs, stack });
+    h.signal('SIGKILL');
+  };
+  if (!timeoutStack || h.inspectPort === null) { void kill('not captured (timeoutStack is off)'); return; }
+  captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS, thread?.threadId ?? null).then(
+    (frames) => kill(frames.join(' | ')),
+    (err: Error) => kill(`unavailable: ${err.message}`),
+  );
+}
+
+/** One worker's deadlines: its boot, its heartbeat, or its kill after a stop it did not finish. */
+function check(deps: DeadlineDeps, h: WorkerHandle, now: number): void {
+  const { timeoutMs, bootTimeoutS } = deps.limits();
+  if (h.state === 'booting' && h.endReason === null && now - h.spawnedAtMs > bootTimeoutS * 1000) {
+    h.bootTimedOut(`it did not boot within ${bootTimeoutS}s (bootTimeout)`);
+  } else if (h.accepting && timeoutMs > 0 && h.endReason === null && now - h.lastBeatAtMs > timeoutMs) {
+    timedOut(deps, h, now);
+  } else if (h.killAtMs !== null && now >= h.killAtMs && h.state === 'stopping') {
+    deps.log.warning(`Worker (pid:${h.pid}) did not stop in time: killing it`, { event: 'worker.kill', nr: h.nr });
+    h.killIfOverdue(now);
+  }
+}
+
+/** A serving worker above maxMemory is recycled. */
+function checkMemory(pool: Pool, maxMemory: number): void {
+  for (const h of pool.live()) {
+    if (h.state !== 'serving') continue;
+    const rss = residentBytes(h.pid);
+    if (rss !== null && rss > maxMemory) {
+      pool.replace(h, `its resident memory ${Math.round(rss / 2 ** 20)} MiB exceeds maxMemory ${Math.round(maxMemory / 2 ** 20)} MiB`);
+    }
+  }
+}
+
 export function startDeadlines(deps: DeadlineDeps): { stop(): void } {
   const { pool, log, clock } = deps;
   let lastTickAtMs = clock.now();
   let ticks = 0;
-
-  const timedOut = (h: WorkerHandle, now: number, timeoutStack: boolean) => {
-    h.endReason = 'timeout';
-    const silentForMs = Math.round(now - h.lastBeatAtMs);
-    // A thread is to blame only while the process itself still beats.
-    const thread = now - h.lastHeardAtMs < deps.limits().timeoutMs ? h.stalledThread : null;
-    const kill = async (stack: string) => {
-      log.critical(`WORKER TIMEOUT (pid:${h.pid})${thread ? `: thread ${thread.index} is hung` : ''}`,
-        { event: 'worker.timeout', nr: h.nr, ...(thread ? { thread: thread.index } : {}), silentForMs, stack });
-      await deps.beforeKill?.(h, stack);
-      sendSignal(h, 'SIGKILL');
-    };
-    if (!timeoutStack || h.inspectPort === null) { kill('not captured (timeoutStack is off)'); return; }
-    captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS, thread?.threadId ?? null).then(
-      (frames) => kill(frames.join(' | ')),
-      (err: Error) => kill(`unavailable: ${err.message}`),
-    );
-  };
-
-  const check = (h: WorkerHandle, now: number) => {
-    const { timeoutMs, bootTimeoutS, timeoutStack } = deps.limits();
-    if (h.state === 'booting' && h.endReason === null && now - h.spawnedAtMs > bootTimeoutS * 1000) {
-      h.bootFailure = `it did not boot within ${bootTimeoutS}s (bootTimeout)`;
-      h.endReason = 'boot timeout';
-      sendSignal(h, 'SIGKILL');
-    } else if ((h.state === 'serving' || h.state === 'replacing') && timeoutMs > 0 && h.endReason === null
-      && now - h.lastBeatAtMs > timeoutMs) {
-      timedOut(h, now, timeoutStack);
-    } else if (h.state === 'stopping' && h.killAtMs !== null && now >= h.killAtMs) {
-      log.warning(`Worker (pid:${h.pid}) did not stop in time: killing it`, { event: 'worker.kill', nr: h.nr });
-      h.killAtMs = null;
-      sendSignal(h, 'SIGKILL');
-    }
-  };
-
-  const checkMemory = (maxMemory: number) => {
-    for (const h of pool.live()) {
-      if (h.state !== 'serving') continue;
-      const rss = residentBytes(h.pid);
-      if (rss !== null && rss > maxMemory) {
-        pool.replace(h, `its resident memory ${Math.round(rss / 2 ** 20)} MiB exceeds maxMemory ${Math.round(maxMemory / 2 ** 20)} MiB`);
-      }
-    }
-  };
-
   const tick = () => {
     const now = clock.now();
     const gap = now - lastTickAtMs;
@@ -88,13 +88,13 @@ export function startDeadlines(deps: DeadlineDeps): { stop(): void } {
     if (gap > STALL_MS) {
       log.warning(`the master was stalled for ${Math.round(gap)} ms: deadlines resume on the next tick`,
         { event: 'master.stalled' });
-      for (const h of pool.live()) h.lastBeatAtMs = Math.max(h.lastBeatAtMs, now - TICK_MS);
+      for (const h of pool.live()) h.excuseSilenceUntil(now - TICK_MS);
       return;
     }
     pool.noteStable(now);
-    for (const h of pool.live()) check(h, now);
+    for (const h of pool.live()) check(deps, h, now);
     const { maxMemory } = deps.limits();
-    if (maxMemory > 0 && ++ticks % MEMORY_EVERY_TICKS === 0) checkMemory(maxMemory);
+    if (maxMemory > 0 && ++ticks % MEMORY_EVERY_TICKS === 0) checkMemory(pool, maxMemory);
   };
   const timer = setInterval(tick, TICK_MS);
   return { stop: () => clearInterval(timer) };

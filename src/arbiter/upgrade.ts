@@ -11,16 +11,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { isFromSuccessor, type ToSuccessor } from '../ipc/messages';
-import type { Logger } from '../log/logger';
 import type { Listener } from '../net/listeners';
 import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, type HandedOver } from '../net/inherited';
+import { silentLifecycle, type Lifecycle } from '../systemd/lifecycle';
+import type { MasterContext } from './context';
+import type { EventStream } from './events';
 
 export const UPGRADE_FROM_ENV = 'FORKD_SUCCESSOR_OF';
 /** The successor master's own start, on top of its workers' bootTimeout. */
 export const SUCCESSOR_START_ALLOWANCE_MS = 5000;
 
 export interface UpgradeRequest {
-  readonly log: Logger;
+  readonly events: EventStream;
   readonly listeners: readonly Listener[];
   readonly pidfile: string | null;
   readonly cwd: string;
@@ -59,7 +61,7 @@ function handedOver(l: Listener): HandedOver {
 
 /** Starts the successor; its outcome resolves once it has taken over, or fails (after killing it). */
 export function startSuccessor(req: UpgradeRequest): Upgrade {
-  const { log, listeners } = req;
+  const { listeners } = req;
   if (req.pidfile) movePidfile(req.pidfile, `${req.pidfile}.oldbin`);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -72,7 +74,7 @@ export function startSuccessor(req: UpgradeRequest): Upgrade {
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
     cwd: req.cwd, env, stdio: ['ignore', 'inherit', 'inherit', ...listeners.map((l) => l.fd), 'ipc'],
   });
-  log.info(`Upgrade: started successor master (pid:${child.pid})`, { event: 'upgrade.begin', successor: child.pid });
+  void req.events.emit({ type: 'upgrade.begun', successor: child.pid ?? -1 });
   let settled = false;
   let fail: (reason: string) => void = () => undefined;
   const outcome = new Promise<UpgradeOutcome>((done) => {
@@ -100,4 +102,99 @@ export function startSuccessor(req: UpgradeRequest): Upgrade {
     child.once('error', (err) => fail(`the successor could not start: ${err.message}`));
   });
   return { child, outcome, abort: () => fail('a stop arrived first') };
+}
+
+export interface UpgraderDeps {
+  readonly pidfile: string | null;
+  /** Where forkd was started: the successor starts there. */
+  readonly startCwd: string;
+  /** The successor serves (upgrade auto): this master stops, gracefully. */
+  readonly retire: () => void;
+}
+
+/** The old master's side of USR2: one upgrade at a time, the handover, and (upgrade manual) the
+ *  rollback when the successor exits while this master still serves. */
+export class Upgrader {
+  readonly #ctx: MasterContext;
+  readonly #deps: UpgraderDeps;
+  #running: Upgrade | null = null;
+  /** A successor master serves now, on `kept` of our sockets: leave those (and their files) open. */
+  #handedOver: { pid: number; kept: ReadonlySet<string> } | null = null;
+
+  constructor(ctx: MasterContext, deps: UpgraderDeps) {
+    this.#ctx = ctx;
+    this.#deps = deps;
+  }
+
+  /** The binds a successor serves on now (the master's stop must leave them open). */
+  get keptBinds(): ReadonlySet<string> | undefined { return this.#handedOver?.kept; }
+
+  /** A stop arrived: a successor still booting is killed. */
+  abort(): void { this.#running?.abort(); }
+
+  async run(): Promise<void> {
+    const ctx = this.#ctx;
+    const busy = ctx.phase() !== 'running' ? `the master is ${ctx.phase()}`
+      : this.#running ? 'an upgrade is already under way' : this.#handedOver ? 'this master was upgraded already' : null;
+    if (busy) { ctx.log.warning(`USR2 ignored: ${busy}`, { event: 'upgrade.ignored' }); return; }
+    await ctx.events.emit({ type: 'upgrade.requested' });
+    const config = ctx.generations.config;
+    const current = startSuccessor({
+      events: ctx.events, listeners: ctx.sockets.all(), pidfile: this.#deps.pidfile, cwd: this.#deps.startCwd,
+      readyWithinMs: config.bootTimeout * 1000 + SUCCESSOR_START_ALLOWANCE_MS,
+    });
+    this.#running = current;
+    const outcome = await current.outcome;
+    this.#running = null;
+    if (!outcome.ok) {
+      if (ctx.phase() !== 'stopping') void ctx.events.emit({ type: 'upgrade.failed', reason: outcome.reason, pidfileRestored: this.#deps.pidfile !== null });
+      return;
+    }
+    this.#handedOver = { pid: outcome.pid, kept: new Set(outcome.kept) };
+    const manual = config.upgrade === 'manual';
+    void ctx.events.emit({ type: 'upgrade.handedOver', successor: outcome.pid, manual });
+    if (manual) current.child.once('exit', () => this.#rolledBack(outcome.pid));
+    else if (ctx.phase() !== 'stopping') this.#deps.retire();
+  }
+
+  /** The successor stopped while this master serves: this one is the main one again. */
+  #rolledBack(successor: number): void {
+    if (this.#ctx.phase() === 'stopping' || !this.#handedOver) return;
+    this.#handedOver = null;
+    restorePidfile(this.#deps.pidfile);
+    void this.#ctx.events.emit({ type: 'upgrade.rolledBack', successor, status: this.#ctx.status() });
+  }
+}
+
+// ---- The successor's side: a master started by USR2 ----
+
+/** The pid of the master that started this one by USR2, or null; taken out of `env` so that
+ *  nothing this master starts inherits it. systemd's watchdog is addressed to the main process,
+ *  which a successor is about to be. */
+export function takeSuccessorOf(env: NodeJS.ProcessEnv): number | null {
+  const of = env[UPGRADE_FROM_ENV];
+  delete env[UPGRADE_FROM_ENV];
+  if (!of) return null;
+  if (env.WATCHDOG_PID === of) env.WATCHDOG_PID = String(process.pid);
+  return Number(of);
+}
+
+/** A successor tells its predecessor it serves (naming the sockets it kept) and waits for the ack;
+ *  only then does it tell systemd MAINPID= and READY=1 (after the ack, no timeout of the
+ *  predecessor's can kill it any more). */
+export function successorLifecycle(systemd: Lifecycle | null, listeners: readonly Listener[]): Lifecycle {
+  const base = systemd ?? silentLifecycle;
+  const kept = listeners.flatMap((l) => (l.predecessorBind !== undefined ? [l.predecessorBind] : []));
+  return {
+    ...base,
+    ready(status) {
+      const taken = new Promise<void>((ok) => {
+        if (!process.connected) { ok(); return; }
+        process.once('message', () => ok());
+        process.once('disconnect', () => ok());
+        process.send!({ type: 'upgraded', pid: process.pid, kept });
+      });
+      void taken.then(() => base.ready(status));
+    },
+  };
 }

@@ -1,56 +1,33 @@
-/** Owns what the master knows of one worker: its process, number, generation, state and deadlines,
- *  and how it is started and stopped. The code that runs inside a worker is in src/worker/. */
+/** Owns what the master knows of one worker: its process, number, generation, the state it is in,
+ *  and its deadlines. It is the only writer of its fields; the pool and the deadlines call its
+ *  methods, and a method that would break the state machine is refused (an IllegalTransition).
+ *
+ *      booting ──ready──▶ serving ◀──restore── replacing
+ *         │                  │ └──replace──────▶   │
+ *         └──────stop────────┴───────stop──────────┴──▶ stopping ──▶ exited
+ *
+ *  booting: loading the app · serving: ready · replacing: serving until its replacement is ready
+ *  (a reload or a recycle) · stopping: told to stop, killed at its deadline · exited. Any state but
+ *  exited may go to exited (a crash). Timed out and recycled are events on the way: a timed-out
+ *  worker is killed, a recycled one is replaced. Spawning is in spawn.ts. */
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
-import type { Config } from '../config/settings';
-import { WORKER_SPEC_ENV, type StalledThread, type WorkerSpec } from '../ipc/messages';
+import type { ChildProcess } from 'node:child_process';
+import type { WorkerInfo } from '../config/hooks';
+import type { StalledThread } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
 
-/** The worker entry, as the inspector names it (see stack-capture.ts). */
-export const WORKER_SCRIPT = join(__dirname, '..', 'worker', 'main.js');
-
-/** booting: loading the app · serving: ready · replacing: serving until its replacement is ready ·
- *  stopping: told to stop · exited. */
 export type WorkerState = 'booting' | 'serving' | 'replacing' | 'stopping' | 'exited';
 
-export interface WorkerHandle {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly nr: number;
-  readonly generation: number;
-  readonly spawnedAtMs: number;
-  state: WorkerState;
-  readyAtMs: number | null;
-  /** It has served long enough that its start counts as a success (see STABLE_AFTER_MS). */
-  stable: boolean;
-  lastBeatAtMs: number;
-  inspectPort: number | null;
-  /** The thread that makes it late, if one does (threads > 1). */
-  stalledThread: StalledThread | null;
-  /** When its main thread last beat (its own silence, whatever its threads do). */
-  lastHeardAtMs: number;
-  inFlight: number;
-  requests: number;
-  /** Open connections, as the worker last reported them (for the balance). */
-  connections: number;
-  /** The fair share last sent to it (-1: none yet). */
-  fairShareSent: number;
-  /** The sockets it was started with, in its fds' order (sent again when it resumes accepting). */
-  readonly listeners: readonly Listener[];
-  /** Its serving threads. */
-  readonly threads: number;
-  /** Why a worker in state `replacing` is being replaced. */
-  replacedFor: 'recycle' | 'reload' | null;
-  /** A recycle asked for while a reload was replacing the worker (see pool.replace). */
-  recycleWhy: string | null;
-  /** Set when the master decided to end it (stop, timeout, boot timeout): its exit is expected. */
-  endReason: string | null;
-  /** What the worker said when its app failed to load. */
-  bootFailure: string | null;
-  /** When a stopping worker is killed if it has not exited. */
-  killAtMs: number | null;
-}
+/** Each move of the state machine, and the states it may be made from. */
+const MOVES = {
+  ready: { from: ['booting'], to: 'serving' },
+  replace: { from: ['serving'], to: 'replacing' },
+  restore: { from: ['replacing'], to: 'serving' },
+  stop: { from: ['booting', 'serving', 'replacing'], to: 'stopping' },
+  exit: { from: ['booting', 'serving', 'replacing', 'stopping'], to: 'exited' },
+} as const satisfies Record<string, { from: readonly WorkerState[]; to: WorkerState }>;
+
+export class IllegalTransition extends Error {}
 
 /** Escalation is data: what to send, and how long to wait before the next step. */
 export interface StopPlan { readonly send: NodeJS.Signals; readonly killAfterMs: number }
@@ -60,108 +37,194 @@ export const stopPlans = {
   quick: (gracefulTimeoutMs: number): StopPlan => ({ send: 'SIGQUIT', killAfterMs: Math.min(gracefulTimeoutMs, 2000) }),
 };
 
-export interface SpawnRequest {
+/** What a worker's heartbeat says. */
+export interface Beat {
+  readonly stalledMs: number;
+  readonly stalledThread: StalledThread | null;
+  readonly inFlight: number;
+  readonly requests: number;
+  readonly connections: number;
+}
+
+export interface WorkerStart {
+  readonly child: ChildProcess;
   readonly nr: number;
   readonly generation: number;
-  readonly config: Config;
-  readonly name: string;
-  readonly listeners: readonly Listener[];
-  readonly beatIntervalMs: number;
   readonly nowMs: number;
-  readonly cwd: string;
-  readonly configFile: string | null;
-  readonly workerHooks: readonly string[];
-  readonly identity: WorkerSpec['identity'];
+  /** The sockets it was started with, in its fds' order (sent again when it resumes accepting). */
+  readonly listeners: readonly Listener[];
+  /** Its serving threads. */
+  readonly threads: number;
 }
 
-export type SpawnWorker = (req: SpawnRequest) => WorkerHandle;
+export class WorkerHandle {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly nr: number;
+  readonly generation: number;
+  readonly spawnedAtMs: number;
+  readonly listeners: readonly Listener[];
+  readonly threads: number;
+  #state: WorkerState = 'booting';
+  #readyAtMs: number | null = null;
+  #stable = false;
+  #lastBeatAtMs: number;
+  #lastHeardAtMs: number;
+  #stalledThread: StalledThread | null = null;
+  #inspectPort: number | null = null;
+  #inFlight = 0;
+  #requests = 0;
+  #connections = 0;
+  #fairShareSent = -1;
+  #replacedFor: 'recycle' | 'reload' | null = null;
+  #recycleWhy: string | null = null;
+  #endReason: string | null = null;
+  #bootFailure: string | null = null;
+  #killAtMs: number | null = null;
 
-/** What the master was given by systemd is the master's alone: a worker that saw NOTIFY_SOCKET or
- *  LISTEN_FDS could notify systemd or adopt fds in its name. */
-const MASTER_ONLY_ENV = ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES'];
-
-/** NODE_OPTIONS flags that run code as the process starts. */
-const PRELOAD = /^(?:-r|--require|--import|--loader|--experimental-loader)(?:=|$)/;
-
-/** NODE_OPTIONS without the flags that load code: for a worker that starts as root and drops its
- *  privileges itself (--initgroups), such code would run as root before the drop. */
-function withoutPreloads(options: string): string {
-  const kept: string[] = [];
-  const tokens = options.split(/\s+/).filter(Boolean);
-  for (let i = 0; i < tokens.length; i++) {
-    const t = tokens[i]!;
-    if (PRELOAD.test(t)) { if (!t.includes('=')) i++; continue; }
-    kept.push(t);
+  constructor(start: WorkerStart) {
+    this.child = start.child;
+    this.pid = start.child.pid ?? -1;
+    this.nr = start.nr;
+    this.generation = start.generation;
+    this.spawnedAtMs = start.nowMs;
+    this.listeners = start.listeners;
+    this.threads = start.threads;
+    this.#lastBeatAtMs = start.nowMs;
+    this.#lastHeardAtMs = start.nowMs;
   }
-  return kept.join(' ');
-}
 
-function workerEnv(config: Config, spec: WorkerSpec): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...config.env, [WORKER_SPEC_ENV]: JSON.stringify(spec) };
-  for (const name of MASTER_ONLY_ENV) delete env[name];
-  if (spec.identity?.initgroups && env.NODE_OPTIONS) env.NODE_OPTIONS = withoutPreloads(env.NODE_OPTIONS);
-  return env;
-}
+  get state(): WorkerState { return this.#state; }
+  get readyAtMs(): number | null { return this.#readyAtMs; }
+  /** It has served long enough that its start counts as a success (see STABLE_AFTER_MS). */
+  get stable(): boolean { return this.#stable; }
+  get lastBeatAtMs(): number { return this.#lastBeatAtMs; }
+  /** When its main thread last beat (its own silence, whatever its threads do). */
+  get lastHeardAtMs(): number { return this.#lastHeardAtMs; }
+  /** The thread that makes it late, if one does (threads > 1). */
+  get stalledThread(): StalledThread | null { return this.#stalledThread; }
+  get inspectPort(): number | null { return this.#inspectPort; }
+  get inFlight(): number { return this.#inFlight; }
+  get requests(): number { return this.#requests; }
+  /** Open connections, as the worker last reported them (for the balance). */
+  get connections(): number { return this.#connections; }
+  /** Why a worker in state `replacing` is being replaced. */
+  get replacedFor(): 'recycle' | 'reload' | null { return this.#replacedFor; }
+  /** Set when the master decided to end it (stop, timeout, boot timeout): its exit is expected. */
+  get endReason(): string | null { return this.#endReason; }
+  /** What the worker said when its app failed to load, or why its boot was cut short. */
+  get bootFailure(): string | null { return this.#bootFailure; }
+  /** When a stopping worker is killed if it has not exited. */
+  get killAtMs(): number | null { return this.#killAtMs; }
+  get info(): WorkerInfo { return { pid: this.pid, nr: this.nr, generation: this.generation }; }
+  /** Serving requests: ready, and not told to stop yet. */
+  get accepting(): boolean { return this.#state === 'serving' || this.#state === 'replacing'; }
 
-/** A root master starts a worker as its user directly (libuv drops every supplementary group,
- *  then sets the gid, then the uid, before node runs), so nothing runs as root in it. Only with
- *  --initgroups does the worker start as root, to take the user's groups, and drop at once. */
-function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number } {
-  return identity && !identity.initgroups && process.getuid?.() === 0 ? { uid: identity.uid, gid: identity.gid } : {};
-}
+  #move(move: keyof typeof MOVES): void {
+    const { from, to } = MOVES[move];
+    if (!(from as readonly WorkerState[]).includes(this.#state)) {
+      throw new IllegalTransition(`worker ${this.nr} (pid:${this.pid}) cannot go from ${this.#state} to ${to} (${move})`);
+    }
+    this.#state = to;
+  }
 
-/** How many fds each serving unit accepts on for each listener. Node accepts one connection per
- *  listening fd each turn of its event loop, and a turn lasts as long as the app computes for the
- *  requests it reads then: a CPU-bound worker holding 25 connections (~50 ms a turn) took a burst of
- *  50 new ones over 400 ms, so their first requests waited that long (measured: wrk's p99 on a 2 ms
- *  route, 2 workers, 50 connections: 330–400 ms with one fd, 96 ms with four, same throughput; a
- *  hello app with Connection: close served 1.3–1.5× as much). A unit with a connection cap (or sync)
- *  takes one at a time anyway, so it gets one. */
-const ACCEPT_COPIES = 4;
-const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerClass'>): number =>
-  (config.workerConnections > 0 || config.workerClass === 'sync' ? 1 : ACCEPT_COPIES);
+  /** Its app loaded and it accepts: booting → serving. */
+  ready(nowMs: number, inspectPort: number | null): void {
+    this.#move('ready');
+    this.#readyAtMs = nowMs;
+    this.#lastBeatAtMs = nowMs;
+    this.#inspectPort = inspectPort;
+  }
 
-/** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
-export const spawnWorker: SpawnWorker = (req) => {
-  // Every listener `copies` times per thread, in stdio slots 3..: thread t's copy c of listener i
-  // is fd 3 + (t·copies + c)·n + i. Copy 0 is served by the unit's http server, the others by
-  // acceptors that hand their connections to it.
-  const threads = req.config.threads;
-  const copies = acceptCopies(req.config);
-  const n = req.listeners.length;
-  const fdOf = (t: number, c: number, i: number) => 3 + (t * copies + c) * n + i;
-  const stdioFds = Array.from({ length: threads * copies }, () => req.listeners.map((l) => l.fd)).flat();
-  const spec: WorkerSpec = {
-    nr: req.nr, generation: req.generation,
-    fds: Array.from({ length: threads }, (_, t) => req.listeners.map((__, i) => fdOf(t, 0, i))),
-    spareFds: Array.from({ length: threads }, (_, t) => Array.from({ length: copies - 1 }, (__, c) => req.listeners.map((___, i) => fdOf(t, c + 1, i)))),
-    beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
-    configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
-  };
-  const child = spawn(process.execPath, [...req.config.nodeArgs, WORKER_SCRIPT], {
-    ...startAs(spec.identity),
-    cwd: req.cwd,
-    env: workerEnv(req.config, spec),
-    stdio: ['ignore', 'inherit', 'inherit', ...stdioFds, 'ipc'],
-    serialization: 'json',
-  });
-  return {
-    child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
-    state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, stalledThread: null, lastHeardAtMs: req.nowMs, inFlight: 0, requests: 0, connections: 0, fairShareSent: -1, listeners: req.listeners, threads, replacedFor: null, recycleWhy: null,
-    endReason: null, bootFailure: null, killAtMs: null,
-  };
-};
+  /** A thread that has not beaten makes the whole worker as silent as it (deadlines.ts). */
+  beat(beat: Beat, nowMs: number): void {
+    this.#lastBeatAtMs = nowMs - beat.stalledMs;
+    this.#stalledThread = beat.stalledThread;
+    this.#lastHeardAtMs = nowMs;
+    this.#inFlight = beat.inFlight;
+    this.#requests = beat.requests;
+    this.#connections = beat.connections;
+  }
 
-export function sendSignal(h: WorkerHandle, sig: NodeJS.Signals): void {
-  if (h.state === 'exited' || h.pid <= 0) return;
-  try { process.kill(h.pid, sig); } catch { /* it exited in between; its exit event follows */ }
-}
+  reportLoad(connections: number): void { this.#connections = connections; }
 
-export function beginStop(h: WorkerHandle, plan: StopPlan, reason: string, nowMs: number): void {
-  if (h.state === 'exited') return;
-  h.state = 'stopping';
-  h.endReason ??= reason;
-  const killAt = nowMs + plan.killAfterMs;
-  h.killAtMs = h.killAtMs === null ? killAt : Math.min(h.killAtMs, killAt);
-  sendSignal(h, plan.send);
+  /** True when `fair` differs from the share last sent, which it records as sent. */
+  shareToSend(fair: number): boolean {
+    if (this.#fairShareSent === fair) return false;
+    this.#fairShareSent = fair;
+    return true;
+  }
+
+  /** The worker said its app failed to load. */
+  bootFailed(reason: string): void { this.#bootFailure = reason; }
+
+  /** Its failure was a reload's, already reported: not one to back off from. */
+  forgiveBootFailure(): void { this.#bootFailure = null; }
+
+  /** It has proven its start; false if it had already. */
+  markStable(): boolean {
+    if (this.#stable) return false;
+    this.#stable = true;
+    return true;
+  }
+
+  /** serving → replacing: it serves until its replacement is ready. */
+  replace(forWhat: 'recycle' | 'reload'): void {
+    this.#move('replace');
+    this.#replacedFor = forWhat;
+  }
+
+  /** A recycle asked for while a reload is replacing it: acted on if that reload is abandoned. */
+  holdRecycle(why: string): void { this.#recycleWhy ??= why; }
+
+  /** replacing → serving (its reload was abandoned); the recycle it held back, if any. */
+  restore(): string | null {
+    this.#move('restore');
+    this.#replacedFor = null;
+    return this.#recycleWhy;
+  }
+
+  /** Tells it to stop (→ stopping) and when it will be killed; a second stop only brings that
+   *  deadline nearer. The first reason given is the one its exit is logged with. */
+  stop(plan: StopPlan, reason: string, nowMs: number): void {
+    if (this.#state === 'exited') return;
+    if (this.#state !== 'stopping') this.#move('stop');
+    this.#endReason ??= reason;
+    const killAt = nowMs + plan.killAfterMs;
+    this.#killAtMs = this.#killAtMs === null ? killAt : Math.min(this.#killAtMs, killAt);
+    this.signal(plan.send);
+  }
+
+  /** Its heartbeat is overdue: its exit, once it is killed, is expected. */
+  timedOut(): void { this.#endReason = 'timeout'; }
+
+  /** It did not boot in time: killed, and counted as a failed boot. */
+  bootTimedOut(reason: string): void {
+    this.#bootFailure = reason;
+    this.#endReason = 'boot timeout';
+    this.signal('SIGKILL');
+  }
+
+  /** Kills it if it is stopping and its deadline has passed; true if it did. */
+  killIfOverdue(nowMs: number): boolean {
+    if (this.#state !== 'stopping' || this.#killAtMs === null || nowMs < this.#killAtMs) return false;
+    this.#killAtMs = null;
+    this.signal('SIGKILL');
+    return true;
+  }
+
+  /** The master itself stalled: its silence until `sinceMs` is not the worker's fault. */
+  excuseSilenceUntil(sinceMs: number): void { this.#lastBeatAtMs = Math.max(this.#lastBeatAtMs, sinceMs); }
+
+  /** Its process is gone; false if that was known already. */
+  exited(): boolean {
+    if (this.#state === 'exited') return false;
+    this.#move('exit');
+    return true;
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.#state === 'exited' || this.pid <= 0) return;
+    try { process.kill(this.pid, sig); } catch { /* it exited in between; its exit event follows */ }
+  }
 }

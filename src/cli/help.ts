@@ -1,6 +1,7 @@
-/** Owns --help: rendered from the settings table and the action list, never written by hand. */
+/** Owns --help: rendered from the settings, action, signal and exit code tables, never written by hand. */
 
 import { envName, settings, SETTING_NAMES, type Section } from '../config/settings';
+import { SIGNAL_ROWS, shortName } from '../arbiter/signal-table';
 import { EXIT_CODE_MEANINGS } from '../exit-codes';
 import { ACTIONS } from './argv';
 
@@ -53,8 +54,8 @@ export function renderHelp(version: string): string {
   for (const [section, entries] of sections) out.push('', `${section}:`, ...entries);
   out.push('', 'Hooks (functions in the config file, gunicorn\'s server hooks camelCased):', ...hooks);
   out.push('', 'Actions:', ...Object.values(ACTIONS).map((a) => entry(a.flags.join(', '), a.doc)));
-  out.push('', 'Signals to the master: TERM graceful stop, INT/QUIT quick stop, HUP reload config and code,',
-    'TTIN/TTOU one worker more/fewer, USR1 reopen log files, WINCH stop all workers (keep the sockets).',
-    `Exit codes: ${Object.entries(EXIT_CODE_MEANINGS).map(([code, meaning]) => `${code} ${meaning}`).join(', ')}.`);
+  const signals = SIGNAL_ROWS.map((r) => `${r.signals.map(shortName).join('/')} ${r.summary}`).join(', ');
+  out.push('', ...wrap(`Signals to the master: ${signals}.`, WIDTH - 2),
+    ...wrap(`Exit codes: ${Object.entries(EXIT_CODE_MEANINGS).map(([code, meaning]) => `${code} ${meaning}`).join(', ')}.`, WIDTH - 2));
   return out.join('\n');
 }

@@ -1,40 +1,28 @@
 /** CLI entry: argv → config → sockets → master. The only place (with the worker entry) that ends
- *  the process, and the only one that maps errors to exit codes. */
-
-import { createLoop, listenForSignals } from '../arbiter/loop';
-
-// Before anything slow: a signal that arrived before its listener would take its default action.
-// Until the master runs, a stop signal ends start-up (undoing what was set up); others are dropped.
-const loop = createLoop();
-const undoOnStop: Array<() => void> = [];
-listenForSignals(loop);
-loop.start((item) => {
-  if (item === 'SIGTERM' || item === 'SIGINT' || item === 'SIGQUIT') {
-    for (const undo of undoOnStop.reverse()) undo();
-    process.exit(0);
-  }
-}, () => undefined);
+ *  the process, and the only one that maps errors to exit codes. bin/forkd.js calls
+ *  catchSignalsEarly() (early.ts) before this module loads, and hands what it set up to run(). */
 
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { createArbiter } from '../arbiter/arbiter';
+import { Arbiter } from '../arbiter/arbiter';
+import { masterEventStream, type HookContext } from '../arbiter/subscribers';
 import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
-import { UPGRADE_FROM_ENV } from '../arbiter/upgrade';
+import { successorLifecycle, takeSuccessorOf } from '../arbiter/upgrade';
 import { findAppModule, parseAppSpec } from '../config/app-spec';
 import { AppLoadError, ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
 import type { Identity } from '../config/identity';
 import { checkReusePort, preflight } from '../config/preflight';
-import { runHook } from '../config/hooks';
 import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import { createLogger, type Logger } from '../log/logger';
 import { activatedSockets, predecessorSockets } from '../net/inherited';
 import { BindError, openListeners, type Listener } from '../net/listeners';
-import { silentLifecycle, systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
+import { systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import { createNotifier, type Notifier } from '../systemd/notify';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 import { parseArgv } from './argv';
+import type { Early } from './early';
 
 const VERSION = (require('../../../package.json') as { version: string }).version;
 
@@ -101,25 +89,10 @@ async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, 
 }
 
 /** What the master reports as it runs: to systemd when NOTIFY_SOCKET is set, and, for a successor
- *  master started by USR2, to the master that started it. A successor tells systemd MAINPID= only
- *  once its predecessor has taken the handover (after which it can no longer be killed as late). */
-function lifecycleFor(notifier: Notifier, successorOf: string | undefined, listeners: readonly Listener[]): Lifecycle | undefined {
-  const systemd = notifier.enabled ? systemdLifecycle(notifier, process.env, { successor: successorOf !== undefined }) : null;
-  if (!successorOf) return systemd ?? undefined;
-  const base = systemd ?? silentLifecycle;
-  const kept = listeners.flatMap((l) => (l.predecessorBind !== undefined ? [l.predecessorBind] : []));
-  return {
-    ...base,
-    ready(status) {
-      const taken = new Promise<void>((ok) => {
-        if (!process.connected) { ok(); return; }
-        process.once('message', () => ok());
-        process.once('disconnect', () => ok());
-        process.send!({ type: 'upgraded', pid: process.pid, kept });
-      });
-      void taken.then(() => base.ready(status));
-    },
-  };
+ *  master started by USR2, to the master that started it (upgrade.ts). */
+function lifecycleFor(notifier: Notifier, successorOf: number | null, listeners: readonly Listener[]): Lifecycle | undefined {
+  const systemd = notifier.enabled ? systemdLifecycle(notifier, process.env, { successor: successorOf !== null }) : null;
+  return successorOf === null ? systemd ?? undefined : successorLifecycle(systemd, listeners);
 }
 
 /** The working directory as the operator named it: $PWD when it is the same directory as the
@@ -137,28 +110,28 @@ function logicalCwd(): string {
   return physical;
 }
 
-async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd: string): Promise<ExitCode> {
+async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd: string): Promise<ExitCode> {
   const { config } = loaded;
-  const successorOf = process.env[UPGRADE_FROM_ENV];
-  delete process.env[UPGRADE_FROM_ENV];
-  // systemd's watchdog is addressed to the main process; a successor is about to be it.
-  if (successorOf && process.env.WATCHDOG_PID === successorOf) process.env.WATCHDOG_PID = String(process.pid);
+  const successorOf = takeSuccessorOf(process.env);
   if (config.umask !== null) process.umask(config.umask);
   const { log, identity } = openLog(loaded);
   keepMasterAlive(log);
   const name = config.name ?? config.app!;
   process.title = `forkd: master [${name}]`;
   log.info(`Starting forkd ${VERSION}${successorOf ? `, succeeding master ${successorOf}` : ''}`, { config: loaded.file ?? undefined });
-  await runHook(config.onStarting, 'onStarting', [{ pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) }],
-    { timeoutMs: config.hookTimeout * 1000, log });
-  const listeners = await bindAll(loaded, log, successorOf ? Number(successorOf) : null, identity);
+  // The master's lifecycle events start here, so that onStarting runs before the sockets are bound;
+  // once the master runs, its hooks see the serving generation.
+  let hooksSee = (): HookContext => ({ config, master: { pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) } });
+  const events = masterEventStream(log, () => hooksSee());
+  await events.emit({ type: 'master.starting' });
+  const listeners = await bindAll(loaded, log, successorOf, identity);
   if (!listeners) return ExitCode.Failure;
-  undoOnStop.push(() => { for (const l of listeners) l.close(); });
+  early.undoOnStop(() => { for (const l of listeners) l.close(); });
   const pidfiles: Pidfile[] = [];
   if (config.pid) {
     try {
       pidfiles.push(writePidfile(config.pid), pidfileAt(`${config.pid}.oldbin`));
-      undoOnStop.push(() => { for (const p of pidfiles) p.remove(); });
+      early.undoOnStop(() => { for (const p of pidfiles) p.remove(); });
     } catch (err) {
       log.critical(`cannot write pidfile ${config.pid}: ${(err as Error).message}`, { event: 'master.pidfileFailed' });
       for (const l of listeners) l.close();
@@ -167,8 +140,8 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
   }
   const notifier = createNotifier(process.env, log);
   return new Promise<ExitCode>((done) => {
-    createArbiter({
-      loaded, listeners, log, loop, readConfig, startCwd, identity, pidfile: config.pid ? resolve(config.pid) : null,
+    const arbiter = new Arbiter({ events,
+      loaded, listeners, log, loop: early.loop, readConfig, startCwd, identity, pidfile: config.pid ? resolve(config.pid) : null,
       lifecycle: lifecycleFor(notifier, successorOf, listeners),
       onExit: (code) => {
         // The arbiter closed the sockets it should (none, if a successor serves them now).
@@ -176,11 +149,13 @@ async function serve(loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd
         log.info('Shutting down: Master', { event: 'master.exit', exitCode: code });
         void notifier.flush().then(() => done(code));
       },
-    }).start();
+    });
+    hooksSee = () => arbiter.hookContext();
+    arbiter.start();
   });
 }
 
-async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<ExitCode> {
+async function main(early: Early, argv: readonly string[], env: NodeJS.ProcessEnv): Promise<ExitCode> {
   const parsed = parseArgv(argv);
   // --help and --print-config load their renderers only when asked: a serving master never needs them.
   if (parsed.actions.has('help')) { say(process.stdout, (require('./help') as typeof import('./help')).renderHelp(VERSION)); return ExitCode.Ok; }
@@ -202,7 +177,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Ex
     return checkApp(loaded);
   }
   checkAppTools(loaded.config.app);
-  return serve(loaded, readConfig, startCwd);
+  return serve(early, loaded, readConfig, startCwd);
 }
 
 /** A TypeScript app needs ts-node and typescript (optional peers): said once, before any worker
@@ -215,13 +190,18 @@ function checkAppTools(app: string): void {
   if (typeof tools === 'string') throw new AppLoadError(tools);
 }
 
-main(process.argv.slice(2), process.env).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (err instanceof UsageError) { say(process.stderr, `forkd: ${err.message}`); process.exit(ExitCode.Usage); }
-    if (err instanceof ConfigError) { say(process.stderr, `forkd: error: ${err.message}`); process.exit(ExitCode.ConfigInvalid); }
-    if (err instanceof AppLoadError) { say(process.stderr, `forkd: error: ${err.message}`); process.exit(ExitCode.AppLoadFailed); }
-    say(process.stderr, `forkd: internal error: ${err instanceof Error ? err.stack : String(err)}`);
-    process.exit(ExitCode.Failure);
-  },
-);
+/** Runs the CLI to its end: the process exits with the code it maps to. */
+export function run(early: Early): void {
+  main(early, process.argv.slice(2), process.env).then(
+    (code) => process.exit(code),
+    failed,
+  );
+}
+
+function failed(err: unknown): never {
+  if (err instanceof UsageError) { say(process.stderr, `forkd: ${err.message}`); process.exit(ExitCode.Usage); }
+  if (err instanceof ConfigError) { say(process.stderr, `forkd: error: ${err.message}`); process.exit(ExitCode.ConfigInvalid); }
+  if (err instanceof AppLoadError) { say(process.stderr, `forkd: error: ${err.message}`); process.exit(ExitCode.AppLoadFailed); }
+  say(process.stderr, `forkd: internal error: ${err instanceof Error ? err.stack : String(err)}`);
+  process.exit(ExitCode.Failure);
+}

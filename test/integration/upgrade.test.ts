@@ -13,7 +13,7 @@ function deployment(config: Record<string, unknown> = {}) {
   const release = (name: string) => {
     mkdirSync(join(dir.path, 'releases', name), { recursive: true });
     writeFileSync(join(dir.path, 'releases', name, 'forkd.js'),
-      `process.env.RELEASE = ${JSON.stringify(name)};\nrequire(${JSON.stringify(join(ROOT, 'dist', 'src', 'cli', 'main.js'))});\n`);
+      `process.env.RELEASE = ${JSON.stringify(name)};\nrequire(${JSON.stringify(join(ROOT, 'bin', 'forkd.js'))});\n`);
   };
   const point = (name: string) => {
     rmSync(join(dir.path, 'current'), { force: true });
