@@ -81,10 +81,15 @@ function rssMb(pid) {
   try { return Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024; } catch { return NaN; }
 }
 
+/** Every process `launch` started that has not exited (an interrupted bench kills them). */
+const launched = new Set();
+
 /** Starts a process and resolves once its output matches `ready`. */
 function launch(cmd, args, opts, ready) {
   const t0 = performance.now();
   const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+  launched.add(child.pid);
+  child.once('exit', () => launched.delete(child.pid));
   let out = '';
   child.stdout.on('data', (c) => { out += c; });
   child.stderr.on('data', (c) => { out += c; });
@@ -201,6 +206,16 @@ async function hupReloadMs(s) {
 // speed falls on all of them alike.
 const results = {};
 const running = {};
+// Interrupted (Ctrl-C, a kill), the bench stops what it started before it goes, by pid.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    const pids = [...launched, ...Object.values(running).map(({ s }) => s.master)];
+    for (const p of pids.flatMap((pid) => [pid, ...children(pid)])) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+    for (const { s } of Object.values(running)) void s.stop();
+    process.stderr.write(`bench: ${sig}: stopped the servers it started (${pids.join(" ")})\n`);
+    setTimeout(() => process.exit(1), 500);
+  });
+}
 for (const name of ONLY_SERVERS ?? []) {
   if (!name.startsWith('forkd ') && !SERVERS[name]) {
     console.error(`unknown server "${name}"; servers are ${Object.keys(SERVERS).join(', ')} and "forkd FLAGS…"`);
