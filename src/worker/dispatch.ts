@@ -22,7 +22,8 @@ export type DispatchOptions = Pick<ServeOptions, 'keepAliveMs' | 'limits' | 'max
 export interface Dispatch {
   /** The listener for every server of the unit. */
   readonly listener: http.RequestListener;
-  requests(): number;
+  /** Requests dispatched so far. */
+  count(): number;
   /** From now on every response closes its connection (the drain). */
   endKeepAlive(): void;
   /** The master's fair share of connections for this unit: shed above it. */
@@ -68,7 +69,7 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
 
   return {
     listener: dispatch,
-    requests: () => requests,
+    count: () => requests,
     endKeepAlive() { keepAlive = false; },
     setFairShare(connections) {
       const limit = connections + Math.max(1, Math.ceil(connections * SHARE_SLACK));

@@ -97,8 +97,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const drain = createDrain(sockets);
 
   // One 'close' listener shared by every connection (no closure or `once` wrapper per connection).
-  // A connection's idle clock starts at the first reap() of a drain (lastBytesRead -1 never
-  // matches), so it is not read here.
+  // A connection's idle clock starts at the first reap of a drain (drain.ts), so it is not read here.
   function onSocketClose(this: Socket): void {
     sockets.remove(this);
     accepting.connectionClosed();
@@ -115,10 +114,11 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     stats() {
       let inFlight = 0;
       for (const conn of sockets.all()) if (responseOn(conn.socket)) inFlight++;
-      return { inFlight, requests: requests.requests(), connections: sockets.size };
+      return { inFlight, requests: requests.count(), connections: sockets.size };
     },
     setFairShare: (connections) => requests.setFairShare(connections),
     drain() {
+      // What brings more work stops first: new connections, and keep-alive on the open ones.
       if (!drain.started) {
         accepting.stop();
         requests.endKeepAlive();
