@@ -17,6 +17,7 @@ for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as con
 
 import net from 'node:net';
 import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
 import { WORKER_SPEC_ENV, type FromWorker, type StalledThread, type ToWorker, type WorkerSpec } from '../ipc/messages';
@@ -105,20 +106,40 @@ async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, r
   return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0, stalledThread: null }), reopenLogs: () => unit.reopenLogs() };
 }
 
-/** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
-function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+/** What the process knows of one of its serving threads. */
+interface ThreadState { readonly worker: Worker; stats: ServingStats; lastAtMs: number; drained: boolean }
+
+/** Starts `threads` serving threads; a thread that throws ends the process. */
+function startThreads(spec: WorkerSpec, log: Logger): ThreadState[] {
   // Loaded here, not at the top: a worker without threads never needs it.
   const { Worker: NodeWorker } = require('node:worker_threads') as typeof import('node:worker_threads');
   const script = join(__dirname, 'thread.js');
-  const threads = Array.from({ length: spec.config.threads }, (_, index) => {
+  return Array.from({ length: spec.config.threads }, (_, index) => {
     const worker = new NodeWorker(script, { workerData: { spec, index } satisfies ThreadData });
-    const state = { worker, stats: { inFlight: 0, requests: 0, connections: 0 } as ServingStats, lastAtMs: performance.now(), drained: false };
+    const state: ThreadState = { worker, stats: { inFlight: 0, requests: 0, connections: 0 }, lastAtMs: performance.now(), drained: false };
     worker.on('error', (err) => {
       log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });
       process.exit(ExitCode.Failure);
     });
     return state;
   });
+}
+
+/** The threads' stats summed, as silent as the quietest of them. */
+function threadStats(threads: readonly ThreadState[], beatIntervalMs: number): BeatStats {
+  const now = performance.now();
+  const sum = (k: keyof ServingStats) => threads.reduce((n, t) => n + t.stats[k], 0);
+  const quietest = threads.reduce((q, t) => (t.lastAtMs < q.lastAtMs ? t : q));
+  const stalledMs = now - quietest.lastAtMs - beatIntervalMs;
+  return {
+    inFlight: sum('inFlight'), requests: sum('requests'), connections: sum('connections'), stalledMs,
+    stalledThread: stalledMs > 0 ? { index: threads.indexOf(quietest) + 1, threadId: quietest.worker.threadId } : null,
+  };
+}
+
+/** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
+function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+  const threads = startThreads(spec, log);
   const post = (msg: ToThread) => { for (const t of threads) t.worker.postMessage(msg); };
   let recycling = false;
   return new Promise((ok) => {
@@ -140,16 +161,7 @@ function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       }
     }));
     const serving: Serving = {
-      stats() {
-        const now = performance.now();
-        const sum = (k: keyof ServingStats) => threads.reduce((n, t) => n + t.stats[k], 0);
-        const quietest = threads.reduce((q, t) => (t.lastAtMs < q.lastAtMs ? t : q));
-        const stalledMs = now - quietest.lastAtMs - spec.beatIntervalMs;
-        return {
-          inFlight: sum('inFlight'), requests: sum('requests'), connections: sum('connections'), stalledMs,
-          stalledThread: stalledMs > 0 ? { index: threads.indexOf(quietest) + 1, threadId: quietest.worker.threadId } : null,
-        };
-      },
+      stats: () => threadStats(threads, spec.beatIntervalMs),
       setFairShare: (n) => post({ type: 'balance', fairShare: n }),
       reopenLogs: () => post({ type: 'reopenLogs' }),
       drain: () => new Promise<void>((done) => { drainedAll = done; post({ type: 'drain' }); }),
@@ -174,8 +186,9 @@ function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | nu
   watchConnections(() => stats()?.connections ?? 0, (connections) => void send({ type: 'load', connections }));
 }
 
-async function main(): Promise<void> {
-  const spec = readSpec();
+/** Becomes this worker before anything of the app runs: its user, its process title, USR1 as
+ *  timeoutStack wants it, its error log, and a crash on an uncaught exception. */
+function becomeWorker(spec: WorkerSpec): Logger {
   const { config } = spec;
   dropPrivileges(spec.identity);
   process.title = `forkd: worker ${spec.nr} [${spec.name}]`;
@@ -185,6 +198,41 @@ async function main(): Promise<void> {
     log.critical('worker crashed: uncaught exception', { event: 'worker.crash', nr: spec.nr, error: err });
     process.exit(ExitCode.Failure);
   });
+  return log;
+}
+
+/** What the master asks of a worker over IPC, beyond signals. */
+function listenToMaster(log: Logger, relistener: ReturnType<typeof createRelistener>, serving: () => Serving | null): void {
+  process.on('message', (msg: ToWorker, handle?: { fd: number }) => {
+    switch (msg?.type) {
+      case 'reopenLogs':
+        try { log.reopen(); } catch (err) { log.error(`cannot reopen errorLog: ${(err as Error).message}; writing on to the file it had`); }
+        serving()?.reopenLogs();
+        break;
+      case 'listener': if (handle) relistener.got(msg.index, handle); break;
+      case 'balance': serving()?.setFairShare(msg.fairShare); break;
+    }
+  });
+}
+
+/** From now on a graceful stop drains `serving`, once; the process ends when the drain and the
+ *  workerExit hook are done. */
+function drainOnStop(serving: Serving, log: Logger, gracefulTimeoutS: number, workerExit: () => Promise<void>): void {
+  let draining = false;
+  stop.graceful = () => {
+    if (draining) return;
+    draining = true;
+    log.debug('worker draining', { event: 'worker.drain', ...serving.stats() });
+    // The master kills us after gracefulTimeout; this covers a master that is gone.
+    setTimeout(() => process.exit(ExitCode.Ok), gracefulTimeoutS * 1000).unref();
+    void serving.drain().then(() => workerExit()).then(() => process.exit(ExitCode.Ok));
+  };
+}
+
+async function main(): Promise<void> {
+  const spec = readSpec();
+  const { config } = spec;
+  const log = becomeWorker(spec);
   log.info(`Booting worker with pid: ${process.pid}`, { nr: spec.nr, generation: spec.generation, threads: config.threads > 1 ? config.threads : undefined });
   // Found while the app loads: an ephemeral port is a round trip of the event loop away.
   const inspectPortFound = config.timeoutStack ? freePort() : Promise.resolve(null);
@@ -197,16 +245,7 @@ async function main(): Promise<void> {
   const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeout * 1000, log });
   stop.quick = () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
   const relistener = createRelistener();
-  process.on('message', (msg: ToWorker, handle?: { fd: number }) => {
-    switch (msg?.type) {
-      case 'reopenLogs':
-        try { log.reopen(); } catch (err) { log.error(`cannot reopen errorLog: ${(err as Error).message}; writing on to the file it had`); }
-        serving?.reopenLogs();
-        break;
-      case 'listener': if (handle) relistener.got(msg.index, handle); break;
-      case 'balance': serving?.setFairShare(msg.fairShare); break;
-    }
-  });
+  listenToMaster(log, relistener, () => serving);
   try {
     serving = config.threads > 1 ? await serveInThreads(spec, log, relistener) : await serveHere(spec, log, hooks, relistener);
   } catch (err) {
@@ -215,16 +254,7 @@ async function main(): Promise<void> {
     await send({ type: 'bootFailed', reason });
     process.exit(ExitCode.AppLoadFailed);
   }
-  const drainNow = serving;
-  let draining = false;
-  stop.graceful = () => {
-    if (draining) return;
-    draining = true;
-    log.debug('worker draining', { event: 'worker.drain', ...drainNow.stats() });
-    // The master kills us after gracefulTimeout; this covers a master that is gone.
-    setTimeout(() => process.exit(ExitCode.Ok), config.gracefulTimeout * 1000).unref();
-    void drainNow.drain().then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok));
-  };
+  drainOnStop(serving, log, config.gracefulTimeout, () => hook('workerExit'));
   // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.
   if (!process.connected) { stop.graceful(); return; }
   const inspectPort = await inspectPortFound;

@@ -1,0 +1,113 @@
+/** Owns a serving unit's request path, from Node's 'request' event to the app: the request count
+ *  (and the recycle it triggers), the request checks, the access record, the preRequest and
+ *  postRequest hooks, the app's errors, and which responses close their connection (all of them in
+ *  a sync unit or once the unit drains; those the balance sheds).
+ *
+ *  The request path is kept to one listener and no per-request allocation unless the access log or
+ *  a hook asks for one. */
+
+import type http from 'node:http';
+import { recordResponses } from './access-record';
+import type { LoadedApp } from './app-loader';
+import type { Connections } from './connections';
+import { refusalFor } from './request-guard';
+import type { ServeOptions } from './serve';
+import type { Logger } from '../log/logger';
+
+/** How far above its fair share of connections a unit may be before it sheds. */
+const SHARE_SLACK = 0.1;
+
+export type DispatchOptions = Pick<ServeOptions, 'keepAliveMs' | 'limits' | 'maxRequests' | 'onRecycle' | 'accessLog' | 'hooks' | 'log'>;
+
+export interface Dispatch {
+  /** The listener for every server of the unit. */
+  readonly listener: http.RequestListener;
+  /** Requests dispatched so far. */
+  count(): number;
+  /** From now on every response closes its connection (the drain). */
+  endKeepAlive(): void;
+  /** The master's fair share of connections for this unit: shed above it. */
+  setFairShare(connections: number): void;
+}
+
+export function createDispatch(app: LoadedApp, sockets: Connections, opts: DispatchOptions): Dispatch {
+  const access = opts.accessLog;
+  const record = access ? recordResponses((entry) => access.write(access.format(entry))) : null;
+  const toApp = appListener(app, opts.log);
+  const pre = opts.hooks?.preRequest ?? null;
+  const post = opts.hooks?.postRequest ?? null;
+  let requests = 0;
+  let recycleAsked = false;
+  /** Off in a sync unit (keepAliveMs 0), and from the drain on. */
+  let keepAlive = opts.keepAliveMs !== 0;
+  let toShed = 0;
+
+  const dispatch: http.RequestListener = (req, res) => {
+    requests++;
+    if (opts.maxRequests > 0 && requests >= opts.maxRequests && !recycleAsked) {
+      recycleAsked = true;
+      opts.onRecycle(requests);
+    }
+    if (!keepAlive) res.shouldKeepAlive = false;
+    else if (toShed > 0) {
+      const conn = sockets.get(req.socket);
+      if (conn && !conn.shed) { conn.shed = true; toShed--; res.shouldKeepAlive = false; }
+    }
+    if (record) record(res);
+    const refusal = refusalFor(req, opts.limits);
+    if (refusal !== null) {
+      res.statusCode = refusal[0];
+      res.setHeader('connection', 'close');
+      res.setHeader('content-type', 'text/plain');
+      res.end(`${refusal[1]}\n`);
+      return;
+    }
+    if (post) res.once('finish', () => post(req, res));
+    if (pre) void pre(req).then(() => toApp(req, res));
+    else toApp(req, res);
+  };
+
+  return {
+    listener: dispatch,
+    count: () => requests,
+    endKeepAlive() { keepAlive = false; },
+    setFairShare(connections) {
+      const limit = connections + Math.max(1, Math.ceil(connections * SHARE_SLACK));
+      // Above the share: ask that many kept-alive clients to reconnect (Connection: close on their
+      // next response). A reconnect goes to whichever unit accepts first, most often the least
+      // busy; repeated, this evens the connections out.
+      toShed = connections > 0 && sockets.size > limit ? sockets.size - connections : 0;
+      for (const conn of sockets.all()) conn.shed = false;
+    },
+  };
+}
+
+/** The app as one request listener, its errors answered: its own, or every 'request' listener of
+ *  its server (taken off that server, which dispatches to them through the unit). */
+function appListener(app: LoadedApp, log: Logger): http.RequestListener {
+  if (app.kind === 'listener') return guarded(app.listener, log);
+  const each = (app.server.listeners('request') as http.RequestListener[]).map((l) => guarded(l, log));
+  app.server.removeAllListeners('request');
+  return (req, res) => { for (const l of each) l(req, res); };
+}
+
+function guarded(listener: http.RequestListener, log: Logger): http.RequestListener {
+  return (req, res) => {
+    try {
+      const r = listener(req, res) as unknown;
+      if (r && typeof (r as Promise<unknown>).then === 'function') (r as Promise<unknown>).then(undefined, (err) => appError(log, err, req, res));
+    } catch (err) {
+      appError(log, err, req, res);
+    }
+  };
+}
+
+function appError(log: Logger, err: unknown, req: http.IncomingMessage, res: http.ServerResponse): void {
+  log.error('app error', { event: 'app.error', method: req.method, url: req.url, error: err });
+  if (!res.headersSent) {
+    res.statusCode = 500;
+    res.setHeader('content-type', 'text/plain');
+    res.setHeader('connection', 'close');
+    res.end('Internal Server Error\n');
+  } else res.destroy();
+}
