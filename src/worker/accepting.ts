@@ -18,7 +18,7 @@ export class Accepting {
   private readonly servers: net.Server[] = [];
   /** Extra fds of the same sockets, each accepting for servers[i]: Node takes one connection per
    *  listening fd each turn of the event loop, these take more (ACCEPT_COPIES, in
-   *  arbiter/worker-handle.ts). */
+   *  arbiter/spawn.ts). */
   private readonly acceptors: net.Server[] = [];
   private paused = false;
   private stopped = false;
