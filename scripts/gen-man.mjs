@@ -9,7 +9,8 @@ import { join } from 'node:path';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
-const { settings, SETTING_NAMES, envName } = require(join(root, 'dist/src/config/settings.js'));
+const { settings, SETTING_NAMES } = require(join(root, 'dist/src/config/settings.js'));
+const { ENV_PREFIX, envName } = require(join(root, 'dist/src/env-names.js'));
 const { ACTIONS } = require(join(root, 'dist/src/cli/argv.js'));
 const { EXIT_CODE_MEANINGS } = require(join(root, 'dist/src/exit-codes.js'));
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -78,7 +79,7 @@ export function renderConfig5() {
     '.SH DESCRIPTION',
     'forkd reads its settings in layers, later winning: defaults, then the config file, then the',
     'environment',
-    '.RB ( FORKD_ <NAME>,',
+    `.RB ( ${ENV_PREFIX} <NAME>,`,
     'plus',
     '.B WEB_CONCURRENCY',
     'and',

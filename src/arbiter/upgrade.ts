@@ -10,12 +10,12 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, UPGRADE_FROM_ENV } from '../env-names';
 import { isFromSuccessor, type ToSuccessor } from '../ipc/messages';
 import type { Logger } from '../log/logger';
 import type { Listener } from '../net/listeners';
-import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, type HandedOver } from '../net/inherited';
+import type { HandedOver } from '../net/inherited';
 
-export const UPGRADE_FROM_ENV = 'FORKD_SUCCESSOR_OF';
 /** The successor master's own start, on top of its workers' bootTimeout. */
 export const SUCCESSOR_START_ALLOWANCE_MS = 5000;
 

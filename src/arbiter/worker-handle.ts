@@ -4,7 +4,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
-import { WORKER_SPEC_ENV, type StalledThread, type WorkerSpec } from '../ipc/messages';
+import { WORKER_SPEC_ENV } from '../env-names';
+import type { StalledThread, WorkerSpec } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
 
 /** The worker entry, as the inspector names it (see stack-capture.ts). */

@@ -1,6 +1,7 @@
 /** Owns --help: rendered from the settings table and the action list, never written by hand. */
 
-import { envName, settings, SETTING_NAMES, type Section } from '../config/settings';
+import { settings, SETTING_NAMES, type Section } from '../config/settings';
+import { ENV_PREFIX, envName } from '../env-names';
 import { EXIT_CODE_MEANINGS } from '../exit-codes';
 import { ACTIONS } from './argv';
 
@@ -32,7 +33,7 @@ export function renderHelp(version: string): string {
     'APP is MODULE, MODULE:EXPORT or MODULE:FACTORY(). The export may be a request listener (Express),',
     'a Koa app, a Fastify instance, an http.Server, or a fetch handler ((Request) => Response, or an',
     'object with fetch(), as Hono). Settings come from, later winning: defaults < config file <',
-    'environment (FORKD_<NAME>) < command line.',
+    `environment (${ENV_PREFIX}<NAME>) < command line.`,
   ];
   const sections = new Map<Section, string[]>();
   const hooks: string[] = [];

@@ -19,7 +19,7 @@ import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createArbiter } from '../arbiter/arbiter';
 import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
-import { UPGRADE_FROM_ENV } from '../arbiter/upgrade';
+import { UPGRADE_FROM_ENV } from '../env-names';
 import { findAppModule, parseAppSpec } from '../config/app-spec';
 import { AppLoadError, ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';

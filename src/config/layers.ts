@@ -2,9 +2,9 @@
  *  line. Every value is validated where it comes from, so an error names its layer. Pure. */
 
 import { ConfigError, showValue, suggestion } from './errors';
-import { envName, settings, SETTING_NAMES, type Config, type SettingName } from './settings';
+import { settings, SETTING_NAMES, type Config, type SettingName } from './settings';
 import { Invalid } from './values';
-import { INTERNAL_ENV } from '../ipc/messages';
+import { ENV_PREFIX, envName, INTERNAL_ENV } from '../env-names';
 
 export type Origin =
   | { readonly layer: 'default' }
@@ -73,9 +73,9 @@ function checkUnknown(inputs: LayerInputs): void {
   }
   const known = SETTING_NAMES.filter((n) => !settings[n].fileOnly).map(envName);
   for (const name of Object.keys(inputs.env)) {
-    if (name.startsWith('FORKD_') && !known.includes(name) && !INTERNAL_ENV.includes(name)) {
+    if (name.startsWith(ENV_PREFIX) && !known.includes(name) && !INTERNAL_ENV.includes(name)) {
       throw new ConfigError(`unknown environment variable ${name}${suggestion(name, known)}`
-        + ' (FORKD_<SETTING> variables set settings; forkd --help lists them)');
+        + ` (${ENV_PREFIX}<SETTING> variables set settings; forkd --help lists them)`);
     }
   }
 }

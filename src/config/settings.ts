@@ -273,8 +273,3 @@ export const settings = {
 export type SettingName = keyof typeof settings;
 export type Config = { readonly [K in SettingName]: ReturnType<(typeof settings)[K]['parse']> };
 export const SETTING_NAMES = Object.keys(settings) as SettingName[];
-
-/** FORKD_<NAME>: gracefulTimeout → FORKD_GRACEFUL_TIMEOUT. */
-export function envName(name: SettingName): string {
-  return `FORKD_${name.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
-}

@@ -1,12 +1,7 @@
 /** Owns what the master and a worker say to each other: the worker's boot spec (passed in its
- *  environment) and the messages on the IPC channel. The only code both sides share. */
+ *  environment, as WORKER_SPEC_ENV in env-names.ts) and the messages on the IPC channel. The only code both sides share. */
 
 import type { Config } from '../config/settings';
-
-/** Environment variable carrying the WorkerSpec as JSON; the worker deletes it on start. */
-export const WORKER_SPEC_ENV = 'FORKD_WORKER';
-/** FORKD_* variables forkd sets for itself, never settings. */
-export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, 'FORKD_FDS', 'FORKD_BINDS', 'FORKD_SUCCESSOR_OF'];
 
 export interface WorkerSpec {
   /** Stable worker number, 1..workers, reused by the worker's replacement. */

@@ -6,7 +6,8 @@ import { parseAppSpec } from '../../src/config/app-spec';
 import { ConfigError, UsageError, didYouMean } from '../../src/config/errors';
 import { resolveLayers, type LayerInputs } from '../../src/config/layers';
 import { renderConfig } from '../../src/config/print';
-import { envName, settings, SETTING_NAMES } from '../../src/config/settings';
+import { settings, SETTING_NAMES } from '../../src/config/settings';
+import { envName } from '../../src/env-names';
 import { duration } from '../../src/config/values';
 import { parseBind } from '../../src/net/address';
 
