@@ -7,6 +7,7 @@ import {
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
 import { compileAccessFormat } from '../log/access';
+import { LOG_LEVELS } from '../log/logger';
 
 export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging' | 'Hooks';
 
@@ -78,9 +79,6 @@ function hookSettings(): { readonly [K in HookName]: SettingDef<HookFn | null> }
 }
 
 export const GUNICORN_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"';
-
-export const LOG_LEVELS = ['critical', 'error', 'warning', 'info', 'debug'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export const settings = {
   config: setting({
