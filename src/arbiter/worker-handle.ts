@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
+import { workerClassMeaning } from '../config/worker-class';
 import { WORKER_SPEC_ENV } from '../env-names';
 import type { StalledThread, WorkerSpec } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
@@ -120,7 +121,7 @@ function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number
  *  takes one at a time anyway, so it gets one. */
 const ACCEPT_COPIES = 4;
 const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerClass'>): number =>
-  (config.workerConnections > 0 || config.workerClass === 'sync' ? 1 : ACCEPT_COPIES);
+  (workerClassMeaning(config).workerConnections > 0 ? 1 : ACCEPT_COPIES);
 
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
 export const spawnWorker: SpawnWorker = (req) => {

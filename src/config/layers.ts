@@ -4,6 +4,7 @@
 import { ConfigError, showValue, suggestion } from './errors';
 import { settings, SETTING_NAMES, type Config, type SettingName } from './settings';
 import { Invalid } from './values';
+import { workerClassMeaning } from './worker-class';
 import { ENV_PREFIX, envName, INTERNAL_ENV } from '../env-names';
 
 export type Origin =
@@ -85,8 +86,9 @@ function checkTogether(config: Config, origins: Resolved['origins']): void {
     throw new ConfigError(`headersTimeout (${config.headersTimeout}s, from ${describeOrigin(origins.headersTimeout)})`
       + ` must not exceed requestTimeout (${config.requestTimeout}s, from ${describeOrigin(origins.requestTimeout)})`);
   }
-  if (config.workerClass === 'sync' && config.threads > 1) {
-    throw new ConfigError(`workerClass "sync" (from ${describeOrigin(origins.workerClass)}) serves one connection at a time`
+  const { maxThreads } = workerClassMeaning(config);
+  if (maxThreads !== null && config.threads > maxThreads) {
+    throw new ConfigError(`workerClass "${config.workerClass}" (from ${describeOrigin(origins.workerClass)}) serves one connection at a time`
       + ` in each worker process and cannot have threads (${config.threads}, from ${describeOrigin(origins.threads)});`
       + ' allowed: threads 1 with "sync", or workerClass "async" with any threads (and workerConnections for a cap)');
   }

@@ -6,6 +6,7 @@ import {
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
+import { WORKER_CLASSES } from './worker-class';
 import { compileAccessFormat } from '../log/access';
 import { LOG_LEVELS } from '../log/logger';
 
@@ -136,7 +137,7 @@ export const settings = {
       + 'accepting; further connections wait in the kernel\'s backlog for one with room, never refused.',
   }),
   workerClass: setting({
-    section: 'Workers', flags: ['-k', '--worker-class'], metavar: 'CLASS', parse: oneOf(['async', 'sync'] as const), default: 'async',
+    section: 'Workers', flags: ['-k', '--worker-class'], metavar: 'CLASS', parse: oneOf(WORKER_CLASSES), default: 'async',
     doc: '"async": each worker serves many connections on its event loop. "sync": one connection at a '
       + 'time and no keep-alive (workerConnections 1, keepAlive 0), as gunicorn\'s sync workers; threads must be 1.',
   }),

@@ -3,6 +3,7 @@
  *  either way the unit is the same code, and says what it needs through UnitDeps. */
 
 import { runHook, type HookName, type Hooks, type WorkerInfo } from '../config/hooks';
+import { workerClassMeaning } from '../config/worker-class';
 import type { WorkerSpec } from '../ipc/messages';
 import { compileAccessFormat } from '../log/access';
 import { openLineSink } from '../log/line-sink';
@@ -87,16 +88,16 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1, { buffered: true }) : null;
   const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
-  const sync = config.workerClass === 'sync';
+  const workerClass = workerClassMeaning(config);
   const serving: Serving = createServing(loaded.app, {
-    keepAliveMs: sync ? 0 : config.keepAlive * 1000,
+    keepAliveMs: workerClass.keepAlive ? config.keepAlive * 1000 : 0,
     requestTimeoutMs: config.requestTimeout * 1000,
     headersTimeoutMs: config.headersTimeout * 1000,
     backlog: config.backlog,
     limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize },
     maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
     onRecycle: deps.onRecycle,
-    maxConnections: sync ? 1 : config.workerConnections,
+    maxConnections: workerClass.workerConnections,
     relisten: deps.relisten,
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
