@@ -19,6 +19,7 @@ import { createPool, monotonicClock, type Clock, type Generation } from './pool'
 import { reload, type PendingGeneration } from './reload';
 import { restorePidfile, startSuccessor, SUCCESSOR_START_ALLOWANCE_MS, type Upgrade } from './upgrade';
 import { createWatchers } from './watchers';
+import { workerSetupFor } from './worker-config';
 import { stopPlans, type SpawnWorker, type StopPlan, type WorkerHandle } from './worker-handle';
 
 export interface ArbiterDeps {
@@ -54,7 +55,7 @@ export function createArbiter(deps: ArbiterDeps): { start(): void } {
   const cwdFor = (loaded: Loaded) => resolve(deps.startCwd, loaded.config.chdir ?? '.');
   let gen: Generation = {
     id: 1, config: deps.loaded.config, listeners: deps.listeners, cwd: cwdFor(deps.loaded),
-    configFile: deps.loaded.file, name: deps.loaded.config.name ?? deps.loaded.config.app ?? 'forkd',
+    configFile: deps.loaded.file, name: deps.loaded.config.name ?? deps.loaded.config.app ?? 'forkd', worker: workerSetupFor(deps.loaded),
     identity: deps.identity,
   };
   const cfg = () => gen.config;

@@ -5,7 +5,6 @@
 
 import type { Identity } from '../config/identity';
 import type { Config } from '../config/settings';
-import { WORKER_HOOK_NAMES } from '../config/hooks';
 import { assertNever, isFromWorker, type ToWorker } from '../ipc/messages';
 import type { Logger } from '../log/logger';
 import type net from 'node:net';
@@ -13,6 +12,7 @@ import type { Listener } from '../net/listeners';
 import {
   beginStop, spawnWorker, stopPlans, type SpawnWorker, type StopPlan, type WorkerHandle,
 } from './worker-handle';
+import type { WorkerSetup } from './worker-config';
 
 export interface Clock { now(): number }
 export const monotonicClock: Clock = { now: () => performance.now() };
@@ -26,6 +26,8 @@ export interface Generation {
   /** The config file it was read from, for workers that run hooks of their own. */
   readonly configFile: string | null;
   readonly name: string;
+  /** What its workers are told of its config. */
+  readonly worker: WorkerSetup;
   /** Who its workers run as (user, group), or null for the master's own user. */
   readonly identity: Identity | null;
 }
@@ -84,8 +86,7 @@ export function createPool(deps: PoolDeps) {
     try {
       h = spawnOne({
         nr, generation: gen.id, config: gen.config, name: gen.name, listeners: gen.listeners,
-        beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, configFile: gen.configFile,
-        workerHooks: WORKER_HOOK_NAMES.filter((n) => typeof gen.config[n] === 'function'),
+        beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, configFile: gen.configFile, ...gen.worker,
         identity: gen.identity ? { ...gen.identity, initgroups: gen.config.initgroups } : null,
       });
     } catch (err) {

@@ -10,6 +10,7 @@ import { preflight } from '../config/preflight';
 import type { Logger } from '../log/logger';
 import { BindError, listenersFor, type Listener } from '../net/listeners';
 import type { Generation, Pool } from './pool';
+import { workerSetupFor } from './worker-config';
 
 export type ReloadOutcome =
   | { readonly ok: true; readonly generation: number; readonly workers: number }
@@ -113,7 +114,7 @@ export async function reload(host: ReloadHost, why: string): Promise<ReloadOutco
   }
   const gen: Generation = {
     id: host.nextGenerationId(), config: loaded.config, listeners: sockets.listeners, cwd: host.cwdFor(loaded),
-    configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? prev.name, identity,
+    configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? prev.name, identity, worker: workerSetupFor(loaded),
   };
   const count = host.workersFor(loaded);
   const pending = watchGeneration(pool, gen.id, count);

@@ -4,10 +4,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
-import { workerClassMeaning } from '../config/worker-class';
 import { WORKER_SPEC_ENV } from '../env-names';
-import type { StalledThread, WorkerSpec } from '../ipc/messages';
+import type { StalledThread, WorkerConfig, WorkerSpec } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
+import type { WorkerSetup } from './worker-config';
 
 /** The worker entry, as the inspector names it (see stack-capture.ts). */
 export const WORKER_SCRIPT = join(__dirname, '..', 'worker', 'main.js');
@@ -62,7 +62,7 @@ export const stopPlans = {
   quick: (gracefulTimeoutMs: number): StopPlan => ({ send: 'SIGQUIT', killAfterMs: Math.min(gracefulTimeoutMs, 2000) }),
 };
 
-export interface SpawnRequest {
+export interface SpawnRequest extends WorkerSetup {
   readonly nr: number;
   readonly generation: number;
   readonly config: Config;
@@ -72,7 +72,6 @@ export interface SpawnRequest {
   readonly nowMs: number;
   readonly cwd: string;
   readonly configFile: string | null;
-  readonly workerHooks: readonly string[];
   readonly identity: WorkerSpec['identity'];
 }
 
@@ -120,8 +119,8 @@ function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number
  *  hello app with Connection: close served 1.3–1.5× as much). A unit with a connection cap (or sync)
  *  takes one at a time anyway, so it gets one. */
 const ACCEPT_COPIES = 4;
-const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerClass'>): number =>
-  (workerClassMeaning(config).workerConnections > 0 ? 1 : ACCEPT_COPIES);
+const acceptCopies = (config: Pick<WorkerConfig, 'workerConnections'>): number =>
+  (config.workerConnections > 0 ? 1 : ACCEPT_COPIES);
 
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
 export const spawnWorker: SpawnWorker = (req) => {
@@ -129,7 +128,7 @@ export const spawnWorker: SpawnWorker = (req) => {
   // is fd 3 + (t·copies + c)·n + i. Copy 0 is served by the unit's http server, the others by
   // acceptors that hand their connections to it.
   const threads = req.config.threads;
-  const copies = acceptCopies(req.config);
+  const copies = acceptCopies(req.workerConfig);
   const n = req.listeners.length;
   const fdOf = (t: number, c: number, i: number) => 3 + (t * copies + c) * n + i;
   const stdioFds = Array.from({ length: threads * copies }, () => req.listeners.map((l) => l.fd)).flat();
@@ -137,7 +136,7 @@ export const spawnWorker: SpawnWorker = (req) => {
     nr: req.nr, generation: req.generation,
     fds: Array.from({ length: threads }, (_, t) => req.listeners.map((__, i) => fdOf(t, 0, i))),
     spareFds: Array.from({ length: threads }, (_, t) => Array.from({ length: copies - 1 }, (__, c) => req.listeners.map((___, i) => fdOf(t, c + 1, i)))),
-    beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
+    beatIntervalMs: req.beatIntervalMs, config: req.workerConfig, name: req.name,
     configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
   };
   const child = spawn(process.execPath, [...req.config.nodeArgs, WORKER_SCRIPT], {

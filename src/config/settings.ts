@@ -36,7 +36,8 @@ export interface SettingDef<T> {
   readonly doc: string;
 }
 
-function setting<T>(def: SettingDef<T>): SettingDef<T> {
+/** `P`, the parser's own type, is kept: durations.ts tells the duration settings by it. */
+function setting<T, P extends Parser<T> = Parser<T>>(def: SettingDef<T> & { readonly parse: P }): SettingDef<T> & { readonly parse: P } {
   return def;
 }
 

@@ -1,7 +1,35 @@
 /** Owns what the master and a worker say to each other: the worker's boot spec (passed in its
  *  environment, as WORKER_SPEC_ENV in env-names.ts) and the messages on the IPC channel. The only code both sides share. */
 
-import type { Config } from '../config/settings';
+import type { LogLevel } from '../log/logger';
+
+/** What a worker needs of its generation's config, and only that: plain JSON, with every duration
+ *  in milliseconds and what the worker class implies already applied (arbiter/worker-config.ts
+ *  makes it from the master's Config). */
+export interface WorkerConfig {
+  readonly app: string | null;
+  readonly threads: number;
+  /** Most connections one serving unit holds at once (0: no cap). */
+  readonly workerConnections: number;
+  readonly backlog: number;
+  readonly maxRequests: number;
+  readonly maxRequestsJitter: number;
+  readonly limitRequestLine: number;
+  readonly limitRequestFields: number;
+  readonly limitRequestFieldSize: number;
+  /** How long an idle connection is kept open (0: not at all). */
+  readonly keepAliveMs: number;
+  readonly requestTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly hookTimeoutMs: number;
+  readonly gracefulTimeoutMs: number;
+  /** The master may ask for the worker's stack through its inspector (SIGUSR1). */
+  readonly timeoutStack: boolean;
+  readonly errorLog: string;
+  readonly logLevel: LogLevel;
+  readonly accessLog: string | null;
+  readonly accessLogFormat: string;
+}
 
 export interface WorkerSpec {
   /** Stable worker number, 1..workers, reused by the worker's replacement. */
@@ -15,8 +43,7 @@ export interface WorkerSpec {
    *  listener. A unit accepts on every copy as well (see ACCEPT_COPIES in arbiter/worker-handle). */
   readonly spareFds: readonly (readonly (readonly number[])[])[];
   readonly beatIntervalMs: number;
-  /** The master's resolved config; only its JSON-serialisable part crosses. */
-  readonly config: Config;
+  readonly config: WorkerConfig;
   /** The resolved title name ("forkd: worker N [NAME]"). */
   readonly name: string;
   /** The config file, read again by a worker only when it has hooks of its own to run. */

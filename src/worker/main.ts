@@ -195,7 +195,7 @@ async function main(): Promise<void> {
 
   const hooks = await readWorkerHooks(spec, log);
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
-  const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeout * 1000, log });
+  const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeoutMs, log });
   stop.quick = () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
   const relistener = createRelistener();
   process.on('message', (msg: ToWorker, handle?: { fd: number }) => {
@@ -223,7 +223,7 @@ async function main(): Promise<void> {
     draining = true;
     log.debug('worker draining', { event: 'worker.drain', ...drainNow.stats() });
     // The master kills us after gracefulTimeout; this covers a master that is gone.
-    setTimeout(() => process.exit(ExitCode.Ok), config.gracefulTimeout * 1000).unref();
+    setTimeout(() => process.exit(ExitCode.Ok), config.gracefulTimeoutMs).unref();
     void drainNow.drain().then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok));
   };
   // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.

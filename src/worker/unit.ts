@@ -3,7 +3,6 @@
  *  either way the unit is the same code, and says what it needs through UnitDeps. */
 
 import { runHook, type HookName, type Hooks, type WorkerInfo } from '../config/hooks';
-import { workerClassMeaning } from '../config/worker-class';
 import type { WorkerSpec } from '../ipc/messages';
 import { compileAccessFormat } from '../log/access';
 import { openLineSink } from '../log/line-sink';
@@ -84,20 +83,19 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   const loaded: AppLoadResult = await loadApp(config.app ?? '', process.cwd());
   for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
-  const hookOpts = { timeoutMs: config.hookTimeout * 1000, log };
+  const hookOpts = { timeoutMs: config.hookTimeoutMs, log };
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1, { buffered: true }) : null;
   const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
-  const workerClass = workerClassMeaning(config);
   const serving: Serving = createServing(loaded.app, {
-    keepAliveMs: workerClass.keepAlive ? config.keepAlive * 1000 : 0,
-    requestTimeoutMs: config.requestTimeout * 1000,
-    headersTimeoutMs: config.headersTimeout * 1000,
+    keepAliveMs: config.keepAliveMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    headersTimeoutMs: config.headersTimeoutMs,
     backlog: config.backlog,
     limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize },
     maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
     onRecycle: deps.onRecycle,
-    maxConnections: workerClass.workerConnections,
+    maxConnections: config.workerConnections,
     relisten: deps.relisten,
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
