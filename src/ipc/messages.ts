@@ -80,11 +80,19 @@ export type FromWorker =
   /** maxRequests reached: start my replacement, then stop me. */
   | { readonly type: 'recycle'; readonly requests: number };
 
-const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['ready', 'beat', 'load', 'relisten', 'bootFailed', 'recycle']);
-
-export function isFromWorker(msg: unknown): msg is FromWorker {
-  return typeof msg === 'object' && msg !== null && FROM_WORKER_TYPES.has((msg as { type?: unknown }).type as string);
+/** What the receiving side accepts of a union `M`: an object whose `type` is one of `types`, a table
+ *  the compiler checks against the union (a type left out, or one it lacks, fails the build). */
+function accepts<M extends { readonly type: string }>(types: { readonly [K in M['type']]: true }): (msg: unknown) => msg is M {
+  return (msg: unknown): msg is M => {
+    const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
+    return typeof type === 'string' && Object.hasOwn(types, type);
+  };
 }
+
+/** The master takes only these from a worker's channel. */
+export const isFromWorker = accepts<FromWorker>({ ready: true, beat: true, load: true, relisten: true, bootFailed: true, recycle: true });
+/** A worker takes only these from its master. */
+export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true });
 
 /** A successor master (USR2) to the master that started it: every one of its workers serves, on
  *  these of the sockets it was handed (the rest the old master closes when it exits). */
@@ -93,9 +101,7 @@ export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number
 /** The old master to its successor: the handover is taken; tell systemd MAINPID= now. */
 export interface ToSuccessor { readonly type: 'handover' }
 
-export function isFromSuccessor(msg: unknown): msg is FromSuccessor {
-  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'upgraded';
-}
+export const isFromSuccessor = accepts<FromSuccessor>({ upgraded: true });
 
 export function assertNever(x: never): never {
   throw new Error(`unexpected value: ${JSON.stringify(x)}`);

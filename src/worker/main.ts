@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
 import { WORKER_SPEC_ENV } from '../env-names';
-import type { FromWorker, StalledThread, ToWorker, WorkerSpec } from '../ipc/messages';
+import { assertNever, isToWorker, type FromWorker, type StalledThread, type WorkerSpec } from '../ipc/messages';
 import { createLogger, type Logger } from '../log/logger';
 import type { ServingStats } from './serve';
 import type { FromThread, ThreadData, ToThread } from './thread';
@@ -138,6 +138,7 @@ function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
           break;
         case 'relisten': void relistener.askFd(msg.index).then((fd) => t.worker.postMessage({ type: 'listener', index: msg.index, fd } satisfies ToThread)); break;
         case 'drained': t.drained = true; if (threads.every((x) => x.drained)) drainedAll?.(); break;
+        default: assertNever(msg);
       }
     }));
     const serving: Serving = {
@@ -198,14 +199,16 @@ async function main(): Promise<void> {
   const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeoutMs, log });
   stop.quick = () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
   const relistener = createRelistener();
-  process.on('message', (msg: ToWorker, handle?: { fd: number }) => {
-    switch (msg?.type) {
+  process.on('message', (msg: unknown, handle?: { fd: number }) => {
+    if (!isToWorker(msg)) return;
+    switch (msg.type) {
       case 'reopenLogs':
         try { log.reopen(); } catch (err) { log.error(`cannot reopen errorLog: ${(err as Error).message}; writing on to the file it had`); }
         serving?.reopenLogs();
         break;
       case 'listener': if (handle) relistener.got(msg.index, handle); break;
       case 'balance': serving?.setFairShare(msg.fairShare); break;
+      default: assertNever(msg);
     }
   });
   try {

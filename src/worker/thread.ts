@@ -2,7 +2,7 @@
  *  main thread over parentPort. The process speaks to the master for all its threads (main.ts). */
 
 import { parentPort, workerData } from 'node:worker_threads';
-import type { WorkerSpec } from '../ipc/messages';
+import { assertNever, type WorkerSpec } from '../ipc/messages';
 import { createLogger } from '../log/logger';
 import type { ServingStats } from './serve';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections, type Unit } from './unit';
@@ -37,6 +37,7 @@ async function run(): Promise<void> {
       case 'balance': unit?.setFairShare(msg.fairShare); break;
       case 'reopenLogs': unit?.reopenLogs(); break;
       case 'drain': void unit?.drain().then(() => post({ type: 'drained' })); break;
+      default: assertNever(msg);
     }
   });
   try {
