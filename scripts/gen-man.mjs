@@ -110,6 +110,10 @@ export function renderConfig5() {
     'The config file, a function it exports, and the hooks marked [master] run in the master, which',
     'runs no hot code and so runs without V8\\(aqs optimizing compilers: heavy computing belongs in',
     'a worker hook or in the app.',
+    'The hooks marked [worker] run in each worker as its generation read the file: a worker started',
+    'after the file was edited without a reload, or saved invalid, runs the hooks of the config it was',
+    'started with (the file and the local modules it requires, as they were; packages and ES modules',
+    'it imports load as they are when the worker starts, as the app\(aqs do).',
     '.SH SETTINGS',
   ];
   let section = '';

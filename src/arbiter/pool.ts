@@ -86,7 +86,7 @@ export function createPool(deps: PoolDeps) {
     try {
       h = spawnOne({
         nr, generation: gen.id, config: gen.config, name: gen.name, listeners: gen.listeners,
-        beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, configFile: gen.configFile, ...gen.worker,
+        beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, ...gen.worker,
         identity: gen.identity ? { ...gen.identity, initgroups: gen.config.initgroups } : null,
       });
     } catch (err) {

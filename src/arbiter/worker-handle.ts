@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
 import { WORKER_SPEC_ENV } from '../env-names';
-import type { StalledThread, WorkerConfig, WorkerSpec } from '../ipc/messages';
+import type { StalledThread, ToWorker, WorkerConfig, WorkerSpec } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
 import type { WorkerSetup } from './worker-config';
 
@@ -71,7 +71,6 @@ export interface SpawnRequest extends WorkerSetup {
   readonly beatIntervalMs: number;
   readonly nowMs: number;
   readonly cwd: string;
-  readonly configFile: string | null;
   readonly identity: WorkerSpec['identity'];
 }
 
@@ -137,7 +136,7 @@ export const spawnWorker: SpawnWorker = (req) => {
     fds: Array.from({ length: threads }, (_, t) => req.listeners.map((__, i) => fdOf(t, 0, i))),
     spareFds: Array.from({ length: threads }, (_, t) => Array.from({ length: copies - 1 }, (__, c) => req.listeners.map((___, i) => fdOf(t, c + 1, i)))),
     beatIntervalMs: req.beatIntervalMs, config: req.workerConfig, name: req.name,
-    configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
+    workerHooks: req.workerHooks, identity: req.identity,
   };
   const child = spawn(process.execPath, [...req.config.nodeArgs, WORKER_SCRIPT], {
     ...startAs(spec.identity),
@@ -146,6 +145,7 @@ export const spawnWorker: SpawnWorker = (req) => {
     stdio: ['ignore', 'inherit', 'inherit', ...stdioFds, 'ipc'],
     serialization: 'json',
   });
+  if (req.configSnapshot) child.send({ type: 'configSnapshot', snapshot: req.configSnapshot } satisfies ToWorker, () => undefined);
   return {
     child, pid: child.pid ?? -1, nr: req.nr, generation: req.generation, spawnedAtMs: req.nowMs,
     state: 'booting', readyAtMs: null, stable: false, lastBeatAtMs: req.nowMs, inspectPort: null, stalledThread: null, lastHeardAtMs: req.nowMs, inFlight: 0, requests: 0, connections: 0, fairShareSent: -1, listeners: req.listeners, threads, replacedFor: null, recycleWhy: null,

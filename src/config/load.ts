@@ -2,6 +2,7 @@
  *  Called at start and again on every reload, so it reads everything afresh each time. */
 
 import { resolve } from 'node:path';
+import type { ConfigSnapshot } from './compile';
 import { durationsMs, type DurationsMs } from './durations';
 import { loadConfigFile } from './file';
 import { resolveLayers, type CliValues, type Resolved } from './layers';
@@ -18,6 +19,8 @@ export interface Loaded extends Resolved {
   readonly file: string | null;
   /** Every duration setting, in milliseconds: converted here, and nowhere else. */
   readonly durationsMs: DurationsMs;
+  /** The config file as it ran in this read: what workers run their own hooks from. */
+  readonly snapshot: ConfigSnapshot | null;
 }
 
 export async function loadConfig(inputs: LoadInputs): Promise<Loaded> {
@@ -27,5 +30,5 @@ export async function loadConfig(inputs: LoadInputs): Promise<Loaded> {
   const explicit = early.config ? resolve(inputs.cwd, early.config) : null;
   const file = await loadConfigFile({ explicit, searchFrom });
   const resolved = resolveLayers({ cli: inputs.cli, env: inputs.env, file });
-  return { ...resolved, file: file?.path ?? null, durationsMs: durationsMs(resolved.config) };
+  return { ...resolved, file: file?.path ?? null, durationsMs: durationsMs(resolved.config), snapshot: file?.snapshot ?? null };
 }

@@ -1,6 +1,7 @@
 /** Owns what the master and a worker say to each other: the worker's boot spec (passed in its
  *  environment, as WORKER_SPEC_ENV in env-names.ts) and the messages on the IPC channel. The only code both sides share. */
 
+import type { ConfigSnapshot } from '../config/compile';
 import type { LogLevel } from '../log/logger';
 
 /** What a worker needs of its generation's config, and only that: plain JSON, with every duration
@@ -46,9 +47,8 @@ export interface WorkerSpec {
   readonly config: WorkerConfig;
   /** The resolved title name ("forkd: worker N [NAME]"). */
   readonly name: string;
-  /** The config file, read again by a worker only when it has hooks of its own to run. */
-  readonly configFile: string | null;
-  /** The worker-side hooks the config file defines (functions cannot cross in JSON). */
+  /** The worker-side hooks the config file defines (functions cannot cross in JSON); when there
+   *  are some, the master's first message is the config file to take them from (configSnapshot). */
   readonly workerHooks: readonly string[];
   /** Who the worker becomes before it loads the app; null: it stays who the master is. */
   readonly identity: { readonly uid: number; readonly gid: number; readonly user: string; readonly initgroups: boolean } | null;
@@ -60,7 +60,9 @@ export type ToWorker =
   /** Listener `index`, sent with its handle, to accept on again after a pause. */
   | { readonly type: 'listener'; readonly index: number }
   /** The connections each serving unit should have: more than that, and it sheds and pauses. */
-  | { readonly type: 'balance'; readonly fairShare: number };
+  | { readonly type: 'balance'; readonly fairShare: number }
+  /** The config file as the worker's generation read it, to run the worker's own hooks from. */
+  | { readonly type: 'configSnapshot'; readonly snapshot: ConfigSnapshot };
 
 export interface StalledThread { readonly index: number; readonly threadId: number }
 
@@ -92,7 +94,7 @@ function accepts<M extends { readonly type: string }>(types: { readonly [K in M[
 /** The master takes only these from a worker's channel. */
 export const isFromWorker = accepts<FromWorker>({ ready: true, beat: true, load: true, relisten: true, bootFailed: true, recycle: true });
 /** A worker takes only these from its master. */
-export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true });
+export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true });
 
 /** A successor master (USR2) to the master that started it: every one of its workers serves, on
  *  these of the sockets it was handed (the rest the old master closes when it exits). */

@@ -17,6 +17,7 @@ for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as con
 
 import net from 'node:net';
 import { join } from 'node:path';
+import type { ConfigSnapshot } from '../config/compile';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
 import { WORKER_SPEC_ENV } from '../env-names';
@@ -107,12 +108,12 @@ async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, r
 }
 
 /** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
-function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
   // Loaded here, not at the top: a worker without threads never needs it.
   const { Worker: NodeWorker } = require('node:worker_threads') as typeof import('node:worker_threads');
   const script = join(__dirname, 'thread.js');
   const threads = Array.from({ length: spec.config.threads }, (_, index) => {
-    const worker = new NodeWorker(script, { workerData: { spec, index } satisfies ThreadData });
+    const worker = new NodeWorker(script, { workerData: { spec, index, snapshot } satisfies ThreadData });
     const state = { worker, stats: { inFlight: 0, requests: 0, connections: 0 } as ServingStats, lastAtMs: performance.now(), drained: false };
     worker.on('error', (err) => {
       log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });
@@ -176,6 +177,28 @@ function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | nu
   watchConnections(() => stats()?.connections ?? 0, (connections) => void send({ type: 'load', connections }));
 }
 
+/** Takes the master's messages. Called before the worker's first await: a worker with hooks of its
+ *  own is sent its generation's config snapshot right as it starts, and resolves with it (null when
+ *  it has none to wait for). */
+function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>, serving: () => Serving | null): Promise<ConfigSnapshot | null> {
+  let gotSnapshot: (snapshot: ConfigSnapshot) => void = () => undefined;
+  const snapshot = spec.workerHooks.length === 0 ? Promise.resolve(null) : new Promise<ConfigSnapshot>((ok) => { gotSnapshot = ok; });
+  process.on('message', (msg: unknown, handle?: { fd: number }) => {
+    if (!isToWorker(msg)) return;
+    switch (msg.type) {
+      case 'reopenLogs':
+        try { log.reopen(); } catch (err) { log.error(`cannot reopen errorLog: ${(err as Error).message}; writing on to the file it had`); }
+        serving()?.reopenLogs();
+        break;
+      case 'listener': if (handle) relistener.got(msg.index, handle); break;
+      case 'balance': serving()?.setFairShare(msg.fairShare); break;
+      case 'configSnapshot': gotSnapshot(msg.snapshot); break;
+      default: assertNever(msg);
+    }
+  });
+  return snapshot;
+}
+
 async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
@@ -193,26 +216,14 @@ async function main(): Promise<void> {
   inspectPortFound.catch(() => undefined); // awaited below, where a failure is reported
   let serving: Serving | null = null;
   startBeating(spec, log, () => serving?.stats() ?? null);
-
-  const hooks = await readWorkerHooks(spec, log);
+  const relistener = createRelistener();
+  const snapshot = await listenToMaster(spec, log, relistener, () => serving);
+  const hooks = await readWorkerHooks(spec.workerHooks, snapshot, log);
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
   const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeoutMs, log });
   stop.quick = () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
-  const relistener = createRelistener();
-  process.on('message', (msg: unknown, handle?: { fd: number }) => {
-    if (!isToWorker(msg)) return;
-    switch (msg.type) {
-      case 'reopenLogs':
-        try { log.reopen(); } catch (err) { log.error(`cannot reopen errorLog: ${(err as Error).message}; writing on to the file it had`); }
-        serving?.reopenLogs();
-        break;
-      case 'listener': if (handle) relistener.got(msg.index, handle); break;
-      case 'balance': serving?.setFairShare(msg.fairShare); break;
-      default: assertNever(msg);
-    }
-  });
   try {
-    serving = config.threads > 1 ? await serveInThreads(spec, log, relistener) : await serveHere(spec, log, hooks, relistener);
+    serving = config.threads > 1 ? await serveInThreads(spec, snapshot, log, relistener) : await serveHere(spec, log, hooks, relistener);
   } catch (err) {
     const { reason, stack } = loadFailure(err);
     log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack });
