@@ -9,7 +9,8 @@ import { join } from 'node:path';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
-const { settings, SETTING_NAMES, envName } = require(join(root, 'dist/src/config/settings.js'));
+const { settings, SETTING_NAMES } = require(join(root, 'dist/src/config/settings.js'));
+const { ENV_PREFIX, envName } = require(join(root, 'dist/src/env-names.js'));
 const { ACTIONS } = require(join(root, 'dist/src/cli/argv.js'));
 const { EXIT_CODE_MEANINGS } = require(join(root, 'dist/src/exit-codes.js'));
 const { SIGNAL_ROWS, shortName } = require(join(root, 'dist/src/arbiter/signal-table.js'));
@@ -94,7 +95,7 @@ export function renderConfig5() {
     '.SH DESCRIPTION',
     'forkd reads its settings in layers, later winning: defaults, then the config file, then the',
     'environment',
-    '.RB ( FORKD_ <NAME>,',
+    `.RB ( ${ENV_PREFIX} <NAME>,`,
     'plus',
     '.B WEB_CONCURRENCY',
     'and',
@@ -125,6 +126,10 @@ export function renderConfig5() {
     'The config file, a function it exports, and the hooks marked [master] run in the master, which',
     'runs no hot code and so runs without V8\\(aqs optimizing compilers: heavy computing belongs in',
     'a worker hook or in the app.',
+    'The hooks marked [worker] run in each worker as its generation read the file: a worker started',
+    'after the file was edited without a reload, or saved invalid, runs the hooks of the config it was',
+    'started with (the file and the local modules it requires, as they were; packages and ES modules',
+    'it imports load as they are when the worker starts, as the app\(aqs do).',
     '.SH SETTINGS',
   ];
   let section = '';

@@ -27,6 +27,7 @@ import { rowOf, shortName } from './signal-table';
 import type { SpawnWorker } from './spawn';
 import { masterEventStream, systemdFollower, type HookContext } from './subscribers';
 import { Upgrader } from './upgrade';
+import { workerSetupFor } from './worker-config';
 import { createWatchers, type Watchers } from './watchers';
 import { stopPlans, type StopPlan, type WorkerHandle } from './worker-handle';
 
@@ -87,6 +88,7 @@ export class Arbiter {
     this.#generations = new Generations({
       id: 1, config: loaded.config, listeners: deps.listeners, cwd: this.#cwdFor(loaded),
       configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? 'forkd', identity: deps.identity,
+      durationsMs: loaded.durationsMs, worker: workerSetupFor(loaded),
     });
     this.#scale = new Scale(resolveWorkerCount(loaded.config.workers), (e) => this.#events.emit(e));
     this.#sockets = new OpenSockets(deps.listeners);
@@ -115,7 +117,10 @@ export class Arbiter {
   }
 
   /** What a master hook runs with now. */
-  hookContext(): HookContext { return { config: this.#generations.config, master: this.#master() }; }
+  hookContext(): HookContext {
+    const { config, durationsMs } = this.#generations.current;
+    return { config, hookTimeoutMs: durationsMs.hookTimeout, master: this.#master() };
+  }
 
   /** The workers now, each read-only but for its own methods. */
   workers(): readonly WorkerHandle[] { return this.#pool.live(); }
@@ -141,8 +146,8 @@ export class Arbiter {
     return { pid: process.pid, name: this.#generations.current.name, generation: this.#generations.current.id, workers: this.#scale.target };
   }
   #limits() {
-    const c = this.#generations.config;
-    return { timeoutMs: c.timeout * 1000, bootTimeoutS: c.bootTimeout, timeoutStack: c.timeoutStack, maxMemory: c.maxMemory };
+    const { config, durationsMs } = this.#generations.current;
+    return { timeoutMs: durationsMs.timeout, bootTimeoutMs: durationsMs.bootTimeout, timeoutStack: config.timeoutStack, maxMemory: config.maxMemory };
   }
 
   /** At first start (generation 1, until some worker has run for a while) failing workers are

@@ -21,7 +21,7 @@ export interface DeadlineDeps {
   readonly log: Logger;
   readonly clock: Clock;
   /** Read on each tick, so that a reload's new values apply. */
-  readonly limits: () => { timeoutMs: number; bootTimeoutS: number; timeoutStack: boolean; maxMemory: number };
+  readonly limits: () => { timeoutMs: number; bootTimeoutMs: number; timeoutStack: boolean; maxMemory: number };
   /** worker.timedOut is awaited before the worker is killed (the workerAbort hook runs then). */
   readonly emit: (event: LifecycleEvent) => Promise<void>;
 }
@@ -55,9 +55,9 @@ function timedOut(deps: DeadlineDeps, h: WorkerHandle, now: number): void {
 
 /** One worker's deadlines: its boot, its heartbeat, or its kill after a stop it did not finish. */
 function check(deps: DeadlineDeps, h: WorkerHandle, now: number): void {
-  const { timeoutMs, bootTimeoutS } = deps.limits();
-  if (h.state === 'booting' && h.endReason === null && now - h.spawnedAtMs > bootTimeoutS * 1000) {
-    h.bootTimedOut(`it did not boot within ${bootTimeoutS}s (bootTimeout)`);
+  const { timeoutMs, bootTimeoutMs } = deps.limits();
+  if (h.state === 'booting' && h.endReason === null && now - h.spawnedAtMs > bootTimeoutMs) {
+    h.bootTimedOut(`it did not boot within ${bootTimeoutMs / 1000}s (bootTimeout)`);
   } else if (h.accepting && timeoutMs > 0 && h.endReason === null && now - h.lastBeatAtMs > timeoutMs) {
     timedOut(deps, h, now);
   } else if (h.killAtMs !== null && now >= h.killAtMs && h.state === 'stopping') {

@@ -22,7 +22,7 @@ export class Generations {
   get lastReload(): MasterStatus['lastReload'] { return this.#lastReload; }
   /** The config new workers start with; durations in it are seconds. */
   get config(): Generation['config'] { return this.#current.config; }
-  get gracefulMs(): number { return this.#current.config.gracefulTimeout * 1000; }
+  get gracefulMs(): number { return this.#current.durationsMs.gracefulTimeout; }
 
   /** A generation number never used before (an abandoned reload's stragglers keep theirs). */
   nextId(): number { return ++this.#lastId; }

@@ -6,15 +6,16 @@
  *  deadlines.ts); a worker's own state changes only through its handle's methods. */
 
 import type net from 'node:net';
+import type { DurationsMs } from '../config/durations';
 import type { Identity } from '../config/identity';
 import type { Config } from '../config/settings';
-import { WORKER_HOOK_NAMES } from '../config/hooks';
 import { assertNever, isFromWorker, type FromWorker, type ToWorker } from '../ipc/messages';
 import type { Logger } from '../log/logger';
 import type { Listener } from '../net/listeners';
 import { Backoff, STABLE_AFTER_MS } from './backoff';
 import type { LifecycleEvent } from './events';
 import { spawnWorker, type SpawnWorker } from './spawn';
+import type { WorkerSetup } from './worker-config';
 import { stopPlans, type StopPlan, type WorkerHandle } from './worker-handle';
 
 export interface Clock { now(): number }
@@ -29,6 +30,10 @@ export interface Generation {
   /** The config file it was read from, for workers that run hooks of their own. */
   readonly configFile: string | null;
   readonly name: string;
+  /** Its config's durations, in milliseconds. */
+  readonly durationsMs: DurationsMs;
+  /** What its workers are told of its config. */
+  readonly worker: WorkerSetup;
   /** Who its workers run as (user, group), or null for the master's own user. */
   readonly identity: Identity | null;
 }
@@ -53,8 +58,8 @@ export interface PoolDeps {
   readonly spawn?: SpawnWorker;
 }
 
-function beatIntervalMs(config: Config): number {
-  const timeoutMs = config.timeout * 1000;
+function beatIntervalMs(durations: DurationsMs): number {
+  const timeoutMs = durations.timeout;
   return timeoutMs > 0 ? Math.min(1000, Math.max(50, timeoutMs / 4)) : 1000;
 }
 
@@ -95,8 +100,7 @@ export class Pool {
     try {
       h = (this.#deps.spawn ?? spawnWorker)({
         nr, generation: gen.id, config: gen.config, name: gen.name, listeners: gen.listeners,
-        beatIntervalMs: beatIntervalMs(gen.config), nowMs: clock.now(), cwd: gen.cwd, configFile: gen.configFile,
-        workerHooks: WORKER_HOOK_NAMES.filter((n) => typeof gen.config[n] === 'function'),
+        beatIntervalMs: beatIntervalMs(gen.durationsMs), nowMs: clock.now(), cwd: gen.cwd, ...gen.worker,
         identity: gen.identity ? { ...gen.identity, initgroups: gen.config.initgroups } : null,
       });
     } catch (err) {

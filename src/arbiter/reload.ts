@@ -14,6 +14,7 @@ import { BindError, listenersFor, type Listener } from '../net/listeners';
 import type { MasterContext } from './context';
 import type { Generation, Pool } from './pool';
 import type { Watchers } from './watchers';
+import { workerSetupFor } from './worker-config';
 import { stopPlans } from './worker-handle';
 
 export type ReloadOutcome =
@@ -117,6 +118,7 @@ export class Reloader {
     const gen: Generation = {
       id: generations.nextId(), config: loaded.config, listeners: opened.listeners, cwd: this.#deps.cwdFor(loaded),
       configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? prev.name, identity: opened.identity,
+      durationsMs: loaded.durationsMs, worker: workerSetupFor(loaded),
     };
     const count = loaded.origins.workers.layer !== 'default' ? resolveWorkerCount(loaded.config.workers) : scale.wanted;
     const pending = watchGeneration(pool, gen.id, count);
@@ -189,7 +191,7 @@ export class Reloader {
 /** The config, read through every layer and checked as at start, or why it cannot be used. */
 async function readConfig(deps: ReloadDeps, prev: Generation, orStop: <T>(p: Promise<T>) => Promise<T | Stopped>)
   : Promise<{ loaded: Loaded; identity: Identity | null } | string | Stopped> {
-  const withinMs = prev.config.bootTimeout * 1000;
+  const withinMs = prev.durationsMs.bootTimeout;
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<string>((ok) => { timer = setTimeout(() => ok(`reading the config did not finish within ${prev.config.bootTimeout}s`), withinMs); });
   try {

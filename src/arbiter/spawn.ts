@@ -6,14 +6,16 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
-import { WORKER_SPEC_ENV, type StalledThread, type WorkerSpec } from '../ipc/messages';
+import { WORKER_SPEC_ENV } from '../env-names';
+import type { ToWorker, WorkerConfig, WorkerSpec } from '../ipc/messages';
+import type { WorkerSetup } from './worker-config';
 import type { Listener } from '../net/listeners';
 import { WorkerHandle } from './worker-handle';
 
 /** The worker entry, as the inspector names it (see stack-capture.ts). */
 export const WORKER_SCRIPT = join(__dirname, '..', 'worker', 'main.js');
 
-export interface SpawnRequest {
+export interface SpawnRequest extends WorkerSetup {
   readonly nr: number;
   readonly generation: number;
   readonly config: Config;
@@ -22,8 +24,6 @@ export interface SpawnRequest {
   readonly beatIntervalMs: number;
   readonly nowMs: number;
   readonly cwd: string;
-  readonly configFile: string | null;
-  readonly workerHooks: readonly string[];
   readonly identity: WorkerSpec['identity'];
 }
 
@@ -71,8 +71,8 @@ function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number
  *  hello app with Connection: close served 1.3–1.5× as much). A unit with a connection cap (or sync)
  *  takes one at a time anyway, so it gets one. */
 const ACCEPT_COPIES = 4;
-const acceptCopies = (config: Pick<Config, 'workerConnections' | 'workerClass'>): number =>
-  (config.workerConnections > 0 || config.workerClass === 'sync' ? 1 : ACCEPT_COPIES);
+const acceptCopies = (config: Pick<WorkerConfig, 'workerConnections'>): number =>
+  (config.workerConnections > 0 ? 1 : ACCEPT_COPIES);
 
 /** Starts a worker process with the listening fds in stdio slots 3.., and the IPC channel after. */
 export const spawnWorker: SpawnWorker = (req) => {
@@ -80,7 +80,7 @@ export const spawnWorker: SpawnWorker = (req) => {
   // is fd 3 + (t·copies + c)·n + i. Copy 0 is served by the unit's http server, the others by
   // acceptors that hand their connections to it.
   const threads = req.config.threads;
-  const copies = acceptCopies(req.config);
+  const copies = acceptCopies(req.workerConfig);
   const n = req.listeners.length;
   const fdOf = (t: number, c: number, i: number) => 3 + (t * copies + c) * n + i;
   const stdioFds = Array.from({ length: threads * copies }, () => req.listeners.map((l) => l.fd)).flat();
@@ -88,8 +88,8 @@ export const spawnWorker: SpawnWorker = (req) => {
     nr: req.nr, generation: req.generation,
     fds: Array.from({ length: threads }, (_, t) => req.listeners.map((__, i) => fdOf(t, 0, i))),
     spareFds: Array.from({ length: threads }, (_, t) => Array.from({ length: copies - 1 }, (__, c) => req.listeners.map((___, i) => fdOf(t, c + 1, i)))),
-    beatIntervalMs: req.beatIntervalMs, config: req.config, name: req.name,
-    configFile: req.configFile, workerHooks: req.workerHooks, identity: req.identity,
+    beatIntervalMs: req.beatIntervalMs, config: req.workerConfig, name: req.name,
+    workerHooks: req.workerHooks, identity: req.identity,
   };
   const child = spawn(process.execPath, [...req.config.nodeArgs, WORKER_SCRIPT], {
     ...startAs(spec.identity),
@@ -98,5 +98,6 @@ export const spawnWorker: SpawnWorker = (req) => {
     stdio: ['ignore', 'inherit', 'inherit', ...stdioFds, 'ipc'],
     serialization: 'json',
   });
+  if (req.configSnapshot) child.send({ type: 'configSnapshot', snapshot: req.configSnapshot } satisfies ToWorker, () => undefined);
   return new WorkerHandle({ child, nr: req.nr, generation: req.generation, nowMs: req.nowMs, listeners: req.listeners, threads });
 };

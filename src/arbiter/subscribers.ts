@@ -58,7 +58,7 @@ export function logLines(log: Logger): (e: LifecycleEvent) => void {
 }
 
 /** What a master hook is run with: the serving generation's config, and what it says of the master. */
-export interface HookContext { readonly config: Config; readonly master: MasterInfo }
+export interface HookContext { readonly config: Config; readonly hookTimeoutMs: number; readonly master: MasterInfo }
 
 /** The master's event stream with its log lines and hooks following it (systemd, and whatever else
  *  follows, subscribes once the master runs). `context` is read as each hook runs. */
@@ -73,8 +73,8 @@ export function masterEventStream(log: Logger, context: () => HookContext): Even
  *  promise of each is the event's, so whoever awaits the event waits for its hook. */
 export function hookRunner(log: Logger, now: () => HookContext): (e: LifecycleEvent) => Promise<void> | undefined {
   const hook = <K extends HookName>(name: K, ...args: Parameters<Hooks[K]>) => {
-    const { config } = now();
-    return runHook(config[name], name, args, { timeoutMs: config.hookTimeout * 1000, log });
+    const { config, hookTimeoutMs } = now();
+    return runHook(config[name], name, args, { timeoutMs: hookTimeoutMs, log });
   };
   const master = () => now().master;
   return follow<Promise<void>>({

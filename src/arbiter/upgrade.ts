@@ -12,12 +12,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { isFromSuccessor, type ToSuccessor } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
-import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, type HandedOver } from '../net/inherited';
+import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, UPGRADE_FROM_ENV } from '../env-names';
+import type { HandedOver } from '../net/inherited';
 import { silentLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import type { MasterContext } from './context';
 import type { EventStream } from './events';
 
-export const UPGRADE_FROM_ENV = 'FORKD_SUCCESSOR_OF';
 /** The successor master's own start, on top of its workers' bootTimeout. */
 export const SUCCESSOR_START_ALLOWANCE_MS = 5000;
 
@@ -138,10 +138,10 @@ export class Upgrader {
       : this.#running ? 'an upgrade is already under way' : this.#handedOver ? 'this master was upgraded already' : null;
     if (busy) { ctx.log.warning(`USR2 ignored: ${busy}`, { event: 'upgrade.ignored' }); return; }
     await ctx.events.emit({ type: 'upgrade.requested' });
-    const config = ctx.generations.config;
+    const { config, durationsMs } = ctx.generations.current;
     const current = startSuccessor({
       events: ctx.events, listeners: ctx.sockets.all(), pidfile: this.#deps.pidfile, cwd: this.#deps.startCwd,
-      readyWithinMs: config.bootTimeout * 1000 + SUCCESSOR_START_ALLOWANCE_MS,
+      readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS,
     });
     this.#running = current;
     const outcome = await current.outcome;

@@ -1,7 +1,8 @@
 /** Owns --help: rendered from the settings, action, signal and exit code tables, never written by hand. */
 
-import { envName, settings, SETTING_NAMES, type Section } from '../config/settings';
+import { settings, SETTING_NAMES, type Section } from '../config/settings';
 import { SIGNAL_ROWS, shortName } from '../arbiter/signal-table';
+import { ENV_PREFIX, envName } from '../env-names';
 import { EXIT_CODE_MEANINGS } from '../exit-codes';
 import { ACTIONS } from './argv';
 
@@ -33,7 +34,7 @@ export function renderHelp(version: string): string {
     'APP is MODULE, MODULE:EXPORT or MODULE:FACTORY(). The export may be a request listener (Express),',
     'a Koa app, a Fastify instance, an http.Server, or a fetch handler ((Request) => Response, or an',
     'object with fetch(), as Hono). Settings come from, later winning: defaults < config file <',
-    'environment (FORKD_<NAME>) < command line.',
+    `environment (${ENV_PREFIX}<NAME>) < command line.`,
   ];
   const sections = new Map<Section, string[]>();
   const hooks: string[] = [];

@@ -37,7 +37,7 @@ async function checkApp(loaded: Loaded): Promise<ExitCode> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, fail) => {
     timer = setTimeout(() => fail(new Error(`it did not finish loading within ${config.bootTimeout}s (bootTimeout)`)),
-      config.bootTimeout * 1000);
+      loaded.durationsMs.bootTimeout);
   });
   try {
     // Loaded here only: the serving master never loads an app.
@@ -121,7 +121,10 @@ async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loa
   log.info(`Starting forkd ${VERSION}${successorOf ? `, succeeding master ${successorOf}` : ''}`, { config: loaded.file ?? undefined });
   // The master's lifecycle events start here, so that onStarting runs before the sockets are bound;
   // once the master runs, its hooks see the serving generation.
-  let hooksSee = (): HookContext => ({ config, master: { pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) } });
+  let hooksSee = (): HookContext => ({
+    config, hookTimeoutMs: loaded.durationsMs.hookTimeout,
+    master: { pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) },
+  });
   const events = masterEventStream(log, () => hooksSee());
   await events.emit({ type: 'master.starting' });
   const listeners = await bindAll(loaded, log, successorOf, identity);

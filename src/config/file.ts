@@ -1,19 +1,16 @@
 /** Owns finding and reading the config file. Every read is fresh (a HUP must see the file as it is
  *  now, never Node's module cache), and nothing is written to disk (a config may sit in a read-only
- *  directory): TypeScript and CommonJS configs are compiled in memory, ESM ones imported under a
- *  new URL each time. */
+ *  directory): TypeScript and CommonJS configs are compiled in memory (compile.ts), ESM ones
+ *  imported under a new URL each time. Each read keeps a snapshot of what ran, for the workers. */
 
-import { readFileSync, existsSync, statSync } from 'node:fs';
-import Module from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { readFileSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Loader } from 'cosmiconfig';
+import { exportedValue, MissingTool, recorder, type ConfigSnapshot, type Recorder } from './compile';
 import { ConfigError } from './errors';
 import { isEsmJs } from '../module-type';
-import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
-
-/** A TypeScript config without the typescript package: said as it is, not as a load failure. */
-class MissingTool extends Error {}
+import { isTypeScriptFile } from '../typescript-files';
 
 const NAMES = ['forkd.config.ts', 'forkd.config.mts', 'forkd.config.cts', 'forkd.config.js', 'forkd.config.mjs',
   'forkd.config.cjs', 'forkd.config.json', 'forkd.config.yaml', 'forkd.config.yml'];
@@ -22,72 +19,11 @@ export const SEARCH_PLACES: readonly string[] = [
   ...NAMES, ...RC.map((ext) => `.forkdrc${ext}`), ...RC.map((ext) => `.config/forkdrc${ext}`), 'package.json',
 ];
 
-/** What a relative `require()` inside a config file may omit, in the order tried. */
-const RESOLVE_EXTS = ['', '.ts', '.mts', '.cts', '.js', '.cjs', '.json', '/index.ts', '/index.js'];
-
 export interface ConfigFile {
   readonly path: string;
   readonly values: Readonly<Record<string, unknown>>;
-}
-
-type InternalModule = Module & {
-  _compile(code: string, filename: string): void;
-  paths: string[];
-};
-const ModuleStatics = Module as unknown as { _nodeModulePaths(dir: string): string[] };
-
-function transpile(file: string, source: string): string {
-  // Loaded only here: typescript is large, optional, and only .ts configs need it.
-  const tools = typeScriptTools(file, ['typescript']);
-  if (typeof tools === 'string') throw new MissingTool(tools);
-  const ts = tools.load<typeof import('typescript')>('typescript');
-  const out = ts.transpileModule(source, {
-    fileName: file,
-    reportDiagnostics: true,
-    compilerOptions: {
-      module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true,
-    },
-  });
-  const diag = out.diagnostics?.[0];
-  if (diag) {
-    const where = diag.file && diag.start !== undefined ? diag.file.getLineAndCharacterOfPosition(diag.start) : null;
-    const text = ts.flattenDiagnosticMessageText(diag.messageText, ' ');
-    throw new SyntaxError(where ? `${text} (line ${where.line + 1}, column ${where.character + 1})` : text);
-  }
-  return out.outputText;
-}
-
-function resolveLocal(from: string, id: string): string | null {
-  const base = resolve(dirname(from), id);
-  for (const ext of RESOLVE_EXTS) {
-    const candidate = base + ext;
-    if (existsSync(candidate) && statSync(candidate).isFile()) return candidate;
-  }
-  return null;
-}
-
-/** Compiles one CommonJS or TypeScript file fresh, with a require() that compiles its local
- *  imports fresh too and gives `forkd` (for defineConfig) even where forkd is not installed. */
-function compileFresh(file: string, source: string, seen: Map<string, InternalModule>): unknown {
-  const cached = seen.get(file);
-  if (cached) return cached.exports;
-  const m = new Module(file) as InternalModule;
-  m.filename = file;
-  m.paths = ModuleStatics._nodeModulePaths(dirname(file));
-  seen.set(file, m);
-  m.require = ((id: string) => {
-    if (id === 'forkd') return require('../index');
-    if (id.startsWith('.') || id.startsWith('/')) {
-      const local = resolveLocal(file, id);
-      if (local && !local.includes('/node_modules/')) {
-        if (local.endsWith('.json')) return JSON.parse(readFileSync(local, 'utf8'));
-        if (!isEsmJs(local)) return compileFresh(local, readFileSync(local, 'utf8'), seen);
-      }
-    }
-    return Module.prototype.require.call(m, id);
-  }) as NodeJS.Require;
-  m._compile(isTypeScriptFile(file) ? transpile(file, source) : source, file);
-  return m.exports;
+  /** What ran, for workers to run again (null for JSON and YAML, which hold no hooks). */
+  readonly snapshot: ConfigSnapshot | null;
 }
 
 /** A token that makes each ESM import of a config a new module record (Node never evicts the old
@@ -96,15 +32,17 @@ function freshUrl(file: string): string {
   return `${pathToFileURL(file).href}?forkd-load=${process.hrtime.bigint()}`;
 }
 
-const loadModule: Loader = async (file, source) => {
-  if (isEsmJs(file)) return import(freshUrl(file));
+/** Loads a JavaScript or TypeScript config, keeping in `recording` what ran. (An ES module is
+ *  imported from the file, which cosmiconfig has just read as `source`: the two differ only if the
+ *  file is saved at that very moment.) */
+const loadModule = (recording: Recorder): Loader => async (file, source) => {
+  const esm = () => { recording.isModule(file, source); return import(freshUrl(file)); };
+  if (isEsmJs(file)) return esm();
   try {
-    return compileFresh(file, source, new Map());
+    return recording.runCommonJs(file, source);
   } catch (err) {
     // A .js file written with import/export in a package that is not "type": "module".
-    if (err instanceof SyntaxError && /\b(import|export)\b/.test(err.message) && !isTypeScriptFile(file)) {
-      return import(freshUrl(file));
-    }
+    if (err instanceof SyntaxError && /\b(import|export)\b/.test(err.message) && !isTypeScriptFile(file)) return esm();
     throw err;
   }
 };
@@ -120,19 +58,6 @@ const loadJson: Loader = (file, source) => {
     return cosmiconfigModule().defaultLoaders['.json'](file, source);
   }
 };
-
-/** The config a module exports: its default export if it has one, called if it is a function. */
-async function exportedValue(loaded: unknown): Promise<unknown> {
-  let value = loaded;
-  const isNamespace = !!value && typeof value === 'object'
-    && (!!(value as { __esModule?: unknown }).__esModule || Object.prototype.toString.call(value) === '[object Module]');
-  if (isNamespace) {
-    const { default: dflt, __esModule: _marker, ...named } = value as Record<string, unknown>;
-    value = dflt !== undefined ? dflt : named;
-  }
-  if (typeof value === 'function') value = await (value as () => unknown)();
-  return value;
-}
 
 function describeType(value: unknown): string {
   if (value === null) return 'null';
@@ -181,8 +106,9 @@ function mayHoldConfig(dir: string): boolean {
 
 /** Loads the config file named with -c, or the first one found in `searchFrom`; null if none. */
 export async function loadConfigFile(opts: { explicit: string | null; searchFrom: string }): Promise<ConfigFile | null> {
-  const loaders = { '.js': loadModule, '.cjs': loadModule, '.mjs': loadModule, '.ts': loadModule,
-    '.mts': loadModule, '.cts': loadModule, '.json': loadJson };
+  const recording = recorder();
+  const js = loadModule(recording);
+  const loaders = { '.js': js, '.cjs': js, '.mjs': js, '.ts': js, '.mts': js, '.cts': js, '.json': loadJson };
   const where = opts.explicit ? withExtension(resolve(opts.explicit)) : null;
   if (!where && !mayHoldConfig(opts.searchFrom)) return null;
   const explorer = cosmiconfigModule().cosmiconfig('forkd', {
@@ -202,16 +128,19 @@ export async function loadConfigFile(opts: { explicit: string | null; searchFrom
   }
   if (!found) return null;
   let values: unknown;
+  let snapshot: ConfigSnapshot | null = null;
   try {
     values = found.isEmpty ? {} : await exportedValue(found.config);
   } catch (err) {
     const e = err as Error;
     throw new ConfigError(`config file ${found.filepath} failed to load: its exported function threw ${e.name}: ${e.message}`);
+  } finally {
+    snapshot = recording.seal();
   }
   if (values === undefined || values === null) values = {};
   if (!isPlainObject(values)) {
     throw new ConfigError(`config file ${found.filepath} must export an object of settings (or a function returning one);`
       + ` it exported ${describeType(values)}`);
   }
-  return { path: found.filepath, values };
+  return { path: found.filepath, values, snapshot };
 }

@@ -2,9 +2,10 @@
  *  line. Every value is validated where it comes from, so an error names its layer. Pure. */
 
 import { ConfigError, showValue, suggestion } from './errors';
-import { envName, settings, SETTING_NAMES, type Config, type SettingName } from './settings';
+import { settings, SETTING_NAMES, type Config, type SettingName } from './settings';
 import { Invalid } from './values';
-import { INTERNAL_ENV } from '../ipc/messages';
+import { workerClassMeaning } from './worker-class';
+import { ENV_PREFIX, envName, INTERNAL_ENV } from '../env-names';
 
 export type Origin =
   | { readonly layer: 'default' }
@@ -73,9 +74,9 @@ function checkUnknown(inputs: LayerInputs): void {
   }
   const known = SETTING_NAMES.filter((n) => !settings[n].fileOnly).map(envName);
   for (const name of Object.keys(inputs.env)) {
-    if (name.startsWith('FORKD_') && !known.includes(name) && !INTERNAL_ENV.includes(name)) {
+    if (name.startsWith(ENV_PREFIX) && !known.includes(name) && !INTERNAL_ENV.includes(name)) {
       throw new ConfigError(`unknown environment variable ${name}${suggestion(name, known)}`
-        + ' (FORKD_<SETTING> variables set settings; forkd --help lists them)');
+        + ` (${ENV_PREFIX}<SETTING> variables set settings; forkd --help lists them)`);
     }
   }
 }
@@ -85,8 +86,9 @@ function checkTogether(config: Config, origins: Resolved['origins']): void {
     throw new ConfigError(`headersTimeout (${config.headersTimeout}s, from ${describeOrigin(origins.headersTimeout)})`
       + ` must not exceed requestTimeout (${config.requestTimeout}s, from ${describeOrigin(origins.requestTimeout)})`);
   }
-  if (config.workerClass === 'sync' && config.threads > 1) {
-    throw new ConfigError(`workerClass "sync" (from ${describeOrigin(origins.workerClass)}) serves one connection at a time`
+  const { maxThreads } = workerClassMeaning(config);
+  if (maxThreads !== null && config.threads > maxThreads) {
+    throw new ConfigError(`workerClass "${config.workerClass}" (from ${describeOrigin(origins.workerClass)}) serves one connection at a time`
       + ` in each worker process and cannot have threads (${config.threads}, from ${describeOrigin(origins.threads)});`
       + ' allowed: threads 1 with "sync", or workerClass "async" with any threads (and workerConnections for a cap)');
   }

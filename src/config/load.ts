@@ -2,6 +2,8 @@
  *  Called at start and again on every reload, so it reads everything afresh each time. */
 
 import { resolve } from 'node:path';
+import type { ConfigSnapshot } from './compile';
+import { durationsMs, type DurationsMs } from './durations';
 import { loadConfigFile } from './file';
 import { resolveLayers, type CliValues, type Resolved } from './layers';
 
@@ -15,6 +17,10 @@ export interface LoadInputs {
 export interface Loaded extends Resolved {
   /** The config file that was read, if any. */
   readonly file: string | null;
+  /** Every duration setting, in milliseconds: converted here, and nowhere else. */
+  readonly durationsMs: DurationsMs;
+  /** The config file as it ran in this read: what workers run their own hooks from. */
+  readonly snapshot: ConfigSnapshot | null;
 }
 
 export async function loadConfig(inputs: LoadInputs): Promise<Loaded> {
@@ -23,5 +29,6 @@ export async function loadConfig(inputs: LoadInputs): Promise<Loaded> {
   const searchFrom = early.chdir ? resolve(inputs.cwd, early.chdir) : inputs.cwd;
   const explicit = early.config ? resolve(inputs.cwd, early.config) : null;
   const file = await loadConfigFile({ explicit, searchFrom });
-  return { ...resolveLayers({ cli: inputs.cli, env: inputs.env, file }), file: file?.path ?? null };
+  const resolved = resolveLayers({ cli: inputs.cli, env: inputs.env, file });
+  return { ...resolved, file: file?.path ?? null, durationsMs: durationsMs(resolved.config), snapshot: file?.snapshot ?? null };
 }

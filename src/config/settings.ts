@@ -6,7 +6,9 @@ import {
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
+import { WORKER_CLASSES } from './worker-class';
 import { compileAccessFormat } from '../log/access';
+import { LOG_LEVELS } from '../log/logger';
 
 export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging' | 'Hooks';
 
@@ -34,7 +36,8 @@ export interface SettingDef<T> {
   readonly doc: string;
 }
 
-function setting<T>(def: SettingDef<T>): SettingDef<T> {
+/** `P`, the parser's own type, is kept: durations.ts tells the duration settings by it. */
+function setting<T, P extends Parser<T> = Parser<T>>(def: SettingDef<T> & { readonly parse: P }): SettingDef<T> & { readonly parse: P } {
   return def;
 }
 
@@ -78,9 +81,6 @@ function hookSettings(): { readonly [K in HookName]: SettingDef<HookFn | null> }
 }
 
 export const GUNICORN_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"';
-
-export const LOG_LEVELS = ['critical', 'error', 'warning', 'info', 'debug'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export const settings = {
   config: setting({
@@ -138,7 +138,7 @@ export const settings = {
       + 'accepting; further connections wait in the kernel\'s backlog for one with room, never refused.',
   }),
   workerClass: setting({
-    section: 'Workers', flags: ['-k', '--worker-class'], metavar: 'CLASS', parse: oneOf(['async', 'sync'] as const), default: 'async',
+    section: 'Workers', flags: ['-k', '--worker-class'], metavar: 'CLASS', parse: oneOf(WORKER_CLASSES), default: 'async',
     doc: '"async": each worker serves many connections on its event loop. "sync": one connection at a '
       + 'time and no keep-alive (workerConnections 1, keepAlive 0), as gunicorn\'s sync workers; threads must be 1.',
   }),
@@ -273,8 +273,3 @@ export const settings = {
 export type SettingName = keyof typeof settings;
 export type Config = { readonly [K in SettingName]: ReturnType<(typeof settings)[K]['parse']> };
 export const SETTING_NAMES = Object.keys(settings) as SettingName[];
-
-/** FORKD_<NAME>: gracefulTimeout → FORKD_GRACEFUL_TIMEOUT. */
-export function envName(name: SettingName): string {
-  return `FORKD_${name.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
-}

@@ -31,13 +31,19 @@ const UNITS_S: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600 };
 /** Node's timers hold at most 2^31 - 1 ms; a longer one fires after 1 ms instead. */
 const MAX_DURATION_S = Math.floor((2 ** 31 - 1) / 1000);
 
-/** Seconds as a number, or a string such as "500ms", "30s", "2m", "1h". Returns seconds.
- *  `orZero`: 0 is also allowed (it turns the limit off) even when `min` is above it. */
-export function duration(opts: { min?: number; orZero?: boolean } = {}): Parser<number> {
+/** A duration's parser, marked so that durations.ts can find every duration setting in the table. */
+export interface DurationParser extends Parser<number> {
+  readonly unit: 'seconds';
+}
+
+/** Seconds as a number, or a string such as "500ms", "30s", "2m", "1h". Returns seconds (durations.ts
+ *  gives the milliseconds timers take). `orZero`: 0 is also allowed (it turns the limit off) even
+ *  when `min` is above it. */
+export function duration(opts: { min?: number; orZero?: boolean } = {}): DurationParser {
   const min = opts.min ?? 0;
   const allowed = `${opts.orZero && min > 0 ? `0 (off) or ` : ''}a duration from ${min} to ${MAX_DURATION_S}: `
     + 'seconds, or a string such as "500ms", "30s", "2m"';
-  return parser(allowed, (input) => {
+  return Object.assign(parser(allowed, (input) => {
     let secs: number;
     if (typeof input === 'number') secs = input;
     else if (typeof input === 'string') {
@@ -48,7 +54,7 @@ export function duration(opts: { min?: number; orZero?: boolean } = {}): Parser<
     if (opts.orZero && secs === 0) return 0;
     if (!Number.isFinite(secs) || secs < min || secs > MAX_DURATION_S) throw new Invalid(allowed);
     return secs;
-  });
+  }), { unit: 'seconds' as const });
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2,

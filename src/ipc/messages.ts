@@ -1,12 +1,36 @@
 /** Owns what the master and a worker say to each other: the worker's boot spec (passed in its
- *  environment) and the messages on the IPC channel. The only code both sides share. */
+ *  environment, as WORKER_SPEC_ENV in env-names.ts) and the messages on the IPC channel. The only code both sides share. */
 
-import type { Config } from '../config/settings';
+import type { ConfigSnapshot } from '../config/compile';
+import type { LogLevel } from '../log/logger';
 
-/** Environment variable carrying the WorkerSpec as JSON; the worker deletes it on start. */
-export const WORKER_SPEC_ENV = 'FORKD_WORKER';
-/** FORKD_* variables forkd sets for itself, never settings. */
-export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, 'FORKD_FDS', 'FORKD_BINDS', 'FORKD_SUCCESSOR_OF'];
+/** What a worker needs of its generation's config, and only that: plain JSON, with every duration
+ *  in milliseconds and what the worker class implies already applied (arbiter/worker-config.ts
+ *  makes it from the master's Config). */
+export interface WorkerConfig {
+  readonly app: string | null;
+  readonly threads: number;
+  /** Most connections one serving unit holds at once (0: no cap). */
+  readonly workerConnections: number;
+  readonly backlog: number;
+  readonly maxRequests: number;
+  readonly maxRequestsJitter: number;
+  readonly limitRequestLine: number;
+  readonly limitRequestFields: number;
+  readonly limitRequestFieldSize: number;
+  /** How long an idle connection is kept open (0: not at all). */
+  readonly keepAliveMs: number;
+  readonly requestTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly hookTimeoutMs: number;
+  readonly gracefulTimeoutMs: number;
+  /** The master may ask for the worker's stack through its inspector (SIGUSR1). */
+  readonly timeoutStack: boolean;
+  readonly errorLog: string;
+  readonly logLevel: LogLevel;
+  readonly accessLog: string | null;
+  readonly accessLogFormat: string;
+}
 
 export interface WorkerSpec {
   /** Stable worker number, 1..workers, reused by the worker's replacement. */
@@ -20,13 +44,11 @@ export interface WorkerSpec {
    *  listener. A unit accepts on every copy as well (see ACCEPT_COPIES in arbiter/worker-handle). */
   readonly spareFds: readonly (readonly (readonly number[])[])[];
   readonly beatIntervalMs: number;
-  /** The master's resolved config; only its JSON-serialisable part crosses. */
-  readonly config: Config;
+  readonly config: WorkerConfig;
   /** The resolved title name ("forkd: worker N [NAME]"). */
   readonly name: string;
-  /** The config file, read again by a worker only when it has hooks of its own to run. */
-  readonly configFile: string | null;
-  /** The worker-side hooks the config file defines (functions cannot cross in JSON). */
+  /** The worker-side hooks the config file defines (functions cannot cross in JSON); when there
+   *  are some, the master's first message is the config file to take them from (configSnapshot). */
   readonly workerHooks: readonly string[];
   /** Who the worker becomes before it loads the app; null: it stays who the master is. */
   readonly identity: { readonly uid: number; readonly gid: number; readonly user: string; readonly initgroups: boolean } | null;
@@ -38,7 +60,9 @@ export type ToWorker =
   /** Listener `index`, sent with its handle, to accept on again after a pause. */
   | { readonly type: 'listener'; readonly index: number }
   /** The connections each serving unit should have: more than that, and it sheds and pauses. */
-  | { readonly type: 'balance'; readonly fairShare: number };
+  | { readonly type: 'balance'; readonly fairShare: number }
+  /** The config file as the worker's generation read it, to run the worker's own hooks from. */
+  | { readonly type: 'configSnapshot'; readonly snapshot: ConfigSnapshot };
 
 export interface StalledThread { readonly index: number; readonly threadId: number }
 
@@ -58,11 +82,19 @@ export type FromWorker =
   /** maxRequests reached: start my replacement, then stop me. */
   | { readonly type: 'recycle'; readonly requests: number };
 
-const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['ready', 'beat', 'load', 'relisten', 'bootFailed', 'recycle']);
-
-export function isFromWorker(msg: unknown): msg is FromWorker {
-  return typeof msg === 'object' && msg !== null && FROM_WORKER_TYPES.has((msg as { type?: unknown }).type as string);
+/** What the receiving side accepts of a union `M`: an object whose `type` is one of `types`, a table
+ *  the compiler checks against the union (a type left out, or one it lacks, fails the build). */
+function accepts<M extends { readonly type: string }>(types: { readonly [K in M['type']]: true }): (msg: unknown) => msg is M {
+  return (msg: unknown): msg is M => {
+    const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
+    return typeof type === 'string' && Object.hasOwn(types, type);
+  };
 }
+
+/** The master takes only these from a worker's channel. */
+export const isFromWorker = accepts<FromWorker>({ ready: true, beat: true, load: true, relisten: true, bootFailed: true, recycle: true });
+/** A worker takes only these from its master. */
+export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true });
 
 /** A successor master (USR2) to the master that started it: every one of its workers serves, on
  *  these of the sockets it was handed (the rest the old master closes when it exits). */
@@ -71,9 +103,7 @@ export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number
 /** The old master to its successor: the handover is taken; tell systemd MAINPID= now. */
 export interface ToSuccessor { readonly type: 'handover' }
 
-export function isFromSuccessor(msg: unknown): msg is FromSuccessor {
-  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'upgraded';
-}
+export const isFromSuccessor = accepts<FromSuccessor>({ upgraded: true });
 
 export function assertNever(x: never): never {
   throw new Error(`unexpected value: ${JSON.stringify(x)}`);

@@ -6,7 +6,6 @@
  *  logged through winston until it was measured: 87 modules, ~60 ms to load and ~8.5 MB of the
  *  master's resident memory, for lines this module renders itself and one synchronous write.) */
 
-import type { LogLevel } from '../config/settings';
 import { escapeControl, escapeQuoted } from './escape';
 import { openLineSink } from './line-sink';
 
@@ -25,7 +24,11 @@ export interface Logger {
   close(): void;
 }
 
-const LEVELS: Record<LogLevel, number> = { critical: 0, error: 1, warning: 2, info: 3, debug: 4 };
+/** gunicorn's levels, most severe first: a logger at one writes it and every level before it. */
+export const LOG_LEVELS = ['critical', 'error', 'warning', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+const LEVELS = Object.fromEntries(LOG_LEVELS.map((level, i) => [level, i])) as Record<LogLevel, number>;
 
 function pad(n: number, width = 2): string {
   return String(n).padStart(width, '0');

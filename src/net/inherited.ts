@@ -5,12 +5,10 @@
  *  opened on them here. The variables are removed once read: workers and successors never see them. */
 
 import { readFileSync, readlinkSync } from 'node:fs';
+import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV } from '../env-names';
 import type { InheritedSocket } from './listeners';
 
 const SD_LISTEN_FDS_START = 3;
-/** The predecessor's fds, comma-separated, and what each was (HandedOver), as a JSON list. */
-export const HANDOVER_FDS_ENV = 'FORKD_FDS';
-export const HANDOVER_BINDS_ENV = 'FORKD_BINDS';
 
 /** What a successor is told of each socket: the bind it served, and whether systemd passed it. */
 export interface HandedOver { readonly bind: string; readonly systemd: boolean; readonly name: string | null }

@@ -20,7 +20,9 @@ import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
-import { WORKER_SPEC_ENV, type FromWorker, type StalledThread, type ToWorker, type WorkerSpec } from '../ipc/messages';
+import type { ConfigSnapshot } from '../config/compile';
+import { WORKER_SPEC_ENV } from '../env-names';
+import { assertNever, isToWorker, type FromWorker, type StalledThread, type WorkerSpec } from '../ipc/messages';
 import { createLogger, type Logger } from '../log/logger';
 import type { ServingStats } from './serve';
 import type { FromThread, ThreadData, ToThread } from './thread';
@@ -110,12 +112,12 @@ async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, r
 interface ThreadState { readonly worker: Worker; stats: ServingStats; lastAtMs: number; drained: boolean }
 
 /** Starts `threads` serving threads; a thread that throws ends the process. */
-function startThreads(spec: WorkerSpec, log: Logger): ThreadState[] {
+function startThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Logger): ThreadState[] {
   // Loaded here, not at the top: a worker without threads never needs it.
   const { Worker: NodeWorker } = require('node:worker_threads') as typeof import('node:worker_threads');
   const script = join(__dirname, 'thread.js');
   return Array.from({ length: spec.config.threads }, (_, index) => {
-    const worker = new NodeWorker(script, { workerData: { spec, index } satisfies ThreadData });
+    const worker = new NodeWorker(script, { workerData: { spec, index, snapshot } satisfies ThreadData });
     const state: ThreadState = { worker, stats: { inFlight: 0, requests: 0, connections: 0 }, lastAtMs: performance.now(), drained: false };
     worker.on('error', (err) => {
       log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });
@@ -138,8 +140,8 @@ function threadStats(threads: readonly ThreadState[], beatIntervalMs: number): B
 }
 
 /** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
-function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
-  const threads = startThreads(spec, log);
+function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+  const threads = startThreads(spec, snapshot, log);
   const post = (msg: ToThread) => { for (const t of threads) t.worker.postMessage(msg); };
   let recycling = false;
   return new Promise((ok) => {
@@ -158,6 +160,7 @@ function serveInThreads(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
           break;
         case 'relisten': void relistener.askFd(msg.index).then((fd) => t.worker.postMessage({ type: 'listener', index: msg.index, fd } satisfies ToThread)); break;
         case 'drained': t.drained = true; if (threads.every((x) => x.drained)) drainedAll?.(); break;
+        default: assertNever(msg);
       }
     }));
     const serving: Serving = {
@@ -201,30 +204,38 @@ function becomeWorker(spec: WorkerSpec): Logger {
   return log;
 }
 
-/** What the master asks of a worker over IPC, beyond signals. */
-function listenToMaster(log: Logger, relistener: ReturnType<typeof createRelistener>, serving: () => Serving | null): void {
-  process.on('message', (msg: ToWorker, handle?: { fd: number }) => {
-    switch (msg?.type) {
+/** Takes the master's messages. Called before the worker's first await: a worker with hooks of its
+ *  own is sent its generation's config snapshot right as it starts, and this resolves with it (null
+ *  when it has none to wait for). */
+function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>, serving: () => Serving | null): Promise<ConfigSnapshot | null> {
+  let gotSnapshot: (snapshot: ConfigSnapshot) => void = () => undefined;
+  const snapshot = spec.workerHooks.length === 0 ? Promise.resolve(null) : new Promise<ConfigSnapshot>((ok) => { gotSnapshot = ok; });
+  process.on('message', (msg: unknown, handle?: { fd: number }) => {
+    if (!isToWorker(msg)) return;
+    switch (msg.type) {
       case 'reopenLogs':
         try { log.reopen(); } catch (err) { log.error(`cannot reopen errorLog: ${(err as Error).message}; writing on to the file it had`); }
         serving()?.reopenLogs();
         break;
       case 'listener': if (handle) relistener.got(msg.index, handle); break;
       case 'balance': serving()?.setFairShare(msg.fairShare); break;
+      case 'configSnapshot': gotSnapshot(msg.snapshot); break;
+      default: assertNever(msg);
     }
   });
+  return snapshot;
 }
 
 /** From now on a graceful stop drains `serving`, once; the process ends when the drain and the
  *  workerExit hook are done. */
-function drainOnStop(serving: Serving, log: Logger, gracefulTimeoutS: number, workerExit: () => Promise<void>): void {
+function drainOnStop(serving: Serving, log: Logger, gracefulTimeoutMs: number, workerExit: () => Promise<void>): void {
   let draining = false;
   stop.graceful = () => {
     if (draining) return;
     draining = true;
     log.debug('worker draining', { event: 'worker.drain', ...serving.stats() });
     // The master kills us after gracefulTimeout; this covers a master that is gone.
-    setTimeout(() => process.exit(ExitCode.Ok), gracefulTimeoutS * 1000).unref();
+    setTimeout(() => process.exit(ExitCode.Ok), gracefulTimeoutMs).unref();
     void serving.drain().then(() => workerExit()).then(() => process.exit(ExitCode.Ok));
   };
 }
@@ -239,22 +250,21 @@ async function main(): Promise<void> {
   inspectPortFound.catch(() => undefined); // awaited below, where a failure is reported
   let serving: Serving | null = null;
   startBeating(spec, log, () => serving?.stats() ?? null);
-
-  const hooks = await readWorkerHooks(spec, log);
-  const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
-  const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeout * 1000, log });
-  stop.quick = () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
   const relistener = createRelistener();
-  listenToMaster(log, relistener, () => serving);
+  const snapshot = await listenToMaster(spec, log, relistener, () => serving);
+  const hooks = await readWorkerHooks(spec.workerHooks, snapshot, log);
+  const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
+  const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeoutMs, log });
+  stop.quick = () => { void hook('workerInt').then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
   try {
-    serving = config.threads > 1 ? await serveInThreads(spec, log, relistener) : await serveHere(spec, log, hooks, relistener);
+    serving = config.threads > 1 ? await serveInThreads(spec, snapshot, log, relistener) : await serveHere(spec, log, hooks, relistener);
   } catch (err) {
     const { reason, stack } = loadFailure(err);
     log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack });
     await send({ type: 'bootFailed', reason });
     process.exit(ExitCode.AppLoadFailed);
   }
-  drainOnStop(serving, log, config.gracefulTimeout, () => hook('workerExit'));
+  drainOnStop(serving, log, config.gracefulTimeoutMs, () => hook('workerExit'));
   // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.
   if (!process.connected) { stop.graceful(); return; }
   const inspectPort = await inspectPortFound;

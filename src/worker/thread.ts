@@ -2,12 +2,14 @@
  *  main thread over parentPort. The process speaks to the master for all its threads (main.ts). */
 
 import { parentPort, workerData } from 'node:worker_threads';
-import type { WorkerSpec } from '../ipc/messages';
+import type { ConfigSnapshot } from '../config/compile';
+import { assertNever, type WorkerSpec } from '../ipc/messages';
 import { createLogger } from '../log/logger';
 import type { ServingStats } from './serve';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections, type Unit } from './unit';
 
-export interface ThreadData { readonly spec: WorkerSpec; readonly index: number }
+/** `snapshot`: the config to take the worker's hooks from (see listenToMaster in main.ts). */
+export interface ThreadData { readonly spec: WorkerSpec; readonly index: number; readonly snapshot: ConfigSnapshot | null }
 
 export type FromThread =
   | { readonly type: 'ready'; readonly shape: string }
@@ -26,7 +28,7 @@ export type ToThread =
 
 async function run(): Promise<void> {
   const port = parentPort!;
-  const { spec, index } = workerData as ThreadData;
+  const { spec, index, snapshot } = workerData as ThreadData;
   const post = (msg: FromThread) => port.postMessage(msg);
   const log = createLogger({ target: spec.config.errorLog, level: spec.config.logLevel });
   const relistens = answeredInOrder<{ fd: number }>((i) => post({ type: 'relisten', index: i }));
@@ -37,11 +39,12 @@ async function run(): Promise<void> {
       case 'balance': unit?.setFairShare(msg.fairShare); break;
       case 'reopenLogs': unit?.reopenLogs(); break;
       case 'drain': void unit?.drain().then(() => post({ type: 'drained' })); break;
+      default: assertNever(msg);
     }
   });
   try {
     unit = await startUnit({
-      spec, fds: spec.fds[index]!, spareFds: spec.spareFds?.[index] ?? [], log, hooks: await readWorkerHooks(spec, log),
+      spec, fds: spec.fds[index]!, spareFds: spec.spareFds?.[index] ?? [], log, hooks: await readWorkerHooks(spec.workerHooks, snapshot, log),
       relisten: relistens.ask,
       onRecycle: (requests) => post({ type: 'recycle', requests }),
     });

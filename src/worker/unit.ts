@@ -2,6 +2,7 @@
  *  A worker process is one unit, or, with `threads`, runs one in each worker_thread (thread.ts);
  *  either way the unit is the same code, and says what it needs through UnitDeps. */
 
+import type { ConfigSnapshot } from '../config/compile';
 import { runHook, type HookName, type Hooks, type WorkerInfo } from '../config/hooks';
 import type { WorkerSpec } from '../ipc/messages';
 import { compileAccessFormat } from '../log/access';
@@ -60,18 +61,19 @@ export function loadFailure(err: unknown): { reason: string; stack?: string } {
   return e.name === 'AppLoadError' ? { reason: e.message } : { reason: `${e.name}: ${e.message}`, stack: e.stack };
 }
 
-/** The worker-side hooks, read from the config file only when it defines some (functions do not
- *  cross to a worker in its JSON spec, and reading a TypeScript config costs a few hundred ms). */
-export async function readWorkerHooks(spec: WorkerSpec, log: Logger): Promise<Partial<Hooks>> {
-  if (spec.workerHooks.length === 0 || !spec.configFile) return {};
+/** The worker-side hooks `names`, run from the snapshot of the config file that the worker's
+ *  generation read (functions do not cross to a worker in its JSON spec), never from the file as it
+ *  is now: it may have been edited since, without a reload, or saved invalid. */
+export async function readWorkerHooks(names: readonly string[], snapshot: ConfigSnapshot | null, log: Logger): Promise<Partial<Hooks>> {
+  if (names.length === 0 || !snapshot) return {};
   try {
-    const { loadConfigFile } = require('../config/file') as typeof import('../config/file');
-    const file = await loadConfigFile({ explicit: spec.configFile, searchFrom: process.cwd() });
+    const { runSnapshot } = require('../config/compile') as typeof import('../config/compile');
+    const values = await runSnapshot(snapshot) as Readonly<Record<string, unknown>> | null | undefined;
     const out: Partial<Record<HookName, unknown>> = {};
-    for (const name of spec.workerHooks) out[name as HookName] = file?.values[name];
+    for (const name of names) out[name as HookName] = values?.[name];
     return out as Partial<Hooks>;
   } catch (err) {
-    log.error(`cannot read hooks from ${spec.configFile}: ${(err as Error).message}`, { event: 'hook.loadFailed' });
+    log.error(`cannot read hooks from ${snapshot.file}: ${(err as Error).message}`, { event: 'hook.loadFailed' });
     return {};
   }
 }
@@ -83,20 +85,19 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   const loaded: AppLoadResult = await loadApp(config.app ?? '', process.cwd());
   for (const note of loaded.notes) log.warning(note, { event: 'app.note', nr: spec.nr });
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
-  const hookOpts = { timeoutMs: config.hookTimeout * 1000, log };
+  const hookOpts = { timeoutMs: config.hookTimeoutMs, log };
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1, { buffered: true }) : null;
   const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
-  const sync = config.workerClass === 'sync';
   const serving: Serving = createServing(loaded.app, {
-    keepAliveMs: sync ? 0 : config.keepAlive * 1000,
-    requestTimeoutMs: config.requestTimeout * 1000,
-    headersTimeoutMs: config.headersTimeout * 1000,
+    keepAliveMs: config.keepAliveMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    headersTimeoutMs: config.headersTimeoutMs,
     backlog: config.backlog,
     limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize },
     maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
     onRecycle: deps.onRecycle,
-    maxConnections: sync ? 1 : config.workerConnections,
+    maxConnections: config.workerConnections,
     relisten: deps.relisten,
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,

@@ -12,6 +12,7 @@ import { createLoop } from '../../src/arbiter/loop';
 import type { SpawnRequest } from '../../src/arbiter/spawn';
 import { IllegalTransition, stopPlans, WorkerHandle } from '../../src/arbiter/worker-handle';
 import { ConfigError } from '../../src/config/errors';
+import { durationsMs } from '../../src/config/durations';
 import type { Loaded } from '../../src/config/load';
 import { resolveLayers } from '../../src/config/layers';
 import { createLogger } from '../../src/log/logger';
@@ -90,7 +91,8 @@ test('the event stream tells subscribers in order, waits for promises, and survi
 
 /** A master over fake workers: every worker reports ready at once unless `failBoot` says not. */
 function master(opts: { readConfig?: () => Promise<Loaded>; failBoot?: (req: SpawnRequest) => boolean } = {}) {
-  const loaded: Loaded = { ...resolveLayers({ cli: { app: { value: 'app.js', flag: 'APP' }, workers: { value: '2', flag: '--workers' }, errorLog: { value: '/dev/null', flag: '--error-logfile' } }, env: {}, file: null }), file: null };
+  const resolved = resolveLayers({ cli: { app: { value: 'app.js', flag: 'APP' }, workers: { value: '2', flag: '--workers' }, errorLog: { value: '/dev/null', flag: '--error-logfile' } }, env: {}, file: null });
+  const loaded: Loaded = { ...resolved, file: null, durationsMs: durationsMs(resolved.config), snapshot: null };
   let now = 0;
   const events: LifecycleEvent[] = [];
   const loop = createLoop();

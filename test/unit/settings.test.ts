@@ -1,12 +1,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { workerSetupFor } from '../../src/arbiter/worker-config';
 import { parseArgv } from '../../src/cli/argv';
 import { renderHelp } from '../../src/cli/help';
 import { parseAppSpec } from '../../src/config/app-spec';
+import { durationsMs } from '../../src/config/durations';
 import { ConfigError, UsageError, didYouMean } from '../../src/config/errors';
 import { resolveLayers, type LayerInputs } from '../../src/config/layers';
 import { renderConfig } from '../../src/config/print';
-import { envName, settings, SETTING_NAMES } from '../../src/config/settings';
+import { settings, SETTING_NAMES } from '../../src/config/settings';
+import { envName } from '../../src/env-names';
 import { duration } from '../../src/config/values';
 import { parseBind } from '../../src/net/address';
 
@@ -64,6 +67,28 @@ test('durations take seconds or units', () => {
   assert.throws(() => d('-1'));
   assert.throws(() => d('soon'));
   assert.throws(() => d(-1));
+});
+
+test('durations become milliseconds once: every duration setting of the table, and only those', () => {
+  const { config } = layers({ cli: cli('--keep-alive', '500ms', '-t', '2m', '--hook-timeout', '0.25') });
+  assert.equal(durationsMs(config), {
+    timeout: 120_000, bootTimeout: 30_000, hookTimeout: 250, gracefulTimeout: 30_000, keepAlive: 500,
+    requestTimeout: 300_000, headersTimeout: 60_000,
+  });
+});
+
+test('a worker is told its durations in milliseconds and what its worker class implies', () => {
+  const setup = (argv: string[]) => {
+    const { config, origins } = layers({ cli: cli(...argv) });
+    return workerSetupFor({ config, origins, file: null, durationsMs: durationsMs(config), snapshot: null }).workerConfig;
+  };
+  const async = setup(['--keep-alive', '2', '--worker-connections', '50', '--graceful-timeout', '1m']);
+  assert.is(async.keepAliveMs, 2000);
+  assert.is(async.workerConnections, 50);
+  assert.is(async.gracefulTimeoutMs, 60_000);
+  const sync = setup(['-k', 'sync', '--keep-alive', '2', '--worker-connections', '50']);
+  assert.is(sync.keepAliveMs, 0);
+  assert.is(sync.workerConnections, 1);
 });
 
 test('an invalid value names the setting, the value, the layer and what is allowed', () => {

@@ -1,0 +1,36 @@
+/** Owns what a worker is told of its generation's config: the WorkerConfig in its spec (what a
+ *  worker uses of the master's Config, durations in milliseconds from Loaded.durationsMs, its
+ *  worker class applied), which of its hooks run in the worker, and the snapshot of the config file
+ *  they run from (never the file as it is when the worker starts). Made once per generation. */
+
+import type { ConfigSnapshot } from '../config/compile';
+import { WORKER_HOOK_NAMES, type HookName } from '../config/hooks';
+import type { Loaded } from '../config/load';
+import { workerClassMeaning } from '../config/worker-class';
+import type { WorkerConfig } from '../ipc/messages';
+
+export interface WorkerSetup {
+  readonly workerConfig: WorkerConfig;
+  /** The worker-side hooks the config file defines (functions cannot cross in JSON). */
+  readonly workerHooks: readonly HookName[];
+  /** The config file as this generation read it, when it has worker-side hooks; sent to each worker
+   *  over IPC right after it starts (with its local modules it may be too large for the environment). */
+  readonly configSnapshot: ConfigSnapshot | null;
+}
+
+export function workerSetupFor({ config, durationsMs, snapshot }: Loaded): WorkerSetup {
+  const workerClass = workerClassMeaning(config);
+  const workerConfig: WorkerConfig = {
+    app: config.app, threads: config.threads, workerConnections: workerClass.workerConnections, backlog: config.backlog,
+    maxRequests: config.maxRequests, maxRequestsJitter: config.maxRequestsJitter,
+    limitRequestLine: config.limitRequestLine, limitRequestFields: config.limitRequestFields, limitRequestFieldSize: config.limitRequestFieldSize,
+    keepAliveMs: workerClass.keepAlive ? durationsMs.keepAlive : 0, requestTimeoutMs: durationsMs.requestTimeout,
+    headersTimeoutMs: durationsMs.headersTimeout, hookTimeoutMs: durationsMs.hookTimeout, gracefulTimeoutMs: durationsMs.gracefulTimeout,
+    timeoutStack: config.timeoutStack, errorLog: config.errorLog, logLevel: config.logLevel,
+    accessLog: config.accessLog, accessLogFormat: config.accessLogFormat,
+  };
+  // Hooks come with a snapshot (only a JavaScript or TypeScript config holds functions, and each
+  // read of one keeps its snapshot): a worker told of hooks waits for the snapshot to run them from.
+  const workerHooks = snapshot ? WORKER_HOOK_NAMES.filter((name) => typeof config[name] === 'function') : [];
+  return { workerConfig, workerHooks, configSnapshot: workerHooks.length > 0 ? snapshot : null };
+}

@@ -1,0 +1,23 @@
+/** Owns the names of forkd's own environment variables, FORKD_*: FORKD_<SETTING> for each setting
+ *  (the settings table's name in upper snake case), and the few that forkd sets for itself to hand
+ *  something to a process it starts, which are never settings. Other programs' variables (systemd's
+ *  LISTEN_FDS, NOTIFY_SOCKET, …) are named where they are read. */
+
+export const ENV_PREFIX = 'FORKD_';
+
+/** FORKD_<NAME>: gracefulTimeout → FORKD_GRACEFUL_TIMEOUT. */
+export function envName(setting: string): string {
+  return `${ENV_PREFIX}${setting.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** A worker's WorkerSpec, as JSON; the worker deletes it on start. */
+export const WORKER_SPEC_ENV = `${ENV_PREFIX}WORKER`;
+/** To a USR2 successor: the fds of the listening sockets it is handed, comma-separated. */
+export const HANDOVER_FDS_ENV = `${ENV_PREFIX}FDS`;
+/** To a USR2 successor: what each of those sockets is (HandedOver in net/inherited.ts), as a JSON list. */
+export const HANDOVER_BINDS_ENV = `${ENV_PREFIX}BINDS`;
+/** To a USR2 successor: the pid of the master that started it. */
+export const UPGRADE_FROM_ENV = `${ENV_PREFIX}SUCCESSOR_OF`;
+
+/** The FORKD_* variables forkd sets for itself: never taken for an unknown setting. */
+export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, HANDOVER_FDS_ENV, HANDOVER_BINDS_ENV, UPGRADE_FROM_ENV];
