@@ -10,7 +10,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
-import { isFromSuccessor, type ToSuccessor } from '../ipc/messages';
+import { isFromSuccessor, isToSuccessor, type FromSuccessor, type ToSuccessor } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
 import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, UPGRADE_FROM_ENV } from '../env-names';
 import type { HandedOver } from '../net/inherited';
@@ -190,9 +190,10 @@ export function successorLifecycle(systemd: Lifecycle | null, listeners: readonl
     ready(status) {
       const taken = new Promise<void>((ok) => {
         if (!process.connected) { ok(); return; }
-        process.once('message', () => ok());
+        const onMessage = (msg: unknown) => { if (isToSuccessor(msg)) { process.off('message', onMessage); ok(); } };
+        process.on('message', onMessage);
         process.once('disconnect', () => ok());
-        process.send!({ type: 'upgraded', pid: process.pid, kept });
+        process.send!({ type: 'upgraded', pid: process.pid, kept } satisfies FromSuccessor);
       });
       void taken.then(() => base.ready(status));
     },

@@ -104,6 +104,7 @@ export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number
 export interface ToSuccessor { readonly type: 'handover' }
 
 export const isFromSuccessor = accepts<FromSuccessor>({ upgraded: true });
+export const isToSuccessor = accepts<ToSuccessor>({ handover: true });
 
 export function assertNever(x: never): never {
   throw new Error(`unexpected value: ${JSON.stringify(x)}`);
