@@ -124,7 +124,8 @@ export async function startForkd(args: readonly string[], opts: StartOptions = {
   const pid = child.pid!;
   const seen = new Set<number>();
   workersOf.set(pid, seen);
-  const workers = () => { const w = childrenOf(pid); for (const p of w) seen.add(p); return w; };
+  // A worker that has exited but is not reaped yet (a zombie for a moment) is not one of them.
+  const workers = () => { const w = childrenOf(pid).filter(isAlive); for (const p of w) seen.add(p); return w; };
   const output = () => {
     if (!opts.logFile) return out;
     try { return out + readFileSync(opts.logFile, 'utf8'); } catch { return out; }
