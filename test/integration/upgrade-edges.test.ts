@@ -116,6 +116,8 @@ test('started in a `current` symlink, USR2 runs the release it points to now, ap
     symlinkSync(join(dir.path, 'releases', 'v2'), current);
     f.signal('SIGUSR2');
     await f.waitForLog(/Upgrade complete/);
+    // Until the old worker has drained and gone it may still take a connection (it answers v1).
+    await f.waitForLog(/event=worker.exit nr=1 reason=upgraded/);
     assert.match((await request(`${url}/`)).body, /^v2 /);
   } finally {
     killSuccessors(f.output());
