@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { ConfigError } from './errors';
 import { resolveIdentity, type Identity } from './identity';
 import { describeOrigin, type Resolved } from './layers';
-import { reusePortUnsupported } from '../net/listeners';
+import { reusePortUnsupported } from '../net/handles';
 
 const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 

@@ -6,23 +6,14 @@
  *  Closing a Unix socket handle this master bound unlinks the socket file: only the master that
  *  created it may do that, at its exit. */
 
-import { closeSync, fstatSync, lchownSync, lstatSync, unlinkSync } from 'node:fs';
+import { fstatSync, lchownSync, lstatSync, unlinkSync } from 'node:fs';
 import net, { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
-import { getSystemErrorName } from 'node:util';
 import { describeBind, parseBind, type BindSpec } from './address';
+import { BindError, createServerHandle, fail, lazyHandle, portOf, UV_TCP_REUSEPORT } from './handles';
 
-/** The part of a libuv TCP/Pipe handle this module uses. */
-interface RawHandle {
-  readonly fd: number;
-  getsockname?(out: Record<string, unknown>): number;
-  listen(backlog: number): number;
-  close(): void;
-}
-
-type CreateServerHandle = (address: string, port: number, addressType: number, fd?: number, flags?: number)
-  => RawHandle | number;
+export { BindError } from './handles';
 
 export interface Listener {
   /** The bind as configured, e.g. "127.0.0.1:0". */
@@ -44,8 +35,6 @@ export interface Listener {
   close(): void;
 }
 
-export class BindError extends Error {}
-
 /** How this master binds the sockets it creates (never applied to one it was given). */
 export interface BindOptions {
   /** Who Unix socket files are given to. */
@@ -56,16 +45,6 @@ export interface BindOptions {
 
 const NO_OPTIONS: BindOptions = { owner: null, reusePort: false };
 const STALE_PROBE_MS = 1000;
-/** libuv's UV_TCP_REUSEPORT, which net's _createServerHandle passes on to bind() and bind6() in the
- *  Node lines that know it; the others drop it. */
-const UV_TCP_REUSEPORT = 2;
-
-function createServerHandle(): CreateServerHandle {
-  const fn = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
-  if (typeof fn !== 'function') throw new BindError('this Node.js has no net._createServerHandle; forkd needs Node 20');
-  return fn;
-}
-
 /** A host name's address. The resolver is loaded only for binds that name a host (it costs the
  *  master half a megabyte it would keep). */
 function lookup(host: string): Promise<{ address: string }> {
@@ -75,45 +54,6 @@ function lookup(host: string): Promise<{ address: string }> {
 function once(fn: () => void): () => void {
   let done = false;
   return () => { if (!done) { done = true; fn(); } };
-}
-
-function fail(bind: string, errno: number, hint = ''): never {
-  const name = getSystemErrorName(errno);
-  const why = name === 'EADDRINUSE' ? 'address already in use' : name === 'EACCES' ? 'permission denied' : name;
-  throw new BindError(`cannot bind ${bind}: ${why}${hint}`);
-}
-
-function portOf(handle: RawHandle): unknown {
-  const out: Record<string, unknown> = {};
-  handle.getsockname?.(out);
-  return out.port;
-}
-
-/** Null if binds here get SO_REUSEPORT, else why not. Asked of the kernel, not of the version (Node
- *  20's bind() ignores flags; 22.12 and 23.1 pass them on): a socket bound with the flag listens,
- *  and a second one bound with it to the same port must hold that port. The first must listen
- *  because libuv binds with SO_REUSEADDR, and on Linux that lets any two sockets bind one port
- *  as long as neither listens. It all happens in one tick: no connection is ever accepted. */
-export function reusePortUnsupported(): { readonly unsupported: string } | { readonly probeFailed: string } | null {
-  const make = createServerHandle();
-  const opened: RawHandle[] = [];
-  const open = (port: number) => {
-    const h = make('127.0.0.1', port, 4, undefined, UV_TCP_REUSEPORT);
-    if (typeof h !== 'number') opened.push(h);
-    return h;
-  };
-  try {
-    const first = open(0);
-    if (typeof first === 'number') return { probeFailed: `cannot bind 127.0.0.1: ${getSystemErrorName(first)}` };
-    const err = first.listen(1);
-    if (err !== 0) return { probeFailed: `cannot listen on 127.0.0.1: ${getSystemErrorName(err)}` };
-    const port = portOf(first);
-    const second = open(port as number);
-    return typeof second !== 'number' && portOf(second) === port ? null
-      : { unsupported: 'a second socket bound with it to a port in use did not get that port' };
-  } finally {
-    for (const h of opened) h.close();
-  }
 }
 
 async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>, reusePort: boolean): Promise<Listener> {
@@ -134,25 +74,6 @@ async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>, r
   }
   const actual: BindSpec = { kind: 'tcp', host: address, port: port as number };
   return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), handle: () => handle, close: once(() => handle.close()) };
-}
-
-/** A handle on a socket this process was given as an fd, made only when a worker needs one sent;
- *  it then owns the fd, and `close` closes it through the handle. */
-function lazyHandle(fd: number): { get(): object; close(): void } {
-  let handle: RawHandle | null = null;
-  return {
-    get() {
-      if (!handle) {
-        const made = createServerHandle()(null as unknown as string, 0, 0, fd);
-        if (typeof made === 'number') throw new BindError(`cannot hand fd ${fd} to a worker: ${getSystemErrorName(made)}`);
-        handle = made;
-      }
-      return handle;
-    },
-    close() {
-      if (handle) handle.close(); else { try { closeSync(fd); } catch { /* already closed */ } }
-    },
-  };
 }
 
 /** A socket file left by a process that died is replaced; one that still answers is not. */
