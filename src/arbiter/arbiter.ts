@@ -18,7 +18,7 @@ import type { Lifecycle, MasterStatus } from '../systemd/lifecycle';
 import { OpenSockets, type MasterContext, type Phase } from './context';
 import { startDeadlines } from './deadlines';
 import type { EventStream, Subscriber } from './events';
-import { Generations } from './generations';
+import { generationFrom, Generations } from './generations';
 import type { Command, Loop, ManagedSignal } from './loop';
 import { monotonicClock, Pool, type Clock } from './pool';
 import { Reloader } from './reload';
@@ -27,7 +27,6 @@ import { rowOf, shortName } from './signal-table';
 import type { SpawnWorker } from './spawn';
 import { masterEventStream, systemdFollower, type HookContext } from './subscribers';
 import { Upgrader } from './upgrade';
-import { workerSetupFor } from './worker-config';
 import { createWatchers, type Watchers } from './watchers';
 import { stopPlans, type StopPlan, type WorkerHandle } from './worker-handle';
 
@@ -85,11 +84,9 @@ export class Arbiter {
     const clock = deps.clock ?? monotonicClock;
     this.#startedAtMs = clock.now();
     this.#events = deps.events ?? masterEventStream(log, () => this.hookContext());
-    this.#generations = new Generations({
-      id: 1, config: loaded.config, listeners: deps.listeners, cwd: this.#cwdFor(loaded),
-      configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? 'forkd', identity: deps.identity,
-      durationsMs: loaded.durationsMs, worker: workerSetupFor(loaded),
-    });
+    this.#generations = new Generations(generationFrom(1, loaded, {
+      listeners: deps.listeners, cwd: this.#cwdFor(loaded), identity: deps.identity, name: 'forkd',
+    }));
     this.#scale = new Scale(resolveWorkerCount(loaded.config.workers), (e) => this.#events.emit(e));
     this.#sockets = new OpenSockets(deps.listeners);
     this.#pool = new Pool({ log, clock, spawn: deps.spawn, emit: (e) => this.#events.emit(e), control: this.#poolControl() });

@@ -1,9 +1,24 @@
 /** Owns which generation serves: its config, sockets and directory, the one a reload is starting
  *  (pending), the numbers given so far, and how the last reload ended. */
 
+import type { Identity } from '../config/identity';
+import type { Loaded } from '../config/load';
+import type { Listener } from '../net/listeners';
 import type { Generation } from './pool';
+import { workerSetupFor } from './worker-config';
 import type { PendingGeneration } from './reload';
 import type { MasterStatus } from '../systemd/lifecycle';
+
+/** Generation `id` of a config read: at start, or by a reload (`name` when the config names none). */
+export function generationFrom(id: number, loaded: Loaded, at: {
+  readonly listeners: readonly Listener[]; readonly cwd: string; readonly identity: Identity | null; readonly name: string;
+}): Generation {
+  const { config } = loaded;
+  return {
+    id, config, listeners: at.listeners, cwd: at.cwd, configFile: loaded.file, name: config.name ?? config.app ?? at.name,
+    identity: at.identity, durationsMs: loaded.durationsMs, worker: workerSetupFor(loaded),
+  };
+}
 
 export class Generations {
   #current: Generation;

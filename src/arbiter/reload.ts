@@ -14,7 +14,7 @@ import { BindError, listenersFor, type Listener } from '../net/listeners';
 import type { MasterContext } from './context';
 import type { Generation, Pool } from './pool';
 import type { Watchers } from './watchers';
-import { workerSetupFor } from './worker-config';
+import { generationFrom } from './generations';
 import { stopPlans } from './worker-handle';
 
 export type ReloadOutcome =
@@ -115,11 +115,9 @@ export class Reloader {
     if (opened === STOPPED) return { ok: false, reason: 'stopping' };
     if (typeof opened === 'string') return { ok: false, reason: opened };
     const { loaded } = opened;
-    const gen: Generation = {
-      id: generations.nextId(), config: loaded.config, listeners: opened.listeners, cwd: this.#deps.cwdFor(loaded),
-      configFile: loaded.file, name: loaded.config.name ?? loaded.config.app ?? prev.name, identity: opened.identity,
-      durationsMs: loaded.durationsMs, worker: workerSetupFor(loaded),
-    };
+    const gen = generationFrom(generations.nextId(), loaded, {
+      listeners: opened.listeners, cwd: this.#deps.cwdFor(loaded), identity: opened.identity, name: prev.name,
+    });
     const count = loaded.origins.workers.layer !== 'default' ? resolveWorkerCount(loaded.config.workers) : scale.wanted;
     const pending = watchGeneration(pool, gen.id, count);
     this.#begin(gen, count, pending, opened.opened);

@@ -27,7 +27,7 @@ export class Scale {
     if (this.target !== before) this.#emit({ type: 'scale.changed', workers: this.target, before, why });
   }
 
-  /** One more worker (TTIN; out of idle, one); true if it changed. */
+  /** One more worker (TTIN; out of idle, one). */
   grow(): void { this.set(this.#idle ? 1 : this.#wanted + 1, false, 'TTIN'); }
 
   /** One fewer (TTOU), never below 1; false if it would go below. */
