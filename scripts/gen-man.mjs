@@ -129,7 +129,7 @@ export function renderConfig5() {
     'The hooks marked [worker] run in each worker as its generation read the file: a worker started',
     'after the file was edited without a reload, or saved invalid, runs the hooks of the config it was',
     'started with (the file and the local modules it requires, as they were; packages and ES modules',
-    'it imports load as they are when the worker starts, as the app\(aqs do).',
+    'it imports load as they are when the worker starts, as the app\\(aqs do).',
     '.SH SETTINGS',
   ];
   let section = '';

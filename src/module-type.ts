@@ -17,6 +17,13 @@ export function isEsmJs(file: string): boolean {
   }
 }
 
+/** A module's namespace as `require` or `import` gives it: an ES module's (require(esm), import())
+ *  or one compiled from ESM syntax (`__esModule`), rather than a CommonJS `module.exports`. */
+export function isModuleNamespace(value: unknown): value is Record<string, unknown> {
+  return !!value && typeof value === 'object'
+    && (!!(value as { __esModule?: unknown }).__esModule || Object.prototype.toString.call(value) === '[object Module]');
+}
+
 /** A JavaScript file that Node loads as CommonJS. */
 export function isCommonJs(file: string): boolean {
   return file.endsWith('.cjs') || (file.endsWith('.js') && !isEsmJs(file));

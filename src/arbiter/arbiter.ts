@@ -17,7 +17,7 @@ import type { Listener } from '../net/listeners';
 import type { Lifecycle, MasterStatus } from '../systemd/lifecycle';
 import { OpenSockets, type MasterContext, type Phase } from './context';
 import { startDeadlines } from './deadlines';
-import type { EventStream, Subscriber } from './events';
+import type { Subscriber } from './events';
 import { generationFrom, Generations } from './generations';
 import type { Command, Loop, ManagedSignal } from './loop';
 import { monotonicClock, Pool, type Clock } from './pool';
@@ -25,7 +25,7 @@ import { Reloader } from './reload';
 import { Scale } from './scale';
 import { rowOf, shortName } from './signal-table';
 import type { SpawnWorker } from './spawn';
-import { masterEventStream, systemdFollower, type HookContext } from './subscribers';
+import { masterEventStream, type HookContext, type MasterEvents } from './subscribers';
 import { Upgrader } from './upgrade';
 import { createWatchers, type Watchers } from './watchers';
 import { stopPlans, type StopPlan, type WorkerHandle } from './worker-handle';
@@ -48,7 +48,7 @@ export interface ArbiterDeps {
   /** What systemd hears, when forkd runs under it: it follows the lifecycle events. */
   readonly lifecycle?: Lifecycle;
   /** The event stream, when the entry point made it before the sockets were bound (for onStarting). */
-  readonly events?: EventStream;
+  readonly events?: MasterEvents;
   /** More followers of the lifecycle events (after the log, the hooks and systemd). */
   readonly subscribers?: readonly Subscriber[];
   readonly clock?: Clock;
@@ -60,7 +60,7 @@ const BALANCE_EVERY_MS = 100;
 export class Arbiter {
   readonly #deps: ArbiterDeps;
   readonly #ctx: MasterContext;
-  readonly #events: EventStream;
+  readonly #events: MasterEvents;
   readonly #pool: Pool;
   readonly #generations: Generations;
   readonly #scale: Scale;
@@ -106,10 +106,10 @@ export class Arbiter {
     this.#deadlines = startDeadlines({ pool: this.#pool, log, clock, emit: (e) => this.#events.emit(e), limits: () => this.#limits() });
   }
 
-  /** The log and the hooks follow the stream from its making (subscribers.ts); systemd and the
-   *  rest from here. */
+  /** The log, systemd and the hooks follow the stream in that order (subscribers.ts); the
+   *  subscribers given follow them. */
   #subscribe(): void {
-    if (this.#deps.lifecycle) this.#events.subscribe(systemdFollower(this.#deps.lifecycle));
+    if (this.#deps.lifecycle) this.#events.tellSystemd(this.#deps.lifecycle);
     for (const s of this.#deps.subscribers ?? []) this.#events.subscribe(s);
   }
 

@@ -60,9 +60,8 @@ function check(deps: DeadlineDeps, h: WorkerHandle, now: number): void {
     h.bootTimedOut(`it did not boot within ${bootTimeoutMs / 1000}s (bootTimeout)`);
   } else if (h.accepting && timeoutMs > 0 && h.endReason === null && now - h.lastBeatAtMs > timeoutMs) {
     timedOut(deps, h, now);
-  } else if (h.killAtMs !== null && now >= h.killAtMs && h.state === 'stopping') {
+  } else if (h.killIfOverdue(now)) {
     deps.log.warning(`Worker (pid:${h.pid}) did not stop in time: killing it`, { event: 'worker.kill', nr: h.nr });
-    h.killIfOverdue(now);
   }
 }
 

@@ -6,7 +6,7 @@
 
 import { MANAGED_SIGNALS, rowOf, type ManagedSignal } from './signal-table';
 
-export { MANAGED_SIGNALS, type ManagedSignal } from './signal-table';
+export type { ManagedSignal } from './signal-table';
 
 export type Command = () => void | Promise<void>;
 export type Item = ManagedSignal | Command;

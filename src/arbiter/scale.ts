@@ -1,9 +1,9 @@
 /** Owns how many workers the master keeps: the number asked for (workers, TTIN/TTOU, a reload) and
  *  whether it is idle (WINCH: no workers, sockets kept). A change is a scale.changed event. */
 
-import type { LifecycleEvent } from './events';
+import type { EventOf, LifecycleEvent } from './events';
 
-export type ScaleWhy = 'TTIN' | 'TTOU' | 'WINCH' | 'reload';
+export type ScaleWhy = EventOf<'scale.changed'>['why'];
 
 export class Scale {
   #wanted: number;

@@ -15,7 +15,7 @@ type Table<R> = { readonly [T in EventType]: ((e: EventOf<T>) => R) | null };
 const follow = <R>(table: Table<R>) => (e: LifecycleEvent): R | undefined =>
   (table[e.type] as ((e: LifecycleEvent) => R) | null)?.(e) ?? undefined;
 
-export function logLines(log: Logger): (e: LifecycleEvent) => void {
+function logLines(log: Logger): (e: LifecycleEvent) => void {
   return follow<void>({
     'master.starting': null, // the entry point says which forkd starts
     'master.started': (e) => log.info(`Using ${plural(e.workers, 'worker')}`, { event: 'master.start', workers: e.workers }),
@@ -57,21 +57,30 @@ export function logLines(log: Logger): (e: LifecycleEvent) => void {
   });
 }
 
-/** What a master hook is run with: the serving generation's config, and what it says of the master. */
+/** What a master hook is run with: the config of the generation new workers start in (during a
+ *  reload, the new one), and what it says of the master. */
 export interface HookContext { readonly config: Config; readonly hookTimeoutMs: number; readonly master: MasterInfo }
 
-/** The master's event stream with its log lines and hooks following it (systemd, and whatever else
- *  follows, subscribes once the master runs). `context` is read as each hook runs. */
-export function masterEventStream(log: Logger, context: () => HookContext): EventStream {
+/** The master's event stream, followed in this order: its log lines, systemd (once `tellSystemd`
+ *  names it: the sockets must be bound first), the hooks. A hook is started after the event's log
+ *  line and systemd message, as it always was: RELOADING=1 before onReload, READY=1 before
+ *  whenReady. `context` is read as each hook runs. */
+export interface MasterEvents extends EventStream {
+  tellSystemd(lifecycle: Lifecycle): void;
+}
+
+export function masterEventStream(log: Logger, context: () => HookContext): MasterEvents {
   const events = createEventStream((err, e) => log.error(`following ${e.type} failed`, { event: 'master.error', error: err }));
+  let systemd: ((e: LifecycleEvent) => void) | null = null;
   events.subscribe(logLines(log));
+  events.subscribe((e) => systemd?.(e));
   events.subscribe(hookRunner(log, context));
-  return events;
+  return { ...events, tellSystemd(lifecycle) { systemd = systemdFollower(lifecycle); } };
 }
 
 /** The master hooks, run with the config of the generation serving when the event happens; the
  *  promise of each is the event's, so whoever awaits the event waits for its hook. */
-export function hookRunner(log: Logger, now: () => HookContext): (e: LifecycleEvent) => Promise<void> | undefined {
+function hookRunner(log: Logger, now: () => HookContext): (e: LifecycleEvent) => Promise<void> | undefined {
   const hook = <K extends HookName>(name: K, ...args: Parameters<Hooks[K]>) => {
     const { config, hookTimeoutMs } = now();
     return runHook(config[name], name, args, { timeoutMs: hookTimeoutMs, log });
@@ -108,7 +117,7 @@ export function hookRunner(log: Logger, now: () => HookContext): (e: LifecycleEv
 
 /** What systemd hears (systemd/lifecycle.ts says how): readiness, reloads, stopping, STATUS=, and
  *  the handover of an upgrade. */
-export function systemdFollower(lifecycle: Lifecycle): (e: LifecycleEvent) => void {
+function systemdFollower(lifecycle: Lifecycle): (e: LifecycleEvent) => void {
   return follow<void>({
     'master.starting': null,
     'master.started': null,

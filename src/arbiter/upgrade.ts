@@ -46,7 +46,7 @@ function movePidfile(from: string, to: string): void {
 }
 
 /** Puts PIDFILE back for this master (PIDFILE.oldbin → PIDFILE), unless another live master holds it. */
-export function restorePidfile(pidfile: string | null): void {
+function restorePidfile(pidfile: string | null): void {
   if (!pidfile || !existsSync(`${pidfile}.oldbin`)) return;
   let holder = NaN;
   try { holder = Number(readFileSync(pidfile, 'utf8').trim()); } catch { /* none */ }
@@ -60,7 +60,7 @@ function handedOver(l: Listener): HandedOver {
 }
 
 /** Starts the successor; its outcome resolves once it has taken over, or fails (after killing it). */
-export function startSuccessor(req: UpgradeRequest): Upgrade {
+function startSuccessor(req: UpgradeRequest): Upgrade {
   const { listeners } = req;
   if (req.pidfile) movePidfile(req.pidfile, `${req.pidfile}.oldbin`);
   const env: NodeJS.ProcessEnv = {
@@ -138,7 +138,7 @@ export class Upgrader {
       : this.#running ? 'an upgrade is already under way' : this.#handedOver ? 'this master was upgraded already' : null;
     if (busy) { ctx.log.warning(`USR2 ignored: ${busy}`, { event: 'upgrade.ignored' }); return; }
     await ctx.events.emit({ type: 'upgrade.requested' });
-    const { config, durationsMs } = ctx.generations.current;
+    const { durationsMs } = ctx.generations.current;
     const current = startSuccessor({
       events: ctx.events, listeners: ctx.sockets.all(), pidfile: this.#deps.pidfile, cwd: this.#deps.startCwd,
       readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS,
@@ -151,7 +151,8 @@ export class Upgrader {
       return;
     }
     this.#handedOver = { pid: outcome.pid, kept: new Set(outcome.kept) };
-    const manual = config.upgrade === 'manual';
+    // Read now, not at USR2: a reload may have finished while the successor booted.
+    const manual = ctx.generations.config.upgrade === 'manual';
     void ctx.events.emit({ type: 'upgrade.handedOver', successor: outcome.pid, manual });
     if (manual) current.child.once('exit', () => this.#rolledBack(outcome.pid));
     else if (ctx.phase() !== 'stopping') this.#deps.retire();

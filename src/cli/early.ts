@@ -4,6 +4,7 @@
  *  undoing what was set up so far (sockets, pidfile); other signals are dropped. */
 
 import { createLoop, listenForSignals, type Loop } from '../arbiter/loop';
+import { rowOf } from '../arbiter/signal-table';
 
 export interface Early {
   readonly loop: Loop;
@@ -16,7 +17,7 @@ export function catchSignalsEarly(): Early {
   const undos: Array<() => void> = [];
   listenForSignals(loop);
   loop.start((item) => {
-    if (item === 'SIGTERM' || item === 'SIGINT' || item === 'SIGQUIT') {
+    if (typeof item === 'string' && rowOf(item).interrupts) {
       for (const undo of undos.reverse()) undo();
       process.exit(0);
     }

@@ -57,6 +57,6 @@ export function renderHelp(version: string): string {
   out.push('', 'Actions:', ...Object.values(ACTIONS).map((a) => entry(a.flags.join(', '), a.doc)));
   const signals = SIGNAL_ROWS.map((r) => `${r.signals.map(shortName).join('/')} ${r.summary}`).join(', ');
   out.push('', ...wrap(`Signals to the master: ${signals}.`, WIDTH - 2),
-    ...wrap(`Exit codes: ${Object.entries(EXIT_CODE_MEANINGS).map(([code, meaning]) => `${code} ${meaning}`).join(', ')}.`, WIDTH - 2));
+    `Exit codes: ${Object.entries(EXIT_CODE_MEANINGS).map(([code, meaning]) => `${code} ${meaning}`).join(', ')}.`);
   return out.join('\n');
 }

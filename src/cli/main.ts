@@ -120,7 +120,7 @@ async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loa
   process.title = `forkd: master [${name}]`;
   log.info(`Starting forkd ${VERSION}${successorOf ? `, succeeding master ${successorOf}` : ''}`, { config: loaded.file ?? undefined });
   // The master's lifecycle events start here, so that onStarting runs before the sockets are bound;
-  // once the master runs, its hooks see the serving generation.
+  // once the master runs, its hooks see the generation new workers start in.
   let hooksSee = (): HookContext => ({
     config, hookTimeoutMs: loaded.durationsMs.hookTimeout,
     master: { pid: process.pid, name, generation: 1, workers: resolveWorkerCount(config.workers) },

@@ -11,7 +11,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import Module from 'node:module';
 import { dirname, resolve } from 'node:path';
-import { isEsmJs } from '../module-type';
+import { isEsmJs, isModuleNamespace } from '../module-type';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 import { importFromSource } from './esm-source';
 
@@ -68,7 +68,7 @@ function transpile(file: string, source: string): string {
 }
 
 /** The JavaScript that `source`, read from `file`, runs as. */
-export function compiledCode(file: string, source: string): string {
+function compiledCode(file: string, source: string): string {
   return isTypeScriptFile(file) ? transpile(file, source) : source;
 }
 
@@ -144,9 +144,7 @@ export function recorder(): Recorder {
 /** The config a module exports: its default export if it has one, called if it is a function. */
 export async function exportedValue(loaded: unknown): Promise<unknown> {
   let value = loaded;
-  const isNamespace = !!value && typeof value === 'object'
-    && (!!(value as { __esModule?: unknown }).__esModule || Object.prototype.toString.call(value) === '[object Module]');
-  if (isNamespace) {
+  if (isModuleNamespace(value)) {
     const { default: dflt, __esModule: _marker, ...named } = value as Record<string, unknown>;
     value = dflt !== undefined ? dflt : named;
   }

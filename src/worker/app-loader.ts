@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { APP_EXTENSIONS, findAppModule, parseAppSpec } from '../config/app-spec';
 import { AppLoadError } from '../config/errors';
-import { isCommonJs } from '../module-type';
+import { isCommonJs, isModuleNamespace } from '../module-type';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
 import type { FetchHandler } from './fetch-adapter';
 
@@ -45,10 +45,7 @@ function registerTsNode(file: string): void {
 /** What `require` gave, as a namespace: `default` plus named exports. An ES module's namespace
  *  (require(esm)) and a module compiled from ESM (`__esModule`) already are one. */
 function asNamespace(exp: unknown): Record<string, unknown> {
-  if (exp && typeof exp === 'object'
-    && ((exp as { __esModule?: unknown }).__esModule || Object.prototype.toString.call(exp) === '[object Module]')) {
-    return exp as Record<string, unknown>;
-  }
+  if (isModuleNamespace(exp)) return exp;
   return { ...(exp && typeof exp === 'object' ? exp : {}), default: exp };
 }
 

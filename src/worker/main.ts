@@ -176,9 +176,10 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
  *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening.
  *  Changes in open connections are told more often, for the master's balance. */
 function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | null): void {
+  // The inspector module is loaded at the first beat, after the worker serves, not during its start.
+  let inspector: typeof import('node:inspector') | null = null;
   setInterval(() => {
-    // The inspector module is loaded at the first beat, after the worker serves, not during its start.
-    const inspector = require('node:inspector') as typeof import('node:inspector');
+    inspector ??= require('node:inspector') as typeof import('node:inspector');
     if (inspector.url()) {
       inspector.close();
       log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });

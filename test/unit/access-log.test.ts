@@ -44,6 +44,19 @@ test('every atom', () => {
   assert.is(compile('%(b)s %(u)s')(entry({ bytes: 0, headers: { authorization: `Basic ${Buffer.from('ann:pw').toString('base64')}` } })), '- ann');
 });
 
+test('a method or HTTP version an app rewrote is escaped like any request field', () => {
+  // Node's parser allows only tokens there, but the app may set req.method / req.httpVersion.
+  for (const format of [GUNICORN_ACCESS_FORMAT, '%(m)s %(H)s']) {
+    const e = entry();
+    (e.req as { method: string }).method = 'GE"T\r\n';
+    (e.req as { httpVersion: string }).httpVersion = '1.1\x1b';
+    const line = compile(format)(e);
+    assert.not.match(line, /[\x00-\x1f\x7f-\x9f]/, `no raw control character (${format})`);
+    assert.ok(line.includes('GE\\"T\\x0d\\x0a'), `the method escaped: ${line}`);
+    assert.ok(line.includes('1.1\\x1b'), `the version escaped: ${line}`);
+  }
+});
+
 test('unknown atoms are refused at config time', () => {
   const err = compileAccessFormat('%(h)s %(zz)s');
   assert.type(err, 'string');

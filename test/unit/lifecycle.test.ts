@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Arbiter } from '../../src/arbiter/arbiter';
-import type { LifecycleEvent } from '../../src/arbiter/events';
+import type { LifecycleEvent, Subscriber } from '../../src/arbiter/events';
 import { createEventStream } from '../../src/arbiter/events';
 import { createLoop } from '../../src/arbiter/loop';
 import type { SpawnRequest } from '../../src/arbiter/spawn';
@@ -90,7 +90,7 @@ test('the event stream tells subscribers in order, waits for promises, and survi
 });
 
 /** A master over fake workers: every worker reports ready at once unless `failBoot` says not. */
-function master(opts: { readConfig?: () => Promise<Loaded>; failBoot?: (req: SpawnRequest) => boolean } = {}) {
+function master(opts: { readConfig?: () => Promise<Loaded>; failBoot?: (req: SpawnRequest) => boolean; also?: Subscriber } = {}) {
   const resolved = resolveLayers({ cli: { app: { value: 'app.js', flag: 'APP' }, workers: { value: '2', flag: '--workers' }, errorLog: { value: '/dev/null', flag: '--error-logfile' } }, env: {}, file: null });
   const loaded: Loaded = { ...resolved, file: null, durationsMs: durationsMs(resolved.config), snapshot: null };
   let now = 0;
@@ -102,7 +102,7 @@ function master(opts: { readConfig?: () => Promise<Loaded>; failBoot?: (req: Spa
     readConfig: opts.readConfig ?? (async () => loaded),
     onExit: () => undefined,
     clock: { now: () => now },
-    subscribers: [(e) => { events.push(e); }],
+    subscribers: [(e) => { events.push(e); }, ...(opts.also ? [opts.also] : [])],
     spawn: (req) => {
       const child = new FakeChild();
       setImmediate(() => {
@@ -135,7 +135,7 @@ function master(opts: { readConfig?: () => Promise<Loaded>; failBoot?: (req: Spa
     await until('the reload to fail', () => types().includes('reload.failed'));
     return events.find((e) => e.type === 'reload.failed') as Extract<LifecycleEvent, { type: 'reload.failed' }>;
   };
-  return { arbiter, loop, events, until, stop, types, failedReload };
+  return { arbiter, loop, events, until, stop, types, failedReload, loaded };
 }
 
 test('a reload emits begun → the new workers spawned → ready → done, in that order', async () => {
@@ -179,6 +179,48 @@ test('a reload whose new worker fails to boot ends in failed, and generation 1 s
   } finally {
     await m.stop();
   }
+});
+
+test('a reload reads the config only once what follows reload.begun is done (how onReload is waited for)', async () => {
+  const order: string[] = [];
+  let loaded: Loaded | null = null;
+  const m = master({
+    readConfig: async () => { order.push('config read'); return loaded!; },
+    also: (e) => (e.type === 'reload.begun'
+      ? new Promise<void>((ok) => setTimeout(() => { order.push('reload.begun followed'); ok(); }, 100)) : undefined),
+  });
+  loaded = m.loaded;
+  m.arbiter.start();
+  try {
+    await m.until('ready', () => m.types().includes('master.ready'));
+    m.loop.push('SIGHUP');
+    await m.until('the reload', () => m.types().includes('reload.done'));
+    assert.equal(order, ['reload.begun followed', 'config read']);
+  } finally {
+    await m.stop();
+  }
+});
+
+test('the loop: commands one at a time in order; USR1 runs at once, even behind a long command; a stop is told as it arrives', async () => {
+  const loop = createLoop();
+  const ran: string[] = [];
+  const interrupted: string[] = [];
+  let finishLong!: () => void;
+  loop.onInterrupt((sig) => interrupted.push(sig));
+  loop.start(async (item) => {
+    if (typeof item === 'function') { await item(); return; }
+    ran.push(item);
+  }, () => undefined);
+  loop.push(() => new Promise<void>((ok) => { ran.push('long begins'); finishLong = () => { ran.push('long ends'); ok(); }; }));
+  loop.push('SIGTTIN');
+  loop.push('SIGUSR1');
+  loop.push('SIGTERM');
+  await new Promise((ok) => setImmediate(ok));
+  assert.equal(ran, ['long begins', 'SIGUSR1'], 'USR1 did not wait; TTIN and TERM did');
+  assert.equal(interrupted, ['SIGTERM'], 'the stop was told as it arrived');
+  finishLong();
+  await new Promise((ok) => setTimeout(ok, 10));
+  assert.equal(ran, ['long begins', 'SIGUSR1', 'long ends', 'SIGTTIN', 'SIGTERM']);
 });
 
 test.run();
