@@ -77,6 +77,7 @@ export class Arbiter {
   #fillQueued = false;
   #balanceTimer: NodeJS.Timeout | null = null;
   #stopArrived!: () => void;
+  #statusServer: { close(): void } | null = null;
 
   constructor(deps: ArbiterDeps) {
     this.#deps = deps;
@@ -213,6 +214,7 @@ export class Arbiter {
     if (this.#finished) return;
     this.#finished = true;
     this.#deadlines.stop();
+    this.#statusServer?.close();
     await this.#events.emit({ type: 'master.exiting', code: this.#exitCode });
     this.#deps.onExit(this.#exitCode);
   }
@@ -275,6 +277,25 @@ export class Arbiter {
       (err) => log.error('master command failed', { event: 'master.error', error: err }),
     );
     this.#watchers.update(this.#generations.config, this.#generations.current.configFile, this.#generations.current.cwd);
+    void this.#startStatus();
     this.#requestFill();
+  }
+
+  /** The status listener, when statusBind names one: prom-client and the server are loaded only
+   *  then. A listener that cannot be opened ends the start, as a bind of the app's would. */
+  async #startStatus(): Promise<void> {
+    const binds = this.#generations.config.statusBind;
+    if (binds.length === 0) return;
+    const { createMetrics } = require('./metrics') as typeof import('./metrics');
+    const { StatusServer } = require('./status') as typeof import('./status');
+    const metrics = createMetrics(this.#ctx);
+    this.#events.subscribe((e) => metrics.follow(e));
+    const server = new StatusServer(this.#ctx, metrics);
+    this.#statusServer = server;
+    try {
+      for (const url of await server.listen(binds)) this.#deps.log.info(`Status at: ${url}`, { event: 'master.statusListener' });
+    } catch (err) {
+      this.#fatal(ExitCode.Failure, (err as Error).message);
+    }
   }
 }

@@ -2,7 +2,7 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  bindList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
+  bindList, statusBindList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
@@ -10,7 +10,7 @@ import { WORKER_CLASSES } from './worker-class';
 import { compileAccessFormat } from '../log/access';
 import { LOG_LEVELS } from '../log/logger';
 
-export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging' | 'Hooks';
+export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging' | 'Observability' | 'Hooks';
 
 /** An environment variable other than FORKD_<NAME> that also sets a setting (lower precedence). */
 export interface EnvAlias {
@@ -120,6 +120,11 @@ export const settings = {
       + 'over both. Needs a Node.js that passes the flag to the socket (22.12+, 23.1+); on one that does not, '
       + 'it is refused as invalid. It applies to the sockets forkd binds: one it already holds at a reload, '
       + 'or is given (systemd, fd://, a USR2 predecessor), is used as it is.',
+  }),
+  statusBind: setting({
+    section: 'Observability', flags: ['--status-bind'], metavar: 'ADDRESS', parse: statusBindList, default: [] as string[],
+    doc: 'An address of the master\'s own read-only HTTP listener, repeatable, in the forms of --bind (never '
+      + 'handed to workers): GET /metrics (Prometheus), /stats (JSON), /livez and /readyz.',
   }),
   workers: setting({
     section: 'Workers', flags: ['-w', '--workers'], metavar: 'INT', env: [{ name: 'WEB_CONCURRENCY' }],

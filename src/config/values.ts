@@ -139,7 +139,8 @@ export function list<T>(item: Parser<T>, plural: string): Parser<T[]> {
 const BIND_FORMS = 'HOST:PORT, [IPv6]:PORT, unix:PATH, fd://N or fd://NAME';
 
 /** Listen addresses: each must parse, and no two may claim the same address. */
-export const bindList: Parser<string[]> = (() => {
+/** Addresses to listen on; `allowEmpty` for a list that may name none (the status listener). */
+function bindsParser(allowEmpty: boolean): Parser<string[]> {
   const one = parser<string>(BIND_FORMS, (input) => {
     if (typeof input !== 'string') throw new Invalid(BIND_FORMS);
     const spec: BindSpec | string = parseBind(input);
@@ -149,12 +150,14 @@ export const bindList: Parser<string[]> = (() => {
   const inner = list(one, 'addresses');
   return parser(inner.allowed, (input) => {
     const out = inner(input);
-    if (out.length === 0) throw new Invalid(inner.allowed, 'the list is empty');
+    if (out.length === 0 && !allowEmpty) throw new Invalid(inner.allowed, 'the list is empty');
     const clash = overlappingBind(out);
     if (clash) throw new Invalid(`${inner.allowed}, each address once`, clash);
     return out;
   }, { repeats: true });
-})();
+}
+export const bindList = bindsParser(false);
+export const statusBindList = bindsParser(true);
 
 function noNul(key: string, value: string): string {
   if (value.includes('\0')) throw new Invalid('KEY=VALUE pairs (an object in a config file)', `the value of ${key} holds a NUL byte`);
