@@ -9,6 +9,11 @@
 // longer knows either flag (it would say so on stderr).
 const { setFlagsFromString } = require('node:v8');
 for (const flag of ['--no-turbofan', '--no-maglev']) setFlagsFromString(flag);
+// `forkd ctl` speaks to a running master over its control socket: a client, not a master.
+if (process.argv[2] === 'ctl') {
+  require('../dist/src/cli/ctl.js').run(process.argv.slice(3));
+  return;
+}
 // Signal listeners first, before the slow modules load (cli/early.ts); then the CLI.
 const early = require('../dist/src/cli/early.js').catchSignalsEarly();
 require('../dist/src/cli/main.js').run(early);

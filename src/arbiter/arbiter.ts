@@ -28,6 +28,9 @@ import type { SpawnWorker } from './spawn';
 import { masterEventStream, type HookContext, type MasterEvents } from './subscribers';
 import { Upgrader } from './upgrade';
 import { createWatchers, type Watchers } from './watchers';
+import { controlActions, type ControlDeps } from './control-actions';
+import { Observability } from './observe';
+import { Totals, type TotalsJSON } from './totals';
 import { stopPlans, type StopPlan, type WorkerHandle } from './worker-handle';
 
 export interface ArbiterDeps {
@@ -53,6 +56,9 @@ export interface ArbiterDeps {
   readonly subscribers?: readonly Subscriber[];
   readonly clock?: Clock;
   readonly spawn?: SpawnWorker;
+  /** A USR2 successor: resolves at the handover, with the predecessor's totals (null when it had
+   *  none or went away first); the status listener and control socket open only then. */
+  readonly handedOver?: Promise<TotalsJSON | null>;
 }
 
 const BALANCE_EVERY_MS = 100;
@@ -77,7 +83,10 @@ export class Arbiter {
   #fillQueued = false;
   #balanceTimer: NodeJS.Timeout | null = null;
   #stopArrived!: () => void;
-  #statusServer: { close(): void } | null = null;
+  readonly #totals = new Totals();
+  readonly #observe: Observability;
+  /** Checked after every lifecycle event: what a control command waits for. */
+  readonly #waiters = new Set<() => void>();
 
   constructor(deps: ArbiterDeps) {
     this.#deps = deps;
@@ -90,11 +99,15 @@ export class Arbiter {
     }));
     this.#scale = new Scale(resolveWorkerCount(loaded.config.workers), (e) => this.#events.emit(e));
     this.#sockets = new OpenSockets(deps.listeners);
-    this.#pool = new Pool({ log, clock, spawn: deps.spawn, emit: (e) => this.#events.emit(e), control: this.#poolControl() });
+    this.#pool = new Pool({
+      log, clock, spawn: deps.spawn, emit: (e) => this.#events.emit(e), control: this.#poolControl(),
+      tally: (nr, t) => this.#totals.add(nr, t), appMetrics: (h, msg) => this.#observe.answer(h, msg),
+    });
     this.#ctx = {
       log, clock, events: this.#events, pool: this.#pool, generations: this.#generations, scale: this.#scale,
-      sockets: this.#sockets, phase: () => this.#phase, status: () => this.#status(), fill: () => this.#fill(),
+      sockets: this.#sockets, totals: this.#totals, phase: () => this.#phase, status: () => this.#status(), fill: () => this.#fill(),
     };
+
     this.#subscribe();
     const stopping = new Promise<void>((ok) => { this.#stopArrived = ok; });
     this.#watchers = createWatchers(log, (why) => deps.loop.push(() => this.#reloader.run(why)));
@@ -103,7 +116,10 @@ export class Arbiter {
     });
     this.#upgrader = new Upgrader(this.#ctx, {
       pidfile: deps.pidfile, startCwd: deps.startCwd, retire: () => this.#stopAll(stopPlans.graceful(this.#generations.gracefulMs), 'upgraded'),
+      handover: () => { this.#observe.release(); return this.#totals.toJSON(); },
+      rolledBack: () => { void this.#openObserve(); },
     });
+    this.#observe = new Observability(this.#ctx, controlActions(this.#controlDeps()));
     this.#deadlines = startDeadlines({ pool: this.#pool, log, clock, emit: (e) => this.#events.emit(e), limits: () => this.#limits() });
   }
 
@@ -111,7 +127,35 @@ export class Arbiter {
    *  subscribers given follow them. */
   #subscribe(): void {
     if (this.#deps.lifecycle) this.#events.tellSystemd(this.#deps.lifecycle);
+    this.#events.subscribe((e) => {
+      this.#totals.follow(e);
+      this.#observe.follow(e);
+      if (e.type === 'reload.done') void this.#observe.update(this.#generations.config);
+      for (const check of [...this.#waiters]) check();
+    });
     for (const s of this.#deps.subscribers ?? []) this.#events.subscribe(s);
+  }
+
+  /** What the control socket's commands need of the master (control-actions.ts). */
+  #controlDeps(): ControlDeps {
+    return {
+      ctx: this.#ctx, loop: this.#deps.loop, observe: () => this.#observe, reloader: this.#reloader, upgrader: this.#upgrader,
+      until: (cond, ms) => this.#until(cond, ms),
+      resize: (n) => { if (this.#phase === 'stopping') return false; this.#scale.set(n, false, 'ctl'); this.#fill(); return true; },
+      reopenLogs: () => this.#reopenLogs(),
+      stop: (quick) => this.#commands[quick ? 'SIGQUIT' : 'SIGTERM'](),
+      timeoutStack: () => this.#generations.config.timeoutStack,
+    };
+  }
+
+  /** Resolves true once `cond` holds (checked now and after every lifecycle event), false after `ms`. */
+  #until(cond: () => boolean, ms: number): Promise<boolean> {
+    if (cond()) return Promise.resolve(true);
+    return new Promise((done) => {
+      const timer = setTimeout(() => { this.#waiters.delete(check); done(false); }, ms);
+      const check = () => { if (cond()) { clearTimeout(timer); this.#waiters.delete(check); done(true); } };
+      this.#waiters.add(check);
+    });
   }
 
   /** What a master hook runs with now. */
@@ -214,7 +258,7 @@ export class Arbiter {
     if (this.#finished) return;
     this.#finished = true;
     this.#deadlines.stop();
-    this.#statusServer?.close();
+    this.#observe.close();
     await this.#events.emit({ type: 'master.exiting', code: this.#exitCode });
     this.#deps.onExit(this.#exitCode);
   }
@@ -277,25 +321,24 @@ export class Arbiter {
       (err) => log.error('master command failed', { event: 'master.error', error: err }),
     );
     this.#watchers.update(this.#generations.config, this.#generations.current.configFile, this.#generations.current.cwd);
-    void this.#startStatus();
+    void this.#openObserve(this.#deps.handedOver);
     this.#requestFill();
   }
 
-  /** The status listener, when statusBind names one: prom-client and the server are loaded only
-   *  then. A listener that cannot be opened ends the start, as a bind of the app's would. */
-  async #startStatus(): Promise<void> {
-    const binds = this.#generations.config.statusBind;
-    if (binds.length === 0) return;
-    const { createMetrics } = require('./metrics') as typeof import('./metrics');
-    const { StatusServer } = require('./status') as typeof import('./status');
-    const metrics = createMetrics(this.#ctx);
-    this.#events.subscribe((e) => metrics.follow(e));
-    const server = new StatusServer(this.#ctx, metrics);
-    this.#statusServer = server;
+  /** The status listener, control socket and statsd, as the config names them. A successor master
+   *  opens them once its predecessor has handed them over (with its totals); one that cannot be
+   *  opened at start ends the start, as a bind of the app's would. */
+  async #openObserve(handedOver?: Promise<TotalsJSON | null>): Promise<void> {
+    if (handedOver) {
+      const totals = await handedOver;
+      if (totals) this.#totals.adopt(totals);
+    }
+    if (this.#phase === 'stopping') return;
     try {
-      for (const url of await server.listen(binds)) this.#deps.log.info(`Status at: ${url}`, { event: 'master.statusListener' });
+      await this.#observe.open(this.#generations.config);
     } catch (err) {
-      this.#fatal(ExitCode.Failure, (err as Error).message);
+      if (this.#phase === 'starting' || handedOver) this.#fatal(ExitCode.Failure, (err as Error).message);
+      else this.#deps.log.error((err as Error).message, { event: 'master.observeFailed' });
     }
   }
 }

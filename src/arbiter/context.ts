@@ -10,6 +10,7 @@ import type { EventStream } from './events';
 import type { Generations } from './generations';
 import type { Clock, Pool } from './pool';
 import type { Scale } from './scale';
+import type { Totals } from './totals';
 
 export type Phase = 'starting' | 'running' | 'stopping';
 
@@ -21,6 +22,8 @@ export interface MasterContext {
   readonly generations: Generations;
   readonly scale: Scale;
   readonly sockets: OpenSockets;
+  /** The counts behind forkd's counters, for the master's lifetime (and its predecessors'). */
+  readonly totals: Totals;
   phase(): Phase;
   status(): MasterStatus;
   /** Brings the pool to the target now (what `requestFill` runs). */

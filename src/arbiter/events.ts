@@ -38,7 +38,7 @@ export type LifecycleEvent =
   | { readonly type: 'upgrade.failed'; readonly reason: string; readonly pidfileRestored: boolean }
   | { readonly type: 'upgrade.handedOver'; readonly successor: number; readonly manual: boolean }
   | { readonly type: 'upgrade.rolledBack'; readonly successor: number; readonly status: MasterStatus }
-  | { readonly type: 'scale.changed'; readonly workers: number; readonly before: number; readonly why: 'TTIN' | 'TTOU' | 'WINCH' | 'reload' }
+  | { readonly type: 'scale.changed'; readonly workers: number; readonly before: number; readonly why: 'TTIN' | 'TTOU' | 'WINCH' | 'reload' | 'ctl' }
   | { readonly type: 'logs.reopened' };
 
 export type EventType = LifecycleEvent['type'];

@@ -1,63 +1,156 @@
-/** Owns the master's Prometheus metrics (prom-client, in a registry of forkd's own): what the
- *  master knows now (workers by state, the generation, each worker's connections and requests in
- *  flight as last reported) is read at scrape time; what happens (worker exits by reason, reloads
- *  by result) is counted from the lifecycle events, for the master's lifetime. Loaded only when a
- *  status listener is configured. */
+/** Owns the master's Prometheus metrics, in a prom-client registry of forkd's own, which also
+ *  writes the exposition format. Everything is read at scrape time: the counts from the totals
+ *  (totals.ts: what the workers reported with their heartbeats, and what the lifecycle events
+ *  said), the rest from the pool as the workers last reported (a scrape never waits on a worker),
+ *  and each TCP listener's accept queue from the kernel. prom-client's defaults describe the
+ *  master's own process. Loaded only when a status listener is configured. */
 
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
+import { CODE_CLASSES, DURATION_BUCKETS_S } from '../ipc/tally';
+import { listenQueues, queueLimit } from '../net/listen-queue';
 import type { MasterContext } from './context';
-import type { LifecycleEvent } from './events';
 import type { WorkerHandle } from './worker-handle';
 
 /** prom-client's defaults that `promtool check metrics` refuses: gauges named like counters. */
 const REFUSED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
-const STATE_OF: Record<WorkerHandle['state'], 'booting' | 'serving' | 'draining' | null> = {
+export const STATE_OF: Record<WorkerHandle['state'], 'booting' | 'serving' | 'draining' | null> = {
   booting: 'booting', serving: 'serving', replacing: 'serving', stopping: 'draining', exited: null,
 };
 
 export interface Metrics {
   readonly registry: Registry;
-  /** Follows the lifecycle events (subscribe it to the master's stream). */
-  follow(event: LifecycleEvent): void;
+  /** The exposition text, the app's metrics merged in when `appMetrics` gives them. */
+  text(): Promise<string>;
 }
 
-export function createMetrics(ctx: MasterContext): Metrics {
+/** A gauge read from the live workers at scrape time, one value per worker number (a reload's
+ *  outgoing worker and its replacement share a number while the old one drains: `merge` says
+ *  how their values combine). */
+function perWorkerGauge(registry: Registry, ctx: MasterContext, name: string, help: string,
+  read: (h: WorkerHandle) => number | null, merge: (a: number, b: number) => number, extra: string[] = []): void {
+  new Gauge({
+    name, help, labelNames: ['worker', ...extra], registers: [registry],
+    collect() {
+      this.reset();
+      const by = new Map<number, number>();
+      for (const h of ctx.pool.live()) {
+        const v = read(h);
+        if (v === null) continue;
+        const had = by.get(h.nr);
+        by.set(h.nr, had === undefined ? v : merge(had, v));
+      }
+      for (const [nr, v] of by) this.set({ worker: String(nr) }, v);
+    },
+  });
+}
+
+/** forkd_request_duration_seconds, from the workers' bucket counts: a metric object in
+ *  prom-client's own format (what Histogram.get() returns), which the registry writes out. */
+function durationHistogram(ctx: MasterContext): { name: string; get(): Promise<Omit<MetricObjectWithValues<MetricValueWithName<string>>, 'collect' | 'type'> & { type: string }> } {
+  const name = 'forkd_request_duration_seconds';
+  const help = 'Time from a request reaching the app to its response\'s end, in seconds.';
+  return {
+    name,
+    async get() {
+      const all = ctx.totals.all();
+      let acc = 0;
+      const values: MetricValueWithName<string>[] = DURATION_BUCKETS_S.map((le, i) => {
+        acc += all.buckets[i]!;
+        return { labels: { le }, value: acc, metricName: `${name}_bucket` };
+      });
+      acc += all.buckets[DURATION_BUCKETS_S.length]!;
+      values.push({ labels: { le: '+Inf' }, value: acc, metricName: `${name}_bucket` });
+      values.push({ labels: {}, value: all.sumS, metricName: `${name}_sum` });
+      values.push({ labels: {}, value: acc, metricName: `${name}_count` });
+      return { name, help, type: 'histogram', values, aggregator: 'sum' };
+    },
+  };
+}
+
+export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Registry | null>): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   for (const name of REFUSED_DEFAULTS) registry.removeSingleMetric(name);
-  const live = () => ctx.pool.live();
+  const { totals } = ctx;
+
+  new Counter({
+    name: 'forkd_requests_total', help: 'Responses finished, by worker number and status class.', labelNames: ['worker', 'code'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [nr, codes] of totals.requests()) codes.forEach((n, i) => this.inc({ worker: String(nr), code: CODE_CLASSES[i]! }, n));
+    },
+  });
+  registry.registerMetric(durationHistogram(ctx) as never);
+  perWorkerGauge(registry, ctx, 'forkd_requests_in_flight', 'Requests a worker is serving now, as it last reported.',
+    (h) => (h.state === 'booting' ? null : h.inFlight), (a, b) => a + b);
+  perWorkerGauge(registry, ctx, 'forkd_connections', 'Connections a worker holds open now, as it last reported.',
+    (h) => (h.state === 'booting' ? null : h.connections), (a, b) => a + b);
+  perWorkerGauge(registry, ctx, 'forkd_worker_resident_memory_bytes', 'A worker\'s resident memory, as it last reported.',
+    (h) => h.health?.rssBytes ?? null, (a, b) => a + b);
+  new Gauge({
+    name: 'forkd_worker_event_loop_lag_seconds', help: 'A worker\'s event loop delay over its last report interval.',
+    labelNames: ['worker', 'quantile'], registers: [registry],
+    collect() {
+      this.reset();
+      const by = new Map<number, [number, number]>();
+      for (const h of ctx.pool.live()) {
+        const lag = h.health?.lagMs;
+        if (!lag) continue;
+        const had = by.get(h.nr);
+        by.set(h.nr, had ? [Math.max(had[0], lag[0]), Math.max(had[1], lag[1])] : [lag[0], lag[1]]);
+      }
+      for (const [nr, [p50, p99]] of by) {
+        this.set({ worker: String(nr), quantile: '0.5' }, p50 / 1000);
+        this.set({ worker: String(nr), quantile: '0.99' }, p99 / 1000);
+      }
+    },
+  });
   new Gauge({
     name: 'forkd_workers', help: 'Worker processes now, by state.', labelNames: ['state'], registers: [registry],
     collect() {
       const counts = { booting: 0, serving: 0, draining: 0 };
-      for (const h of live()) { const s = STATE_OF[h.state]; if (s) counts[s]++; }
+      for (const h of ctx.pool.live()) { const s = STATE_OF[h.state]; if (s) counts[s]++; }
       for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
     },
   });
   new Gauge({
-    name: 'forkd_generation', help: 'The generation new workers start in.', registers: [registry],
+    name: 'forkd_generation', help: 'The generation new workers start in (1 at start, one more for each reload).', registers: [registry],
     collect() { this.set(ctx.generations.current.id); },
   });
-  const perWorker = (name: string, help: string, read: (h: WorkerHandle) => number) => new Gauge({
-    name, help, labelNames: ['worker'], registers: [registry],
+  new Counter({
+    name: 'forkd_worker_exits_total', help: 'Worker exits, by reason (as the log\'s reason=; a signal\'s name, or crash).', labelNames: ['reason'], registers: [registry],
+    collect() { this.reset(); for (const [reason, n] of totals.exits()) this.inc({ reason }, n); },
+  });
+  new Counter({
+    name: 'forkd_reloads_total', help: 'Reloads (HUP, config edits, forkd ctl reload), by result.', labelNames: ['result'], registers: [registry],
+    collect() { this.reset(); const r = totals.reloads(); this.inc({ result: 'ok' }, r.ok); this.inc({ result: 'failed' }, r.failed); },
+  });
+  new Counter({
+    name: 'forkd_balance_closed_total', help: 'Kept-alive connections the balance asked to close, to even out the workers.', registers: [registry],
+    collect() { this.reset(); this.inc(totals.all().shed); },
+  });
+  const queue = (name: string, help: string, read: (length: number, limit: number) => number) => new Gauge({
+    name, help, labelNames: ['listener'], registers: [registry],
     collect() {
       this.reset();
-      for (const h of live()) if (h.accepting) this.set({ worker: String(h.nr) }, read(h));
+      const listeners = ctx.sockets.all();
+      const lengths = listenQueues(listeners.map((l) => l.fd));
+      const limit = queueLimit(ctx.generations.config.backlog);
+      for (const l of listeners) {
+        const length = lengths.get(l.fd);
+        if (length !== undefined) this.set({ listener: l.url }, read(length, limit));
+      }
     },
   });
-  perWorker('forkd_requests_in_flight', 'Requests a worker is serving now, as it last reported.', (h) => h.inFlight);
-  perWorker('forkd_connections', 'Connections a worker holds open now, as it last reported.', (h) => h.connections);
-  const exits = new Counter({ name: 'forkd_worker_exits_total', help: 'Worker exits, by reason.', labelNames: ['reason'], registers: [registry] });
-  const reloads = new Counter({ name: 'forkd_reloads_total', help: 'Reloads, by result.', labelNames: ['result'], registers: [registry] });
-  reloads.inc({ result: 'ok' }, 0);
-  reloads.inc({ result: 'failed' }, 0);
+  queue('forkd_listen_queue_length', 'Connections waiting in a TCP listener\'s accept queue now.', (length) => length);
+  queue('forkd_listen_queue_limit', 'The longest a TCP listener\'s accept queue may get (backlog, capped by somaxconn).', (_, limit) => limit);
+
   return {
     registry,
-    follow(e) {
-      if (e.type === 'worker.exited') exits.inc({ reason: e.reason ?? e.signal ?? 'crash' });
-      else if (e.type === 'reload.done') reloads.inc({ result: 'ok' });
-      else if (e.type === 'reload.failed') reloads.inc({ result: 'failed' });
+    async text() {
+      const app = await appMetrics();
+      return app ? Registry.merge([registry, app]).metrics() : registry.metrics();
     },
   };
 }

@@ -10,6 +10,7 @@ import type { DurationsMs } from '../config/durations';
 import type { Identity } from '../config/identity';
 import type { Config } from '../config/settings';
 import { assertNever, isFromWorker, type FromWorker, type ToWorker } from '../ipc/messages';
+import { readTally, type Tally } from '../ipc/tally';
 import type { Logger } from '../log/logger';
 import type { Listener } from '../net/listeners';
 import { Backoff, STABLE_AFTER_MS } from './backoff';
@@ -56,6 +57,10 @@ export interface PoolDeps {
   readonly emit: (event: LifecycleEvent) => unknown;
   readonly control: PoolControl;
   readonly spawn?: SpawnWorker;
+  /** Told what worker `nr` counted since its last beat (metrics on). */
+  readonly tally?: (nr: number, tally: Tally) => void;
+  /** A worker's answer to an appMetrics request. */
+  readonly appMetrics?: (h: WorkerHandle, msg: Extract<FromWorker, { type: 'appMetrics' }>) => void;
 }
 
 function beatIntervalMs(durations: DurationsMs): number {
@@ -122,7 +127,13 @@ export class Pool {
     const { control } = this.#deps;
     switch (msg.type) {
       // A steady load sends no 'load': the beats let the balance see it hold still.
-      case 'beat': h.beat(msg, this.#deps.clock.now()); control.load(); break;
+      case 'beat': {
+        const tally = msg.report ? readTally(msg.report.tally) : null;
+        h.beat({ ...msg, report: tally ? msg.report : null }, this.#deps.clock.now());
+        if (tally) this.#deps.tally?.(h.nr, tally);
+        control.load();
+        break;
+      }
       case 'load': h.reportLoad(msg.connections); control.load(); break;
       case 'relisten': {
         const listener = h.listeners[msg.index];
@@ -133,6 +144,7 @@ export class Pool {
       case 'ready': this.#onReady(h, msg.inspectPort); break;
       case 'bootFailed': h.bootFailed(msg.reason); break;
       case 'recycle': this.replace(h, `it served ${msg.requests} requests (maxRequests)`); break;
+      case 'appMetrics': this.#deps.appMetrics?.(h, msg); break;
       default: assertNever(msg);
     }
   }

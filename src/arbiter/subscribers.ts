@@ -52,7 +52,7 @@ function logLines(log: Logger): (e: LifecycleEvent) => void {
         + 'or HUP this master and TERM the successor to roll back', { event: 'upgrade.ready', successor: e.successor })
       : log.info(`Upgrade complete: the successor master (pid:${e.successor}) serves; retiring this one`, { event: 'upgrade.done', successor: e.successor })),
     'upgrade.rolledBack': (e) => log.info(`The successor master (pid:${e.successor}) exited: this master is the main one again`, { event: 'upgrade.rolledBack' }),
-    'scale.changed': (e) => { if (e.why === 'TTIN' || e.why === 'TTOU') log.info(`Number of workers: ${e.workers}`, { event: 'master.resize', workers: e.workers }); },
+    'scale.changed': (e) => { if (e.why === 'TTIN' || e.why === 'TTOU' || e.why === 'ctl') log.info(`Number of workers: ${e.workers}`, { event: 'master.resize', workers: e.workers }); },
     'logs.reopened': () => log.info('Handling signal: USR1: log files reopened', { event: 'master.reopenLogs' }),
   });
 }

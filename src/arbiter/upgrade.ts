@@ -17,6 +17,7 @@ import type { HandedOver } from '../net/inherited';
 import { silentLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import type { MasterContext } from './context';
 import type { EventStream } from './events';
+import type { TotalsJSON } from './totals';
 
 /** The successor master's own start, on top of its workers' bootTimeout. */
 export const SUCCESSOR_START_ALLOWANCE_MS = 5000;
@@ -28,6 +29,8 @@ export interface UpgradeRequest {
   readonly cwd: string;
   /** How long the successor has to report ready. */
   readonly readyWithinMs: number;
+  /** Called as the handover is taken; what it returns goes to the successor. */
+  readonly handover: () => TotalsJSON | null;
 }
 
 export type UpgradeOutcome =
@@ -94,7 +97,7 @@ function startSuccessor(req: UpgradeRequest): Upgrade {
       if (!isFromSuccessor(msg) || settled) return;
       settled = true;
       clearTimeout(timer);
-      const ack: ToSuccessor = { type: 'handover' };
+      const ack: ToSuccessor = { type: 'handover', totals: req.handover() };
       child.send(ack, () => undefined);
       done({ ok: true, pid: msg.pid, kept: msg.kept });
     });
@@ -110,6 +113,11 @@ export interface UpgraderDeps {
   readonly startCwd: string;
   /** The successor serves (upgrade auto): this master stops, gracefully. */
   readonly retire: () => void;
+  /** Right before the handover is acked: let go of what the successor opens next (the status
+   *  listener, the control socket) and give the totals it goes on from. */
+  readonly handover: () => TotalsJSON | null;
+  /** The successor stopped while this master serves: open those again. */
+  readonly rolledBack: () => void;
 }
 
 /** The old master's side of USR2: one upgrade at a time, the handover, and (upgrade manual) the
@@ -132,23 +140,24 @@ export class Upgrader {
   /** A stop arrived: a successor still booting is killed. */
   abort(): void { this.#running?.abort(); }
 
-  async run(): Promise<void> {
+  /** Resolves with the outcome: the successor's pid, or why there is none. */
+  async run(): Promise<UpgradeOutcome> {
     const ctx = this.#ctx;
     const busy = ctx.phase() !== 'running' ? `the master is ${ctx.phase()}`
       : this.#running ? 'an upgrade is already under way' : this.#handedOver ? 'this master was upgraded already' : null;
-    if (busy) { ctx.log.warning(`USR2 ignored: ${busy}`, { event: 'upgrade.ignored' }); return; }
+    if (busy) { ctx.log.warning(`USR2 ignored: ${busy}`, { event: 'upgrade.ignored' }); return { ok: false, reason: busy }; }
     await ctx.events.emit({ type: 'upgrade.requested' });
     const { durationsMs } = ctx.generations.current;
     const current = startSuccessor({
       events: ctx.events, listeners: ctx.sockets.all(), pidfile: this.#deps.pidfile, cwd: this.#deps.startCwd,
-      readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS,
+      readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS, handover: this.#deps.handover,
     });
     this.#running = current;
     const outcome = await current.outcome;
     this.#running = null;
     if (!outcome.ok) {
       if (ctx.phase() !== 'stopping') void ctx.events.emit({ type: 'upgrade.failed', reason: outcome.reason, pidfileRestored: this.#deps.pidfile !== null });
-      return;
+      return outcome;
     }
     this.#handedOver = { pid: outcome.pid, kept: new Set(outcome.kept) };
     // Read now, not at USR2: a reload may have finished while the successor booted.
@@ -156,6 +165,7 @@ export class Upgrader {
     void ctx.events.emit({ type: 'upgrade.handedOver', successor: outcome.pid, manual });
     if (manual) current.child.once('exit', () => this.#rolledBack(outcome.pid));
     else if (ctx.phase() !== 'stopping') this.#deps.retire();
+    return outcome;
   }
 
   /** The successor stopped while this master serves: this one is the main one again. */
@@ -164,6 +174,7 @@ export class Upgrader {
     this.#handedOver = null;
     restorePidfile(this.#deps.pidfile);
     void this.#ctx.events.emit({ type: 'upgrade.rolledBack', successor, status: this.#ctx.status() });
+    this.#deps.rolledBack();
   }
 }
 
@@ -183,17 +194,17 @@ export function takeSuccessorOf(env: NodeJS.ProcessEnv): number | null {
 /** A successor tells its predecessor it serves (naming the sockets it kept) and waits for the ack;
  *  only then does it tell systemd MAINPID= and READY=1 (after the ack, no timeout of the
  *  predecessor's can kill it any more). */
-export function successorLifecycle(systemd: Lifecycle | null, listeners: readonly Listener[]): Lifecycle {
+export function successorLifecycle(systemd: Lifecycle | null, listeners: readonly Listener[], onHandover: (totals: TotalsJSON | null) => void): Lifecycle {
   const base = systemd ?? silentLifecycle;
   const kept = listeners.flatMap((l) => (l.predecessorBind !== undefined ? [l.predecessorBind] : []));
   return {
     ...base,
     ready(status) {
       const taken = new Promise<void>((ok) => {
-        if (!process.connected) { ok(); return; }
-        const onMessage = (msg: unknown) => { if (isToSuccessor(msg)) { process.off('message', onMessage); ok(); } };
+        if (!process.connected) { onHandover(null); ok(); return; }
+        const onMessage = (msg: unknown) => { if (isToSuccessor(msg)) { process.off('message', onMessage); onHandover(msg.totals ?? null); ok(); } };
         process.on('message', onMessage);
-        process.once('disconnect', () => ok());
+        process.once('disconnect', () => { onHandover(null); ok(); });
         process.send!({ type: 'upgraded', pid: process.pid, kept } satisfies FromSuccessor);
       });
       void taken.then(() => base.ready(status));

@@ -8,6 +8,7 @@ import { WORKER_HOOK_NAMES, type HookName } from '../config/hooks';
 import type { Loaded } from '../config/load';
 import { workerClassMeaning } from '../config/worker-class';
 import type { WorkerConfig } from '../ipc/messages';
+import type { StatsdTarget } from '../log/statsd';
 
 export interface WorkerSetup {
   readonly workerConfig: WorkerConfig;
@@ -16,6 +17,13 @@ export interface WorkerSetup {
   /** The config file as this generation read it, when it has worker-side hooks; sent to each worker
    *  over IPC right after it starts (with its local modules it may be too large for the environment). */
   readonly configSnapshot: ConfigSnapshot | null;
+}
+
+/** Where statsd lines go, and how they are named, or null (no statsdHost). */
+export function statsdTarget(config: Loaded['config']): StatsdTarget | null {
+  if (!config.statsdHost) return null;
+  const p = config.statsdPrefix ?? '';
+  return { host: config.statsdHost, prefix: p === '' || p.endsWith('.') ? p : `${p}.`, tags: config.dogstatsdTags };
 }
 
 export function workerSetupFor({ config, durationsMs, snapshot }: Loaded): WorkerSetup {
@@ -28,6 +36,8 @@ export function workerSetupFor({ config, durationsMs, snapshot }: Loaded): Worke
     headersTimeoutMs: durationsMs.headersTimeout, hookTimeoutMs: durationsMs.hookTimeout, gracefulTimeoutMs: durationsMs.gracefulTimeout,
     timeoutStack: config.timeoutStack, errorLog: config.errorLog, logLevel: config.logLevel,
     accessLog: config.accessLog, accessLogFormat: config.accessLogFormat,
+    metrics: config.statusBind.length > 0 || config.controlSocket !== null,
+    statsd: statsdTarget(config),
   };
   // Hooks come with a snapshot (only a JavaScript or TypeScript config holds functions, and each
   // read of one keeps its snapshot): a worker told of hooks waits for the snapshot to run them from.

@@ -13,7 +13,7 @@
 
 import type { ChildProcess } from 'node:child_process';
 import type { WorkerInfo } from '../config/hooks';
-import type { StalledThread } from '../ipc/messages';
+import type { BeatReport, StalledThread } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
 
 export type WorkerState = 'booting' | 'serving' | 'replacing' | 'stopping' | 'exited';
@@ -44,6 +44,15 @@ export interface Beat {
   readonly inFlight: number;
   readonly requests: number;
   readonly connections: number;
+  /** With metrics on: what it counted since its last beat, and how it is. */
+  readonly report: BeatReport | null;
+}
+
+/** How a worker with metrics on last said it was. */
+export interface Health {
+  readonly lagMs: readonly [number, number] | null;
+  readonly oldestMs: number | null;
+  readonly rssBytes: number;
 }
 
 export interface WorkerStart {
@@ -75,6 +84,7 @@ export class WorkerHandle {
   #inFlight = 0;
   #requests = 0;
   #connections = 0;
+  #health: Health | null = null;
   #fairShareSent = -1;
   #replacedFor: 'recycle' | 'reload' | null = null;
   #recycleWhy: string | null = null;
@@ -108,6 +118,8 @@ export class WorkerHandle {
   get requests(): number { return this.#requests; }
   /** Open connections, as the worker last reported them (for the balance). */
   get connections(): number { return this.#connections; }
+  /** Its loop delay, oldest request and RSS, as it last reported them (null: metrics are off). */
+  get health(): Health | null { return this.#health; }
   /** Why a worker in state `replacing` is being replaced. */
   get replacedFor(): 'recycle' | 'reload' | null { return this.#replacedFor; }
   /** Set when the master decided to end it (stop, timeout, boot timeout): its exit is expected. */
@@ -144,6 +156,7 @@ export class WorkerHandle {
     this.#inFlight = beat.inFlight;
     this.#requests = beat.requests;
     this.#connections = beat.connections;
+    if (beat.report) this.#health = { lagMs: beat.report.lagMs, oldestMs: beat.report.oldestMs, rssBytes: beat.report.rssBytes };
   }
 
   reportLoad(connections: number): void { this.#connections = connections; }

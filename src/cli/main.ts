@@ -8,6 +8,7 @@ import { Arbiter } from '../arbiter/arbiter';
 import { masterEventStream, type HookContext } from '../arbiter/subscribers';
 import { pidfileAt, writePidfile, type Pidfile } from '../arbiter/pidfile';
 import { successorLifecycle, takeSuccessorOf } from '../arbiter/upgrade';
+import type { TotalsJSON } from '../arbiter/totals';
 import { findAppModule, parseAppSpec } from '../config/app-spec';
 import { AppLoadError, ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
@@ -90,9 +91,10 @@ async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, 
 
 /** What the master reports as it runs: to systemd when NOTIFY_SOCKET is set, and, for a successor
  *  master started by USR2, to the master that started it (upgrade.ts). */
-function lifecycleFor(notifier: Notifier, successorOf: number | null, listeners: readonly Listener[]): Lifecycle | undefined {
+function lifecycleFor(notifier: Notifier, successorOf: number | null, listeners: readonly Listener[],
+  onHandover: (totals: TotalsJSON | null) => void): Lifecycle | undefined {
   const systemd = notifier.enabled ? systemdLifecycle(notifier, process.env, { successor: successorOf !== null }) : null;
-  return successorOf === null ? systemd ?? undefined : successorLifecycle(systemd, listeners);
+  return successorOf === null ? systemd ?? undefined : successorLifecycle(systemd, listeners, onHandover);
 }
 
 /** The working directory as the operator named it: $PWD when it is the same directory as the
@@ -127,6 +129,14 @@ async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loa
   });
   const events = masterEventStream(log, () => hooksSee());
   await events.emit({ type: 'master.starting' });
+  if (config.controlSocket) {
+    const { controlPathProblem } = require('../arbiter/control') as typeof import('../arbiter/control');
+    const problem = controlPathProblem(config.controlSocket);
+    if (problem) {
+      log.critical(`refusing controlSocket ${config.controlSocket}: ${problem}`, { event: 'master.controlSocket' });
+      return ExitCode.ConfigInvalid;
+    }
+  }
   const listeners = await bindAll(loaded, log, successorOf, identity);
   if (!listeners) return ExitCode.Failure;
   early.undoOnStop(() => { for (const l of listeners) l.close(); });
@@ -142,10 +152,12 @@ async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loa
     }
   }
   const notifier = createNotifier(process.env, log);
+  let handover: (totals: TotalsJSON | null) => void = () => undefined;
+  const handedOver = successorOf === null ? undefined : new Promise<TotalsJSON | null>((ok) => { handover = ok; });
   return new Promise<ExitCode>((done) => {
-    const arbiter = new Arbiter({ events,
+    const arbiter = new Arbiter({ events, handedOver,
       loaded, listeners, log, loop: early.loop, readConfig, startCwd, identity, pidfile: config.pid ? resolve(config.pid) : null,
-      lifecycle: lifecycleFor(notifier, successorOf, listeners),
+      lifecycle: lifecycleFor(notifier, successorOf, listeners, (totals) => handover(totals)),
       onExit: (code) => {
         // The arbiter closed the sockets it should (none, if a successor serves them now).
         for (const p of pidfiles) p.remove();

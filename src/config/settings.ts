@@ -2,7 +2,7 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  bindList, statusBindList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
+  bindList, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
@@ -125,6 +125,29 @@ export const settings = {
     section: 'Observability', flags: ['--status-bind'], metavar: 'ADDRESS', parse: statusBindList, default: [] as string[],
     doc: 'An address of the master\'s own read-only HTTP listener, repeatable, in the forms of --bind (never '
       + 'handed to workers): GET /metrics (Prometheus), /stats (JSON), /livez and /readyz.',
+  }),
+  appMetrics: setting({
+    section: 'Observability', flags: ['--app-metrics'], parse: bool, default: false,
+    doc: 'At each scrape of /metrics, collect the app\'s own prom-client registry from every worker and '
+      + 'merge it in (prom-client\'s aggregators decide how: sum, first, min, max, average, omit).',
+  }),
+  statsdHost: setting({
+    section: 'Observability', flags: ['--statsd-host'], metavar: 'HOST:PORT', parse: optional(statsdAddress), default: null,
+    doc: 'Send gunicorn\'s statsd metrics (named forkd.*) over UDP to HOST:PORT (port 8125 if left out), '
+      + 'or to the Unix datagram socket unix:PATH.',
+  }),
+  statsdPrefix: setting({
+    section: 'Observability', flags: ['--statsd-prefix'], metavar: 'PREFIX', parse: optional(text('a metric name prefix')), default: null,
+    doc: 'Put this before every statsd metric name (a dot is added after it when it has none).',
+  }),
+  dogstatsdTags: setting({
+    section: 'Observability', flags: ['--dogstatsd-tags'], metavar: 'TAGS', parse: tagList, default: [] as string[],
+    doc: 'dogstatsd tags for every statsd metric, comma-separated KEY:VALUE pairs.',
+  }),
+  controlSocket: setting({
+    section: 'Observability', flags: ['--control-socket'], metavar: 'PATH', parse: optional(text('a socket path')), default: null,
+    doc: 'A Unix socket (mode 0600) on which the master takes `forkd ctl` commands: status, reload, '
+      + 'scale, kill, reopen, stop, upgrade, stacks.',
   }),
   workers: setting({
     section: 'Workers', flags: ['-w', '--workers'], metavar: 'INT', env: [{ name: 'WEB_CONCURRENCY' }],

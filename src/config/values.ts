@@ -4,6 +4,7 @@
 
 import os from 'node:os';
 import { overlappingBind, parseBind, type BindSpec } from '../net/address';
+import { hostPort, STATSD_FORMS } from '../log/statsd';
 
 export class Invalid extends Error {
   /** `allowed` completes "expected …": it describes every acceptable value. */
@@ -156,6 +157,22 @@ function bindsParser(allowEmpty: boolean): Parser<string[]> {
     return out;
   }, { repeats: true });
 }
+/** A statsd server: HOST:PORT, [IPv6]:PORT (the port 8125 when left out) or unix:PATH. */
+export const statsdAddress: Parser<string> = parser(STATSD_FORMS, (input) => {
+  if (typeof input !== 'string' || input.length === 0) throw new Invalid(STATSD_FORMS);
+  if (input.startsWith('unix:')) { if (input.length === 5) throw new Invalid(STATSD_FORMS, 'the path is empty'); return input; }
+  const where = hostPort(input);
+  if (!where) throw new Invalid(STATSD_FORMS);
+  if (!(where.port >= 1 && where.port <= 65535)) throw new Invalid(STATSD_FORMS, `port ${where.port} is not 1..65535`);
+  return input;
+});
+
+/** dogstatsd tags: each KEY:VALUE or a bare KEY, comma-separated in a string. */
+export const tagList: Parser<string[]> = list(parser('KEY:VALUE or KEY', (input) => {
+  if (typeof input !== 'string' || !/^[^\s,|#]+$/.test(input)) throw new Invalid('KEY:VALUE or KEY, without spaces, commas, | or #');
+  return input;
+}), 'tags');
+
 export const bindList = bindsParser(false);
 export const statusBindList = bindsParser(true);
 

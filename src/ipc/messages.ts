@@ -3,6 +3,9 @@
 
 import type { ConfigSnapshot } from '../config/compile';
 import type { LogLevel } from '../log/logger';
+import type { StatsdTarget } from '../log/statsd';
+import type { Tally } from './tally';
+import type { TotalsJSON } from '../arbiter/totals';
 
 /** What a worker needs of its generation's config, and only that: plain JSON, with every duration
  *  in milliseconds and what the worker class implies already applied (arbiter/worker-config.ts
@@ -30,6 +33,11 @@ export interface WorkerConfig {
   readonly logLevel: LogLevel;
   readonly accessLog: string | null;
   readonly accessLogFormat: string;
+  /** Count responses and the loop's delay for the master's metrics (a status listener or a
+   *  control socket is on), sent with each heartbeat. */
+  readonly metrics: boolean;
+  /** Where each response is told to statsd, when statsdHost is set. */
+  readonly statsd: StatsdTarget | null;
 }
 
 export interface WorkerSpec {
@@ -62,9 +70,22 @@ export type ToWorker =
   /** The connections each serving unit should have: more than that, and it sheds and pauses. */
   | { readonly type: 'balance'; readonly fairShare: number }
   /** The config file as the worker's generation read it, to run the worker's own hooks from. */
-  | { readonly type: 'configSnapshot'; readonly snapshot: ConfigSnapshot };
+  | { readonly type: 'configSnapshot'; readonly snapshot: ConfigSnapshot }
+  /** appMetrics: send the app's prom-client registry (its getMetricsAsJSON), answering `id`. */
+  | { readonly type: 'appMetrics'; readonly id: number };
 
 export interface StalledThread { readonly index: number; readonly threadId: number }
+
+/** What a worker with metrics on adds to its heartbeat: what it counted since the last one (a
+ *  delta), and how it is now. */
+export interface BeatReport {
+  readonly tally: Tally;
+  /** Event loop delay p50 and p99 over the interval, in ms (the worst thread's, with threads). */
+  readonly lagMs: readonly [number, number] | null;
+  /** The oldest request in flight, how long it has run (ms). */
+  readonly oldestMs: number | null;
+  readonly rssBytes: number;
+}
 
 export type FromWorker =
   /** The app is loaded and the worker accepts on every listener. */
@@ -72,7 +93,7 @@ export type FromWorker =
   /** `stalledMs`: how long the quietest thread has not beaten (a hung thread hangs the process);
    *  `stalledThread` names it (1-based, and its threadId for the inspector) while it is late. */
   | { readonly type: 'beat'; readonly inFlight: number; readonly requests: number; readonly connections: number; readonly stalledMs: number;
-      readonly stalledThread: StalledThread | null }
+      readonly stalledThread: StalledThread | null; readonly report: BeatReport | null }
   /** The open connections changed: for the master's balance. */
   | { readonly type: 'load'; readonly connections: number }
   /** Send listener `index` again: accepting was paused, and its fd closed. */
@@ -80,7 +101,9 @@ export type FromWorker =
   /** Loading the app failed; the worker exits with AppLoadFailed right after. */
   | { readonly type: 'bootFailed'; readonly reason: string }
   /** maxRequests reached: start my replacement, then stop me. */
-  | { readonly type: 'recycle'; readonly requests: number };
+  | { readonly type: 'recycle'; readonly requests: number }
+  /** The app's prom-client metrics as getMetricsAsJSON gave them (null: it has none), for `id`. */
+  | { readonly type: 'appMetrics'; readonly id: number; readonly metrics: unknown[] | null; readonly error?: string };
 
 /** What the receiving side accepts of a union `M`: an object whose `type` is one of `types`, a table
  *  the compiler checks against the union (a type left out, or one it lacks, fails the build). */
@@ -92,16 +115,20 @@ function accepts<M extends { readonly type: string }>(types: { readonly [K in M[
 }
 
 /** The master takes only these from a worker's channel. */
-export const isFromWorker = accepts<FromWorker>({ ready: true, beat: true, load: true, relisten: true, bootFailed: true, recycle: true });
+export const isFromWorker = accepts<FromWorker>({ ready: true, beat: true, load: true, relisten: true, bootFailed: true, recycle: true, appMetrics: true });
 /** A worker takes only these from its master. */
-export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true });
+export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true, appMetrics: true });
 
 /** A successor master (USR2) to the master that started it: every one of its workers serves, on
  *  these of the sockets it was handed (the rest the old master closes when it exits). */
 export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number; readonly kept: readonly string[] }
 
 /** The old master to its successor: the handover is taken; tell systemd MAINPID= now. */
-export interface ToSuccessor { readonly type: 'handover' }
+export interface ToSuccessor {
+  readonly type: 'handover';
+  /** The old master's counts (arbiter/totals.ts), for the successor's counters to go on from. */
+  readonly totals: TotalsJSON | null;
+}
 
 export const isFromSuccessor = accepts<FromSuccessor>({ upgraded: true });
 export const isToSuccessor = accepts<ToSuccessor>({ handover: true });

@@ -21,6 +21,8 @@ export interface Logger {
   reopen(): void;
   /** Write to another file, or at another level, from now on (a reload). Throws if it cannot open. */
   reconfigure(opts: { target: string; level: LogLevel }): void;
+  /** `counter` hears of every line asked for, written or not, from now on (statsd's forkd.log.*). */
+  countLines(counter: ((level: LogLevel, meta: Meta) => void) | null): void;
   close(): void;
 }
 
@@ -66,8 +68,10 @@ export function createLogger(opts: { target: string; level: LogLevel }): Logger 
   let current = { target: opts.target, level: opts.level };
   let sink = openLineSink(opts.target, 2);
   let max = LEVELS[opts.level];
+  let counter: ((level: LogLevel, meta: Meta) => void) | null = null;
   const at = (level: LogLevel) => (message: string, meta: Meta = {}) => {
     if (LEVELS[level] <= max) sink.write(renderLine(level, message, meta, new Date(), process.pid));
+    if (counter) counter(level, meta);
   };
   return {
     critical: at('critical'), error: at('error'), warning: at('warning'), info: at('info'), debug: at('debug'),
@@ -82,6 +86,7 @@ export function createLogger(opts: { target: string; level: LogLevel }): Logger 
       max = LEVELS[next.level];
       current = { ...next };
     },
+    countLines(c) { counter = c; },
     close: () => sink.close(),
   };
 }

@@ -7,7 +7,7 @@
  *  a hook asks for one. */
 
 import type http from 'node:http';
-import { recordResponses } from './access-record';
+import { accessRecorder, watchResponses } from './responses';
 import type { LoadedApp } from './app-loader';
 import type { Connections } from './connections';
 import { refusalFor } from './request-guard';
@@ -17,7 +17,7 @@ import type { Logger } from '../log/logger';
 /** How far above its fair share of connections a unit may be before it sheds. */
 const SHARE_SLACK = 0.1;
 
-export type DispatchOptions = Pick<ServeOptions, 'keepAliveMs' | 'limits' | 'maxRequests' | 'onRecycle' | 'accessLog' | 'hooks' | 'log'>;
+export type DispatchOptions = Pick<ServeOptions, 'keepAliveMs' | 'limits' | 'maxRequests' | 'onRecycle' | 'accessLog' | 'responseDone' | 'hooks' | 'log'>;
 
 export interface Dispatch {
   /** The listener for every server of the unit. */
@@ -28,11 +28,13 @@ export interface Dispatch {
   endKeepAlive(): void;
   /** The master's fair share of connections for this unit: shed above it. */
   setFairShare(connections: number): void;
+  /** Connections asked to close for the balance since the last call. */
+  takeShed(): number;
 }
 
 export function createDispatch(app: LoadedApp, sockets: Connections, opts: DispatchOptions): Dispatch {
   const access = opts.accessLog;
-  const record = access ? recordResponses((entry) => access.write(access.format(entry))) : null;
+  const record = watchResponses([...(access ? [accessRecorder((entry) => access.write(access.format(entry)))] : []), ...opts.responseDone]);
   const toApp = appListener(app, opts.log);
   const pre = opts.hooks?.preRequest ?? null;
   const post = opts.hooks?.postRequest ?? null;
@@ -41,6 +43,7 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
   /** Off in a sync unit (keepAliveMs 0), and from the drain on. */
   let keepAlive = opts.keepAliveMs !== 0;
   let toShed = 0;
+  let shed = 0;
 
   const dispatch: http.RequestListener = (req, res) => {
     requests++;
@@ -51,7 +54,7 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
     if (!keepAlive) res.shouldKeepAlive = false;
     else if (toShed > 0) {
       const conn = sockets.get(req.socket);
-      if (conn && !conn.shed) { conn.shed = true; toShed--; res.shouldKeepAlive = false; }
+      if (conn && !conn.shed) { conn.shed = true; toShed--; shed++; res.shouldKeepAlive = false; }
     }
     if (record) record(res);
     const refusal = refusalFor(req, opts.limits);
@@ -79,6 +82,7 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
       toShed = connections > 0 && sockets.size > limit ? sockets.size - connections : 0;
       for (const conn of sockets.all()) conn.shed = false;
     },
+    takeShed() { const n = shed; shed = 0; return n; },
   };
 }
 

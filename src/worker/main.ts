@@ -22,10 +22,13 @@ import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
 import type { ConfigSnapshot } from '../config/compile';
 import { WORKER_SPEC_ENV } from '../env-names';
-import { assertNever, isToWorker, type FromWorker, type StalledThread, type WorkerSpec } from '../ipc/messages';
+import { assertNever, isToWorker, type BeatReport, type FromWorker, type StalledThread, type WorkerSpec } from '../ipc/messages';
+import { addTally, emptyTally, type Tally } from '../ipc/tally';
 import { createLogger, type Logger } from '../log/logger';
+import { findAppModule, parseAppSpec } from '../config/app-spec';
 import type { ServingStats } from './serve';
 import type { FromThread, ThreadData, ToThread } from './thread';
+import type { UnitReport } from './unit-metrics';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections } from './unit';
 
 function readSpec(): WorkerSpec {
@@ -90,6 +93,8 @@ type BeatStats = ServingStats & { stalledMs: number; stalledThread: StalledThrea
 /** What the process does with its serving: one unit here, or threads. */
 interface Serving {
   stats(): BeatStats;
+  /** What was counted since the last call (null: metrics are off). */
+  report(): UnitReport | null;
   setFairShare(n: number): void;
   reopenLogs(): void;
   drain(): Promise<void>;
@@ -105,11 +110,25 @@ async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, r
     },
   });
   log.debug('worker serving', { event: 'worker.ready', nr: spec.nr, app: unit.shape });
-  return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0, stalledThread: null }), reopenLogs: () => unit.reopenLogs() };
+  return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0, stalledThread: null }), report: () => unit.report(), reopenLogs: () => unit.reopenLogs() };
 }
 
 /** What the process knows of one of its serving threads. */
 interface ThreadState { readonly worker: Worker; stats: ServingStats; lastAtMs: number; drained: boolean }
+
+/** The threads' reports since the last beat, added up (a tally is a delta); the worst loop delay. */
+function reportsOfThreads(): { add(r: UnitReport | null): void; take(): UnitReport | null } {
+  let sum: { tally: Tally; lagMs: [number, number] | null } | null = null;
+  return {
+    add(r) {
+      if (!r) return;
+      sum ??= { tally: emptyTally(), lagMs: null };
+      addTally(sum.tally, r.tally);
+      if (r.lagMs) sum.lagMs = sum.lagMs ? [Math.max(sum.lagMs[0], r.lagMs[0]), Math.max(sum.lagMs[1], r.lagMs[1])] : [...r.lagMs];
+    },
+    take() { const out = sum; sum = null; return out; },
+  };
+}
 
 /** Starts `threads` serving threads; a thread that throws ends the process. */
 function startThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Logger): ThreadState[] {
@@ -118,7 +137,7 @@ function startThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Lo
   const script = join(__dirname, 'thread.js');
   return Array.from({ length: spec.config.threads }, (_, index) => {
     const worker = new NodeWorker(script, { workerData: { spec, index, snapshot } satisfies ThreadData });
-    const state: ThreadState = { worker, stats: { inFlight: 0, requests: 0, connections: 0 }, lastAtMs: performance.now(), drained: false };
+    const state: ThreadState = { worker, stats: { inFlight: 0, requests: 0, connections: 0, oldestMs: null }, lastAtMs: performance.now(), drained: false };
     worker.on('error', (err) => {
       log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });
       process.exit(ExitCode.Failure);
@@ -130,11 +149,13 @@ function startThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Lo
 /** The threads' stats summed, as silent as the quietest of them. */
 function threadStats(threads: readonly ThreadState[], beatIntervalMs: number): BeatStats {
   const now = performance.now();
-  const sum = (k: keyof ServingStats) => threads.reduce((n, t) => n + t.stats[k], 0);
+  const sum = (k: 'inFlight' | 'requests' | 'connections') => threads.reduce((n, t) => n + t.stats[k], 0);
   const quietest = threads.reduce((q, t) => (t.lastAtMs < q.lastAtMs ? t : q));
   const stalledMs = now - quietest.lastAtMs - beatIntervalMs;
+  const ages = threads.map((t) => t.stats.oldestMs).filter((a): a is number => a !== null);
   return {
     inFlight: sum('inFlight'), requests: sum('requests'), connections: sum('connections'), stalledMs,
+    oldestMs: ages.length ? Math.max(...ages) : null,
     stalledThread: stalledMs > 0 ? { index: threads.indexOf(quietest) + 1, threadId: quietest.worker.threadId } : null,
   };
 }
@@ -144,6 +165,7 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
   const threads = startThreads(spec, snapshot, log);
   const post = (msg: ToThread) => { for (const t of threads) t.worker.postMessage(msg); };
   let recycling = false;
+  const reports = reportsOfThreads();
   return new Promise((ok) => {
     let ready = 0;
     let drainedAll: (() => void) | null = null;
@@ -153,7 +175,7 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
         case 'bootFailed':
           void send({ type: 'bootFailed', reason: msg.reason }).then(() => process.exit(ExitCode.AppLoadFailed));
           break;
-        case 'stats': t.stats = msg; t.lastAtMs = performance.now(); break;
+        case 'stats': t.stats = msg; t.lastAtMs = performance.now(); reports.add(msg.report); break;
         case 'load': t.stats = { ...t.stats, connections: msg.connections }; break;
         case 'recycle':
           if (!recycling) { recycling = true; log.info(`max requests reached in thread ${index + 1}: asking to be replaced`, { event: 'worker.recycle', nr: spec.nr }); void send({ type: 'recycle', requests: msg.requests }); }
@@ -165,6 +187,7 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
     }));
     const serving: Serving = {
       stats: () => threadStats(threads, spec.beatIntervalMs),
+      report: () => reports.take(),
       setFairShare: (n) => post({ type: 'balance', fairShare: n }),
       reopenLogs: () => post({ type: 'reopenLogs' }),
       drain: () => new Promise<void>((done) => { drainedAll = done; post({ type: 'drain' }); }),
@@ -175,7 +198,8 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
 /** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
  *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening.
  *  Changes in open connections are told more often, for the master's balance. */
-function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | null): void {
+function startBeating(spec: WorkerSpec, log: Logger, serving: () => Serving | null): void {
+  const stats = () => serving()?.stats() ?? null;
   // The inspector module is loaded at the first beat, after the worker serves, not during its start.
   let inspector: typeof import('node:inspector') | null = null;
   setInterval(() => {
@@ -184,8 +208,13 @@ function startBeating(spec: WorkerSpec, log: Logger, stats: () => BeatStats | nu
       inspector.close();
       log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
     }
-    const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, stalledMs: 0, stalledThread: null };
-    void send({ type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs), stalledThread: s.stalledThread });
+    const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, oldestMs: null, stalledMs: 0, stalledThread: null };
+    const r = spec.config.metrics ? serving()?.report() ?? null : null;
+    const report: BeatReport | null = spec.config.metrics
+      ? { tally: r?.tally ?? emptyTally(), lagMs: r?.lagMs ?? null, oldestMs: s.oldestMs, rssBytes: process.memoryUsage.rss() } : null;
+    void send({
+      type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs), stalledThread: s.stalledThread, report,
+    });
   }, spec.beatIntervalMs);
   watchConnections(() => stats()?.connections ?? 0, (connections) => void send({ type: 'load', connections }));
 }
@@ -221,10 +250,28 @@ function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       case 'listener': if (handle) relistener.got(msg.index, handle); break;
       case 'balance': serving()?.setFairShare(msg.fairShare); break;
       case 'configSnapshot': gotSnapshot(msg.snapshot); break;
+      case 'appMetrics': void appMetricsOf(spec).then((r) => send({ type: 'appMetrics', id: msg.id, ...r })); break;
       default: assertNever(msg);
     }
   });
   return snapshot;
+}
+
+/** The app's own prom-client registry, as getMetricsAsJSON gives it: prom-client as the app
+ *  resolves it (from its module's directory), so that it is the app's instance and registry. */
+async function appMetricsOf(spec: WorkerSpec): Promise<{ metrics: unknown[] | null; error?: string }> {
+  try {
+    const { createRequire } = require('node:module') as typeof import('node:module');
+    const appSpec = parseAppSpec(spec.config.app ?? '');
+    const from = (typeof appSpec !== 'string' && findAppModule(appSpec.module, process.cwd())) || join(process.cwd(), 'package.json');
+    const appRequire = createRequire(from);
+    let path: string;
+    try { path = appRequire.resolve('prom-client'); } catch { return { metrics: null }; }
+    const promClient = appRequire(path) as { register: { getMetricsAsJSON(): Promise<unknown[]> } };
+    return { metrics: await promClient.register.getMetricsAsJSON() };
+  } catch (err) {
+    return { metrics: null, error: (err as Error).message };
+  }
 }
 
 /** From now on a graceful stop drains `serving`, once; the process ends when the drain and the
@@ -250,7 +297,7 @@ async function main(): Promise<void> {
   const inspectPortFound = config.timeoutStack ? freePort() : Promise.resolve(null);
   inspectPortFound.catch(() => undefined); // awaited below, where a failure is reported
   let serving: Serving | null = null;
-  startBeating(spec, log, () => serving?.stats() ?? null);
+  startBeating(spec, log, () => serving);
   const relistener = createRelistener();
   const snapshot = await listenToMaster(spec, log, relistener, () => serving);
   const hooks = await readWorkerHooks(spec.workerHooks, snapshot, log);

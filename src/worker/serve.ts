@@ -17,6 +17,7 @@ import type { LoadedApp } from './app-loader';
 import { createDispatch } from './dispatch';
 import { createDrain, responseOn } from './drain';
 import type { RequestLimits } from './request-guard';
+import { ageMs, type ResponseDone } from './responses';
 import type { AccessFormatter } from '../log/access';
 import type { Logger } from '../log/logger';
 
@@ -38,6 +39,8 @@ export interface ServeOptions {
   /** A fresh way to accept on listener `index` again after a pause (the fd was closed). */
   readonly relisten: (index: number) => Promise<ListenTarget>;
   readonly accessLog: { format: AccessFormatter; write: (line: string) => void } | null;
+  /** Told of every response once it is over, besides the access log (request metrics, statsd). */
+  readonly responseDone: readonly ResponseDone[];
   /** The preRequest and postRequest hooks, when the config file has them. */
   readonly hooks?: {
     readonly preRequest: ((req: http.IncomingMessage) => Promise<void>) | null;
@@ -46,12 +49,20 @@ export interface ServeOptions {
   readonly log: Logger;
 }
 
-export interface ServingStats { inFlight: number; requests: number; connections: number }
+export interface ServingStats {
+  inFlight: number;
+  requests: number;
+  connections: number;
+  /** How long the oldest request in flight has run, in ms, when responses are watched (null: none). */
+  oldestMs: number | null;
+}
 
 export interface Serving {
   /** Serves on `fds` (one per listener), accepting on each of `spareFds`' copies of them too. */
   listen(fds: readonly number[], spareFds?: readonly (readonly number[])[]): Promise<void>;
   stats(): ServingStats;
+  /** Connections the balance asked to close since the last call. */
+  takeShed(): number;
   /** The master's fair share of connections for this unit: shed above it (never a pause). */
   setFairShare(connections: number): void;
   /** Stop accepting, finish what is in flight, close connections; resolves when none is left. */
@@ -113,9 +124,18 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener), opts, onConnection)),
     stats() {
       let inFlight = 0;
-      for (const conn of sockets.all()) if (responseOn(conn.socket)) inFlight++;
-      return { inFlight, requests: requests.count(), connections: sockets.size };
+      let oldestMs: number | null = null;
+      const now = performance.now();
+      for (const conn of sockets.all()) {
+        const res = responseOn(conn.socket);
+        if (!res) continue;
+        inFlight++;
+        const age = ageMs(res, now);
+        if (age !== null && (oldestMs === null || age > oldestMs)) oldestMs = age;
+      }
+      return { inFlight, requests: requests.count(), connections: sockets.size, oldestMs };
     },
+    takeShed: () => requests.takeShed(),
     setFairShare: (connections) => requests.setFairShare(connections),
     drain() {
       // What brings more work stops first: new connections, and keep-alive on the open ones.

@@ -6,6 +6,7 @@ import type { ConfigSnapshot } from '../config/compile';
 import { assertNever, type WorkerSpec } from '../ipc/messages';
 import { createLogger } from '../log/logger';
 import type { ServingStats } from './serve';
+import type { UnitReport } from './unit-metrics';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections, type Unit } from './unit';
 
 /** `snapshot`: the config to take the worker's hooks from (see listenToMaster in main.ts). */
@@ -14,7 +15,7 @@ export interface ThreadData { readonly spec: WorkerSpec; readonly index: number;
 export type FromThread =
   | { readonly type: 'ready'; readonly shape: string }
   | { readonly type: 'bootFailed'; readonly reason: string }
-  | ({ readonly type: 'stats' } & ServingStats)
+  | ({ readonly type: 'stats'; readonly report: UnitReport | null } & ServingStats)
   | { readonly type: 'load'; readonly connections: number }
   | { readonly type: 'recycle'; readonly requests: number }
   | { readonly type: 'relisten'; readonly index: number }
@@ -55,7 +56,7 @@ async function run(): Promise<void> {
     return;
   }
   post({ type: 'ready', shape: unit.shape });
-  setInterval(() => post({ type: 'stats', ...unit!.stats() }), spec.beatIntervalMs);
+  setInterval(() => post({ type: 'stats', ...unit!.stats(), report: unit!.report() }), spec.beatIntervalMs);
   watchConnections(() => unit!.stats().connections, (connections) => post({ type: 'load', connections }));
 }
 

@@ -10,6 +10,8 @@ import { openLineSink } from '../log/line-sink';
 import type { Logger } from '../log/logger';
 import { loadApp, type AppLoadResult } from './app-loader';
 import { createServing, type ListenTarget, type Serving, type ServingStats } from './serve';
+import { createUnitMetrics, type UnitReport } from './unit-metrics';
+import type { ResponseDone } from './responses';
 
 export interface UnitDeps {
   readonly spec: WorkerSpec;
@@ -27,6 +29,8 @@ export interface UnitDeps {
 export interface Unit {
   readonly shape: string;
   stats(): ServingStats;
+  /** What the unit counted since the last call (null: metrics are off). */
+  report(): UnitReport | null;
   setFairShare(connections: number): void;
   reopenLogs(): void;
   drain(): Promise<void>;
@@ -88,6 +92,14 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   const hookOpts = { timeoutMs: config.hookTimeoutMs, log };
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1, { buffered: true }) : null;
+  const metrics = config.metrics ? createUnitMetrics() : null;
+  const responseDone: ResponseDone[] = metrics ? [metrics.responseDone] : [];
+  if (config.statsd) {
+    const { openStatsd, statsdResponses, statsdLogCounter } = require('../log/statsd') as typeof import('../log/statsd');
+    const statsd = openStatsd(config.statsd, log);
+    responseDone.push(statsdResponses(statsd));
+    log.countLines(statsdLogCounter(statsd));
+  }
   const jitter = config.maxRequestsJitter > 0 ? Math.floor(Math.random() * (config.maxRequestsJitter + 1)) : 0;
   const serving: Serving = createServing(loaded.app, {
     keepAliveMs: config.keepAliveMs,
@@ -101,6 +113,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     relisten: deps.relisten,
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
+    responseDone,
     hooks: {
       preRequest: hooks.preRequest ? (req) => runHook(hooks.preRequest, 'preRequest', [me, req], hookOpts) : null,
       postRequest: hooks.postRequest ? (req, res) => void runHook(hooks.postRequest, 'postRequest', [me, req, res], hookOpts) : null,
@@ -112,6 +125,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   return {
     shape: loaded.app.shape,
     stats: () => serving.stats(),
+    report: () => metrics?.take(serving.takeShed()) ?? null,
     setFairShare: (n) => serving.setFairShare(n),
     reopenLogs() {
       for (const [what, sink] of [['errorLog', log], ['accessLog', accessSink]] as const) {

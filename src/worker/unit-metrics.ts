@@ -1,0 +1,44 @@
+/** Owns what a serving unit counts for the master's metrics, when they are on (a status listener
+ *  or a control socket): its responses by status class and duration (a tally, ipc/tally.ts), and
+ *  its event loop's delay (perf_hooks.monitorEventLoopDelay). Both are read and started again at
+ *  every heartbeat, so the master gets what happened since the last one. Per response it costs one
+ *  call from the shared 'close' listener (responses.ts), a few additions and no allocation. */
+
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { emptyTally, observe, type Tally } from '../ipc/tally';
+import type { ResponseDone } from './responses';
+
+export interface UnitReport {
+  readonly tally: Tally;
+  /** The event loop's delay since the last report, p50 and p99, in ms (null: not measured). */
+  readonly lagMs: readonly [number, number] | null;
+}
+
+export interface UnitMetrics {
+  readonly responseDone: ResponseDone;
+  /** What was counted since the last call, the balance's closes (`shed`) added; starts again. */
+  take(shed: number): UnitReport;
+}
+
+/** The loop delay is sampled every LAG_RESOLUTION_MS. */
+const LAG_RESOLUTION_MS = 10;
+
+export function createUnitMetrics(): UnitMetrics {
+  let tally = emptyTally();
+  const lag: IntervalHistogram = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+  lag.enable();
+  return {
+    responseDone: (res, durationMs) => observe(tally, res.statusCode, durationMs),
+    take(shed) {
+      const out = tally;
+      out.shed += shed;
+      tally = emptyTally();
+      let lagMs: readonly [number, number] | null = null;
+      // The histogram records each timer period as it was, the resolution included: subtract it.
+      const past = (p: number) => Math.max(0, lag.percentile(p) / 1e6 - LAG_RESOLUTION_MS);
+      if (lag.count > 0) lagMs = [past(50), past(99)];
+      lag.reset();
+      return { tally: out, lagMs };
+    },
+  };
+}
