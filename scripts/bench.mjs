@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The benchmark: forkd beside the servers Node users run today, on this machine, in one run, with
 // the same app (scripts/peers/bench-app.cjs) and worker count, all on loopback, with wrk.
-//   forkd · forkd with its access log on (to a file) · a bare pre-fork (one bound socket, plain
+//   forkd · forkd with its access log on (to a file) · forkd with its status listener on (scraped
+//   every second) · a bare pre-fork (one bound socket, plain
 //   http servers on the inherited fd: the ceiling of forkd's architecture) · node:cluster
 //   round-robin · node:cluster SCHED_NONE · PM2 cluster mode (private PM2_HOME) · one node process
 // Workloads: hello with keep-alive at 50 and 200 connections, hello with Connection: close, and a
@@ -24,6 +25,7 @@
 // Needs wrk (apt-get install wrk). Every process it starts is ended, PM2 with `pm2 kill`.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
@@ -128,6 +130,17 @@ const SERVERS = {
     const dir = mkdtempSync(join(tmpdir(), 'forkd-bench-log-'));
     const s = await SERVERS.forkd(port, ['--access-logfile', join(dir, 'access.log')]);
     return { ...s, stop: async () => { await s.stop(); rmSync(dir, { recursive: true, force: true }); } };
+  },
+  // The status listener on, and scraped every second as Prometheus would, for the whole run.
+  'forkd+metrics': async (port) => {
+    const statusPort = await freePort();
+    const s = await SERVERS.forkd(port, ['--status-bind', `127.0.0.1:${statusPort}`]);
+    const scrape = () => new Promise((done) => {
+      http.get({ host: '127.0.0.1', port: statusPort, path: '/metrics' }, (res) => { res.resume(); res.on('end', done); }).on('error', done);
+    });
+    await scrape();
+    const timer = setInterval(scrape, 1000);
+    return { ...s, stop: async () => { clearInterval(timer); await s.stop(); } };
   },
   'bare-prefork': (port) => peer(port, 'bare-prefork.cjs', {}),
   'cluster-rr': (port) => peer(port, 'cluster.cjs', { NODE_CLUSTER_SCHED_POLICY: 'rr' }),
@@ -238,7 +251,7 @@ try {
       // Each round starts with the next server: a server run right after another one measured lower
       // here (up to 15 %, whichever it was), so a fixed order would favour the first.
       for (const [name, { port }] of [...entries.slice(i % entries.length), ...entries.slice(0, i % entries.length)]) {
-        if (name === 'forkd+accesslog' && !['ka50', 'close'].includes(w.id)) continue;
+        if ((name === 'forkd+accesslog' || name === 'forkd+metrics') && !['ka50', 'close'].includes(w.id)) continue;
         const { s } = running[name];
         runs[name].push(await wrk(port, w, [s.master, ...s.workers()]));
       }
@@ -315,6 +328,10 @@ for (const [wid, min] of [['ka50', 0.97], ['ka200', 0.97], ['close', 1.0]]) {
 for (const wid of ['ka50', 'close']) {
   const p = paired('forkd+accesslog', wid);
   target(`${wid}: access log on ≥ 0.90 × forkd without it`, p?.median ?? null, p && p.median >= 0.9, fmt(p));
+}
+for (const wid of ['ka50', 'close']) {
+  const p = paired('forkd+metrics', wid);
+  target(`${wid}: status listener on, scraped every second, ≥ 0.97 × forkd without it`, p?.median ?? null, p && p.median >= 0.97, fmt(p));
 }
 const masterMb = results.forkd?.masterMb;
 const bareMb = results['bare-prefork']?.masterMb;

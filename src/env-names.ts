@@ -16,8 +16,11 @@ export const WORKER_SPEC_ENV = `${ENV_PREFIX}WORKER`;
 export const HANDOVER_FDS_ENV = `${ENV_PREFIX}FDS`;
 /** To a USR2 successor: what each of those sockets is (HandedOver in net/inherited.ts), as a JSON list. */
 export const HANDOVER_BINDS_ENV = `${ENV_PREFIX}BINDS`;
+/** To a USR2 successor: the status listeners it is handed, as a JSON list of { bind, fd }; it
+ *  accepts on them once the handover is taken, so that no scrape is refused in between. */
+export const HANDOVER_STATUS_ENV = `${ENV_PREFIX}STATUS_FDS`;
 /** To a USR2 successor: the pid of the master that started it. */
 export const UPGRADE_FROM_ENV = `${ENV_PREFIX}SUCCESSOR_OF`;
 
 /** The FORKD_* variables forkd sets for itself: never taken for an unknown setting. */
-export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, HANDOVER_FDS_ENV, HANDOVER_BINDS_ENV, UPGRADE_FROM_ENV];
+export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, HANDOVER_FDS_ENV, HANDOVER_BINDS_ENV, HANDOVER_STATUS_ENV, UPGRADE_FROM_ENV];

@@ -118,6 +118,7 @@ export class Arbiter {
       pidfile: deps.pidfile, startCwd: deps.startCwd, retire: () => this.#stopAll(stopPlans.graceful(this.#generations.gracefulMs), 'upgraded'),
       handover: () => { this.#observe.release(); return this.#totals.toJSON(); },
       rolledBack: () => { void this.#openObserve(); },
+      statusHandles: () => this.#observe.statusHandles(),
     });
     this.#observe = new Observability(this.#ctx, controlActions(this.#controlDeps()));
     this.#deadlines = startDeadlines({ pool: this.#pool, log, clock, emit: (e) => this.#events.emit(e), limits: () => this.#limits() });
@@ -143,7 +144,6 @@ export class Arbiter {
       until: (cond, ms) => this.#until(cond, ms),
       resize: (n) => { if (this.#phase === 'stopping') return false; this.#scale.set(n, false, 'ctl'); this.#fill(); return true; },
       reopenLogs: () => this.#reopenLogs(),
-      stop: (quick) => this.#commands[quick ? 'SIGQUIT' : 'SIGTERM'](),
       timeoutStack: () => this.#generations.config.timeoutStack,
     };
   }

@@ -24,7 +24,6 @@ export interface ControlDeps {
   /** Keep `n` workers; false when the master is stopping. */
   resize(n: number): boolean;
   reopenLogs(): void;
-  stop(quick: boolean): void;
   timeoutStack(): boolean;
 }
 
@@ -80,10 +79,11 @@ export function controlActions(d: ControlDeps): ControlActions {
 
     reopen: () => queued(d.loop, (): Answer => { d.reopenLogs(); return { text: 'log files reopened' }; }),
 
-    stop: (quick) => queued(d.loop, (): Answer => {
-      d.stop(quick);
+    // As the signal itself, so that a stop interrupts a reload under way rather than waiting for it.
+    stop: async (quick): Promise<Answer> => {
+      d.loop.push(quick ? 'SIGQUIT' : 'SIGTERM');
       return { text: `stopping${quick ? ' (quick)' : ''}: master pid ${process.pid}`, data: { pid: process.pid } };
-    }),
+    },
 
     upgrade: () => queued(d.loop, async (): Promise<Answer> => {
       notStopping();

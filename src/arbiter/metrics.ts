@@ -130,21 +130,27 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
     name: 'forkd_balance_closed_total', help: 'Kept-alive connections the balance asked to close, to even out the workers.', registers: [registry],
     collect() { this.reset(); this.inc(totals.all().shed); },
   });
-  const queue = (name: string, help: string, read: (length: number, limit: number) => number) => new Gauge({
-    name, help, labelNames: ['listener'], registers: [registry],
-    collect() {
-      this.reset();
+  // Both queue gauges come from one read of the kernel's table per scrape.
+  let queues: { atMs: number; byListener: Array<[string, number, number]> } = { atMs: -Infinity, byListener: [] };
+  const readQueues = () => {
+    const now = performance.now();
+    if (now - queues.atMs > 100) {
       const listeners = ctx.sockets.all();
       const lengths = listenQueues(listeners.map((l) => l.fd));
       const limit = queueLimit(ctx.generations.config.backlog);
-      for (const l of listeners) {
-        const length = lengths.get(l.fd);
-        if (length !== undefined) this.set({ listener: l.url }, read(length, limit));
-      }
+      queues = { atMs: now, byListener: listeners.flatMap((l) => (lengths.has(l.fd) ? [[l.url, lengths.get(l.fd)!, limit] as [string, number, number]] : [])) };
+    }
+    return queues.byListener;
+  };
+  const queue = (name: string, help: string, pick: 1 | 2) => new Gauge({
+    name, help, labelNames: ['listener'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const q of readQueues()) this.set({ listener: q[0] }, q[pick]);
     },
   });
-  queue('forkd_listen_queue_length', 'Connections waiting in a TCP listener\'s accept queue now.', (length) => length);
-  queue('forkd_listen_queue_limit', 'The longest a TCP listener\'s accept queue may get (backlog, capped by somaxconn).', (_, limit) => limit);
+  queue('forkd_listen_queue_length', 'Connections waiting in a TCP listener\'s accept queue now.', 1);
+  queue('forkd_listen_queue_limit', 'The longest a TCP listener\'s accept queue may get (backlog, capped by somaxconn).', 2);
 
   return {
     registry,

@@ -5,7 +5,9 @@
  *  closes them as the new config says; a USR2 handover releases the listeners for the successor
  *  (and hands it the totals), a rollback takes them back. */
 
+import { closeSync } from 'node:fs';
 import type { Registry } from 'prom-client';
+import { HANDOVER_STATUS_ENV } from '../env-names';
 import type { Config } from '../config/settings';
 import type { FromWorker } from '../ipc/messages';
 import type { Statsd } from '../log/statsd';
@@ -16,6 +18,23 @@ import type { Metrics } from './metrics';
 import type { StatusServer } from './status';
 import { statsdTarget } from './worker-config';
 import type { WorkerHandle } from './worker-handle';
+
+/** The status listeners a USR2 predecessor passed (taken out of `env`). */
+function takeInheritedStatus(env: NodeJS.ProcessEnv): Map<string, number> {
+  const raw = env[HANDOVER_STATUS_ENV];
+  delete env[HANDOVER_STATUS_ENV];
+  const out = new Map<string, number>();
+  try {
+    for (const { bind, fd } of JSON.parse(raw ?? '[]') as Array<{ bind: string; fd: number }>) {
+      if (typeof bind === 'string' && Number.isInteger(fd) && fd > 2) out.set(bind, fd);
+    }
+  } catch { /* none */ }
+  return out;
+}
+
+function closeQuietly(fd: number): void {
+  try { closeSync(fd); } catch { /* not open */ }
+}
 
 /** How long a scrape waits for the workers' app metrics; a worker silent longer is served from
  *  its last answer. */
@@ -44,11 +63,17 @@ export class Observability {
   readonly #appAnswers = new Map<number, unknown[]>();
   readonly #appWaiting = new Map<number, { pending: Set<number>; done: () => void }>();
   #nextId = 1;
+  /** Status listeners a USR2 predecessor handed over, by bind: fds to accept on once it hands over. */
+  readonly #inherited: Map<string, number>;
 
-  constructor(ctx: MasterContext, actions: ControlActions) {
+  constructor(ctx: MasterContext, actions: ControlActions, env: NodeJS.ProcessEnv = process.env) {
     this.#ctx = ctx;
     this.#actions = actions;
+    this.#inherited = takeInheritedStatus(env);
   }
+
+  /** The status listeners' fds, for a USR2 successor to inherit. */
+  statusHandles(): Array<{ bind: string; fd: number }> { return this.#status?.handles() ?? []; }
 
   /** Follows the lifecycle events: statsd's worker gauge. */
   follow(e: LifecycleEvent): void {
@@ -131,12 +156,15 @@ export class Observability {
       // The old listener goes first: the new binds may name the same address.
       this.#status?.close();
       this.#status = null;
-      urls = await next.listen(binds);
+      urls = await next.listen(binds, this.#inherited);
     } else {
       this.#status?.close();
     }
     this.#status = next;
     this.#statusBinds = [...binds];
+    // What a predecessor handed over and the config no longer names is closed, once.
+    for (const [bind, fd] of this.#inherited) if (!binds.includes(bind)) closeQuietly(fd);
+    this.#inherited.clear();
     for (const url of urls) this.#ctx.log.info(`Status at: ${url}`, { event: 'master.statusListener' });
   }
 

@@ -17,17 +17,19 @@ export interface StatusSources {
 export class StatusServer {
   readonly #sources: StatusSources;
   readonly #servers: http.Server[] = [];
+  readonly #binds = new Map<http.Server, string>();
 
   constructor(sources: StatusSources) {
     this.#sources = sources;
   }
 
-  /** Listens on every bind; resolves with their URLs, or rejects naming the one that failed
+  /** Listens on every bind (on the fd `inherited` has for it, when it has one: a USR2
+   *  predecessor's socket); resolves with their URLs, or rejects naming the one that failed
    *  (closing those it opened). */
-  async listen(binds: readonly string[]): Promise<string[]> {
+  async listen(binds: readonly string[], inherited: ReadonlyMap<string, number> = new Map()): Promise<string[]> {
     const urls: string[] = [];
     try {
-      for (const bind of binds) urls.push(await this.#listenOn(bind));
+      for (const bind of binds) urls.push(await this.#listenOn(bind, inherited.get(bind)));
     } catch (err) {
       this.close();
       throw err;
@@ -35,17 +37,28 @@ export class StatusServer {
     return urls;
   }
 
-  async #listenOn(bind: string): Promise<string> {
+  /** Each listener's bind and fd, to hand to a USR2 successor. */
+  handles(): Array<{ bind: string; fd: number }> {
+    return this.#servers.flatMap((s) => {
+      const fd = (s as http.Server & { _handle?: { fd?: number } })._handle?.fd;
+      const bind = this.#binds.get(s);
+      return typeof fd === 'number' && fd >= 0 && bind ? [{ bind, fd }] : [];
+    });
+  }
+
+  async #listenOn(bind: string, fd: number | undefined): Promise<string> {
     const spec = parseBind(bind);
     if (typeof spec === 'string' || (spec.kind !== 'tcp' && spec.kind !== 'unix')) throw new Error(`statusBind ${bind}: a TCP address or unix:PATH`);
     const server = http.createServer((req, res) => { void this.#answer(req, res); });
     server.keepAliveTimeout = 5000;
     await new Promise<void>((ok, fail) => {
       server.once('error', (err) => fail(new Error(`cannot listen on statusBind ${bind}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
-      if (spec.kind === 'unix') server.listen(spec.path, ok);
+      if (fd !== undefined) server.listen({ fd }, ok);
+      else if (spec.kind === 'unix') server.listen(spec.path, ok);
       else server.listen({ host: spec.host, port: spec.port }, ok);
     });
     this.#servers.push(server);
+    this.#binds.set(server, bind);
     const a = server.address();
     return typeof a === 'string' ? `unix:${a}` : a ? `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : bind;
   }

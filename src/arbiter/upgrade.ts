@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { isFromSuccessor, isToSuccessor, type FromSuccessor, type ToSuccessor } from '../ipc/messages';
 import type { Listener } from '../net/listeners';
-import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, UPGRADE_FROM_ENV } from '../env-names';
+import { HANDOVER_BINDS_ENV, HANDOVER_FDS_ENV, HANDOVER_STATUS_ENV, UPGRADE_FROM_ENV } from '../env-names';
 import type { HandedOver } from '../net/inherited';
 import { silentLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import type { MasterContext } from './context';
@@ -31,6 +31,8 @@ export interface UpgradeRequest {
   readonly readyWithinMs: number;
   /** Called as the handover is taken; what it returns goes to the successor. */
   readonly handover: () => TotalsJSON | null;
+  /** The status listeners, handed to the successor as fds after the listening sockets. */
+  readonly status: ReadonlyArray<{ bind: string; fd: number }>;
 }
 
 export type UpgradeOutcome =
@@ -70,12 +72,13 @@ function startSuccessor(req: UpgradeRequest): Upgrade {
     ...process.env,
     [HANDOVER_FDS_ENV]: listeners.map((_, i) => 3 + i).join(','),
     [HANDOVER_BINDS_ENV]: JSON.stringify(listeners.map(handedOver)),
+    [HANDOVER_STATUS_ENV]: JSON.stringify(req.status.map((s, i) => ({ bind: s.bind, fd: 3 + listeners.length + i }))),
     [UPGRADE_FROM_ENV]: String(process.pid),
   };
   // process.argv[1] is the CLI path as it was invoked (not resolved through symlinks): spawning it
   // again runs whatever release that path points to now.
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
-    cwd: req.cwd, env, stdio: ['ignore', 'inherit', 'inherit', ...listeners.map((l) => l.fd), 'ipc'],
+    cwd: req.cwd, env, stdio: ['ignore', 'inherit', 'inherit', ...listeners.map((l) => l.fd), ...req.status.map((s) => s.fd), 'ipc'],
   });
   void req.events.emit({ type: 'upgrade.begun', successor: child.pid ?? -1 });
   let settled = false;
@@ -118,6 +121,8 @@ export interface UpgraderDeps {
   readonly handover: () => TotalsJSON | null;
   /** The successor stopped while this master serves: open those again. */
   readonly rolledBack: () => void;
+  /** The status listeners now, for the successor to inherit. */
+  readonly statusHandles: () => ReadonlyArray<{ bind: string; fd: number }>;
 }
 
 /** The old master's side of USR2: one upgrade at a time, the handover, and (upgrade manual) the
@@ -150,7 +155,7 @@ export class Upgrader {
     const { durationsMs } = ctx.generations.current;
     const current = startSuccessor({
       events: ctx.events, listeners: ctx.sockets.all(), pidfile: this.#deps.pidfile, cwd: this.#deps.startCwd,
-      readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS, handover: this.#deps.handover,
+      readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS, handover: this.#deps.handover, status: this.#deps.statusHandles(),
     });
     this.#running = current;
     const outcome = await current.outcome;

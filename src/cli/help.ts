@@ -30,6 +30,7 @@ export function renderHelp(version: string): string {
     `forkd ${version}: a pre-fork HTTP server for Node.js apps`,
     '',
     'Usage: forkd [options] APP',
+    '       forkd ctl [-s PATH] COMMAND   steer a running master over its control socket (forkd ctl --help)',
     '',
     'APP is MODULE, MODULE:EXPORT or MODULE:FACTORY(). The export may be a request listener (Express),',
     'a Koa app, a Fastify instance, an http.Server, or a fetch handler ((Request) => Response, or an',

@@ -167,11 +167,15 @@ export const statsdAddress: Parser<string> = parser(STATSD_FORMS, (input) => {
   return input;
 });
 
-/** dogstatsd tags: each KEY:VALUE or a bare KEY, comma-separated in a string. */
-export const tagList: Parser<string[]> = list(parser('KEY:VALUE or KEY', (input) => {
+/** dogstatsd tags: each KEY:VALUE or a bare KEY; a string (or each string of a repeated flag) may
+ *  hold several, comma-separated, as gunicorn's --dogstatsd-tags does. */
+const tagItems = list(parser('KEY:VALUE or KEY', (input) => {
   if (typeof input !== 'string' || !/^[^\s,|#]+$/.test(input)) throw new Invalid('KEY:VALUE or KEY, without spaces, commas, | or #');
   return input;
 }), 'tags');
+export const tagList: Parser<string[]> = parser(tagItems.allowed, (input) => tagItems(
+  Array.isArray(input) ? input.flatMap((x) => (typeof x === 'string' ? x.split(',').map((t) => t.trim()).filter(Boolean) : [x])) : input,
+), { repeats: true });
 
 export const bindList = bindsParser(false);
 export const statusBindList = bindsParser(true);

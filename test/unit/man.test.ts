@@ -29,8 +29,18 @@ test('every flag and setting is documented', () => {
   }
 });
 
+test('forkd-ctl(1) and forkd ctl --help name every command the control socket takes', () => {
+  const { CONTROL_COMMANDS } = require(join(ROOT, 'dist', 'src', 'arbiter', 'control.js')) as typeof import('../../src/arbiter/control');
+  const { CTL_USAGE } = require(join(ROOT, 'dist', 'src', 'cli', 'ctl.js')) as typeof import('../../src/cli/ctl');
+  const ctl = page('forkd-ctl.1');
+  for (const cmd of [...CONTROL_COMMANDS, 'top']) {
+    assert.ok([`.TP\n.B ${cmd}\n`, `.TP\n.BR ${cmd} `, `.TP\n.BI ${cmd} `].some((head) => ctl.includes(head)), `forkd-ctl(1) documents ${cmd}`);
+    assert.ok(new RegExp(`^  ${cmd}\\b`, 'm').test(CTL_USAGE), `forkd ctl --help lists ${cmd}`);
+  }
+});
+
 test('mandoc -T lint finds nothing', () => {
-  const r = spawnSync('mandoc', ['-T', 'lint', '-W', 'warning', join(ROOT, 'man', 'forkd.1'), join(ROOT, 'man', 'forkd.config.5')], { encoding: 'utf8' });
+  const r = spawnSync('mandoc', ['-T', 'lint', '-W', 'warning', ...['forkd.1', 'forkd-ctl.1', 'forkd.config.5'].map((p) => join(ROOT, 'man', p))], { encoding: 'utf8' });
   assert.ok(!r.error, `mandoc runs (${r.error?.message}); .ci/run installs it`);
   assert.is(`${r.stdout}${r.stderr}`.trim(), '');
   assert.is(r.status, 0);

@@ -91,6 +91,25 @@ test('a worker is told its durations in milliseconds and what its worker class i
   assert.is(sync.workerConnections, 1);
 });
 
+test('observability: metrics on with a status listener or control socket; statsd named as gunicorn would', () => {
+  const setup = (...argv: string[]) => {
+    const { config, origins } = layers({ cli: cli(...argv) });
+    return workerSetupFor({ config, origins, file: null, durationsMs: durationsMs(config), snapshot: null }).workerConfig;
+  };
+  assert.is(setup().metrics, false);
+  assert.is(setup().statsd, null);
+  assert.is(setup('--status-bind', '127.0.0.1:9100').metrics, true);
+  assert.is(setup('--control-socket', '/run/forkd.sock').metrics, true);
+  assert.equal(setup('--statsd-host', '127.0.0.1:8125', '--statsd-prefix', 'web', '--dogstatsd-tags', 'env:prod,canary').statsd,
+    { host: '127.0.0.1:8125', prefix: 'web.', tags: ['env:prod', 'canary'] });
+  assert.is(setup('--statsd-host', 'unix:/run/statsd.sock', '--statsd-prefix', 'web.').statsd?.prefix, 'web.');
+  assert.equal(layers({ cli: cli('--status-bind', '127.0.0.1:9100', '--status-bind', 'unix:/run/s.sock') }).config.statusBind, ['127.0.0.1:9100', 'unix:/run/s.sock']);
+  assert.match(configError(() => layers({ cli: cli('--statsd-host', 'a:b:c') })), 'HOST:PORT, [IPv6]:PORT or unix:PATH');
+  assert.match(configError(() => layers({ cli: cli('--statsd-host', '[::1]:70000') })), 'port 70000 is not 1..65535');
+  assert.match(configError(() => layers({ cli: cli('--dogstatsd-tags', 'a b') })), 'KEY:VALUE or KEY');
+  assert.match(configError(() => layers({ cli: cli('--status-bind', '127.0.0.1:9100', '--status-bind', '127.0.0.1:9100') })), 'each address once');
+});
+
 test('an invalid value names the setting, the value, the layer and what is allowed', () => {
   const fromFile = configError(() => layers({ file: { path: '/srv/forkd.config.ts', values: { timeout: -5 } } }));
   assert.match(fromFile, 'timeout = -5');
