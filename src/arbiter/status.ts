@@ -18,6 +18,7 @@ export class StatusServer {
   readonly #sources: StatusSources;
   readonly #servers: http.Server[] = [];
   readonly #binds = new Map<http.Server, string>();
+  #closing = false;
 
   constructor(sources: StatusSources) {
     this.#sources = sources;
@@ -63,13 +64,19 @@ export class StatusServer {
     return typeof a === 'string' ? `unix:${a}` : a ? `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : bind;
   }
 
+  /** Stops listening. A request on a connection already open is still answered, with Connection:
+   *  close (a USR2 successor accepts on the same socket meanwhile); idle connections are closed. */
   close(): void {
-    for (const s of this.#servers.splice(0)) { s.close(); s.closeAllConnections(); }
+    this.#closing = true;
+    for (const s of this.#servers.splice(0)) { s.close(); s.closeIdleConnections(); }
   }
 
   async #answer(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const send = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {
-      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra });
+      res.writeHead(status, {
+        'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra,
+        ...(this.#closing ? { connection: 'close' } : {}),
+      });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') { send(405, 'text/plain', 'only GET and HEAD\n', { allow: 'GET, HEAD' }); return; }
