@@ -19,7 +19,8 @@ export type FromThread =
   | { readonly type: 'load'; readonly connections: number }
   | { readonly type: 'recycle'; readonly requests: number }
   | { readonly type: 'relisten'; readonly index: number }
-  | { readonly type: 'drained' };
+  /** Drained; with what it counted since its last stats (metrics on). */
+  | { readonly type: 'drained'; readonly report: UnitReport | null };
 
 export type ToThread =
   | { readonly type: 'listener'; readonly index: number; readonly fd: number }
@@ -39,7 +40,7 @@ async function run(): Promise<void> {
       case 'listener': relistens.answer(msg.index, { fd: msg.fd }); break;
       case 'balance': unit?.setFairShare(msg.fairShare); break;
       case 'reopenLogs': unit?.reopenLogs(); break;
-      case 'drain': void unit?.drain().then(() => post({ type: 'drained' })); break;
+      case 'drain': void unit?.drain().then(() => post({ type: 'drained', report: unit?.report() ?? null })); break;
       default: assertNever(msg);
     }
   });

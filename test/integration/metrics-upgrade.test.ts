@@ -65,4 +65,23 @@ test('USR2: every scrape answers, forkd_requests_total never goes down, and the 
   }
 });
 
+test('maxRequests recycling: each recycled worker leaves its count, and the sum is every request made', async () => {
+  const statusPort = await freePort();
+  const metricsUrl = `http://127.0.0.1:${statusPort}/metrics`;
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--max-requests', '40', '--status-bind', `127.0.0.1:${statusPort}`, hello]);
+  try {
+    const r = await load(`${f.url}/`, { connections: 4, durationMs: 2000, keepAlive: false });
+    assert.is(r.failed, 0);
+    assert.ok(r.ok > 200, `enough requests to recycle a few times (${r.ok})`);
+    const text = await waitFor(async () => {
+      const body = (await request(metricsUrl)).body;
+      return sumOf(body, 'forkd_requests_total') === r.ok ? body : null;
+    }, `${r.ok} requests counted`);
+    assert.ok(sumOf(text, 'forkd_worker_exits_total{reason="recycled"}') >= 2, 'workers were recycled');
+    assert.is(sumOf(text, 'forkd_request_duration_seconds_count'), r.ok);
+  } finally {
+    await f.kill();
+  }
+});
+
 test.run();
