@@ -140,43 +140,62 @@ export class Observability {
     this.#ctx.log.countLines(statsdLogCounter(client));
   }
 
+  /** A status server answering from this master's state (metrics.ts loaded on first use). */
+  #statusServer(): StatusServer {
+    const { StatusServer } = require('./status') as typeof import('./status');
+    this.#metrics ??= (require('./metrics') as typeof import('./metrics')).createMetrics(this.#ctx, () => this.#collectApp());
+    const metrics = this.#metrics;
+    return new StatusServer({
+      notReady: () => this.#notReady(),
+      stats: () => this.stats(),
+      metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.text() }),
+    });
+  }
+
+  /** Listens on `binds` instead of what it listened on. The old listener goes first (the new binds
+   *  may name the same address); when the new ones cannot be had, it is opened again. */
   async #openStatus(binds: readonly string[]): Promise<void> {
     if (JSON.stringify(binds) === JSON.stringify(this.#statusBinds) && (this.#status !== null || binds.length === 0)) return;
-    let next: StatusServer | null = null;
+    const before = this.#statusBinds;
+    this.#status?.close();
+    this.#status = null;
+    this.#statusBinds = [];
     let urls: string[] = [];
     if (binds.length > 0) {
-      const { StatusServer } = require('./status') as typeof import('./status');
-      this.#metrics ??= (require('./metrics') as typeof import('./metrics')).createMetrics(this.#ctx, () => this.#collectApp());
-      const metrics = this.#metrics;
-      next = new StatusServer({
-        notReady: () => this.#notReady(),
-        stats: () => this.stats(),
-        metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.text() }),
-      });
-      // The old listener goes first: the new binds may name the same address.
-      this.#status?.close();
-      this.#status = null;
-      urls = await next.listen(binds, this.#inherited);
-    } else {
-      this.#status?.close();
+      const next = this.#statusServer();
+      try {
+        urls = await next.listen(binds, this.#inherited);
+      } catch (err) {
+        if (before.length > 0) {
+          const back = this.#statusServer();
+          await back.listen(before).then(() => { this.#status = back; this.#statusBinds = before; }, () => undefined);
+        }
+        throw err;
+      }
+      this.#status = next;
+      this.#statusBinds = [...binds];
     }
-    this.#status = next;
-    this.#statusBinds = [...binds];
     // What a predecessor handed over and the config no longer names is closed, once.
     for (const [bind, fd] of this.#inherited) if (!binds.includes(bind)) closeQuietly(fd);
     this.#inherited.clear();
     for (const url of urls) this.#ctx.log.info(`Status at: ${url}`, { event: 'master.statusListener' });
   }
 
+  /** Takes commands on `path` instead; when it cannot be had, the old socket is made again. */
   async #openControl(path: string | null): Promise<void> {
-    if ((this.#control?.path ?? null) === path) return;
+    const before = this.#control?.path ?? null;
+    if (before === path) return;
     this.#control?.close();
     this.#control = null;
     if (!path) return;
     const { ControlServer } = require('./control') as typeof import('./control');
-    const server = new ControlServer(path, this.#actions);
-    await server.listen();
-    this.#control = server;
+    const open = async (at: string) => { const server = new ControlServer(at, this.#actions); await server.listen(); this.#control = server; };
+    try {
+      await open(path);
+    } catch (err) {
+      if (before) await open(before).catch(() => undefined);
+      throw err;
+    }
     this.#ctx.log.info(`Control socket at: ${path}`, { event: 'master.controlSocket' });
   }
 

@@ -6,6 +6,7 @@ import { settings, SETTING_NAMES, type Config, type SettingName } from './settin
 import { Invalid } from './values';
 import { workerClassMeaning } from './worker-class';
 import { ENV_PREFIX, envName, INTERNAL_ENV } from '../env-names';
+import { overlappingBind } from '../net/address';
 
 export type Origin =
   | { readonly layer: 'default' }
@@ -85,6 +86,13 @@ function checkTogether(config: Config, origins: Resolved['origins']): void {
   if (config.requestTimeout > 0 && config.headersTimeout > config.requestTimeout) {
     throw new ConfigError(`headersTimeout (${config.headersTimeout}s, from ${describeOrigin(origins.headersTimeout)})`
       + ` must not exceed requestTimeout (${config.requestTimeout}s, from ${describeOrigin(origins.requestTimeout)})`);
+  }
+  if (config.statusBind.length > 0) {
+    const clash = overlappingBind([...config.bind, ...config.statusBind]);
+    if (clash) {
+      throw new ConfigError(`statusBind (from ${describeOrigin(origins.statusBind)}) and bind (from ${describeOrigin(origins.bind)}) overlap: ${clash};`
+        + ' the status listener needs an address of its own');
+    }
   }
   const { maxThreads } = workerClassMeaning(config);
   if (maxThreads !== null && config.threads > maxThreads) {

@@ -108,6 +108,7 @@ test('observability: metrics on with a status listener or control socket; statsd
   assert.match(configError(() => layers({ cli: cli('--statsd-host', '[::1]:70000') })), 'port 70000 is not 1..65535');
   assert.match(configError(() => layers({ cli: cli('--dogstatsd-tags', 'a b') })), 'KEY:VALUE or KEY');
   assert.match(configError(() => layers({ cli: cli('--status-bind', '127.0.0.1:9100', '--status-bind', '127.0.0.1:9100') })), 'each address once');
+  assert.match(configError(() => layers({ cli: cli('-b', '0.0.0.0:8000', '--status-bind', '127.0.0.1:8000') })), 'the status listener needs an address of its own');
 });
 
 test('an invalid value names the setting, the value, the layer and what is allowed', () => {
