@@ -28,9 +28,9 @@ export interface Metrics {
  *  outgoing worker and its replacement share a number while the old one drains: `merge` says
  *  how their values combine). */
 function perWorkerGauge(registry: Registry, ctx: MasterContext, name: string, help: string,
-  read: (h: WorkerHandle) => number | null, merge: (a: number, b: number) => number, extra: string[] = []): void {
+  read: (h: WorkerHandle) => number | null, merge: (a: number, b: number) => number): void {
   new Gauge({
-    name, help, labelNames: ['worker', ...extra], registers: [registry],
+    name, help, labelNames: ['worker'], registers: [registry],
     collect() {
       this.reset();
       const by = new Map<number, number>();
@@ -68,6 +68,32 @@ function durationHistogram(ctx: MasterContext): { name: string; get(): Promise<O
   };
 }
 
+/** forkd_worker_event_loop_lag_seconds: each worker's loop delay over its last heartbeat
+ *  interval, at quantiles 0.5 and 0.99, as a summary of quantiles only (prom-client's format, as
+ *  durationHistogram; `promtool check metrics` refuses a `quantile` label on a gauge). A reload's
+ *  outgoing worker and its replacement share a number: the larger delay is shown. */
+function loopLagSummary(ctx: MasterContext): { name: string; get(): Promise<Omit<MetricObjectWithValues<MetricValueWithName<string>>, 'collect' | 'type'> & { type: string }> } {
+  const name = 'forkd_worker_event_loop_lag_seconds';
+  const help = 'A worker\'s event loop delay over its last report interval (perf_hooks.monitorEventLoopDelay), by quantile.';
+  return {
+    name,
+    async get() {
+      const by = new Map<number, [number, number]>();
+      for (const h of ctx.pool.live()) {
+        const lag = h.health?.lagMs;
+        if (!lag) continue;
+        const had = by.get(h.nr);
+        by.set(h.nr, had ? [Math.max(had[0], lag[0]), Math.max(had[1], lag[1])] : [lag[0], lag[1]]);
+      }
+      const values: MetricValueWithName<string>[] = [...by].flatMap(([nr, [p50, p99]]) => [
+        { labels: { worker: nr, quantile: 0.5 }, value: p50 / 1000 },
+        { labels: { worker: nr, quantile: 0.99 }, value: p99 / 1000 },
+      ]);
+      return { name, help, type: 'summary', values, aggregator: 'max' };
+    },
+  };
+}
+
 export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Registry | null>): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -88,24 +114,7 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
     (h) => (h.state === 'booting' ? null : h.connections), (a, b) => a + b);
   perWorkerGauge(registry, ctx, 'forkd_worker_resident_memory_bytes', 'A worker\'s resident memory, as it last reported.',
     (h) => h.health?.rssBytes ?? null, (a, b) => a + b);
-  new Gauge({
-    name: 'forkd_worker_event_loop_lag_seconds', help: 'A worker\'s event loop delay over its last report interval.',
-    labelNames: ['worker', 'quantile'], registers: [registry],
-    collect() {
-      this.reset();
-      const by = new Map<number, [number, number]>();
-      for (const h of ctx.pool.live()) {
-        const lag = h.health?.lagMs;
-        if (!lag) continue;
-        const had = by.get(h.nr);
-        by.set(h.nr, had ? [Math.max(had[0], lag[0]), Math.max(had[1], lag[1])] : [lag[0], lag[1]]);
-      }
-      for (const [nr, [p50, p99]] of by) {
-        this.set({ worker: String(nr), quantile: '0.5' }, p50 / 1000);
-        this.set({ worker: String(nr), quantile: '0.99' }, p99 / 1000);
-      }
-    },
-  });
+  registry.registerMetric(loopLagSummary(ctx) as never);
   new Gauge({
     name: 'forkd_workers', help: 'Worker processes now, by state.', labelNames: ['state'], registers: [registry],
     collect() {

@@ -35,7 +35,7 @@ export function createUnitMetrics(): UnitMetrics {
       tally = emptyTally();
       let lagMs: readonly [number, number] | null = null;
       // The histogram records each timer period as it was, the resolution included: subtract it.
-      const past = (p: number) => Math.max(0, lag.percentile(p) / 1e6 - LAG_RESOLUTION_MS);
+      const past = (p: number) => Math.max(0, Math.round(lag.percentile(p) / 1e3 - LAG_RESOLUTION_MS * 1e3) / 1e3);
       if (lag.count > 0) lagMs = [past(50), past(99)];
       lag.reset();
       return { tally: out, lagMs };
