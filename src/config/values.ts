@@ -167,11 +167,14 @@ export const statsdAddress: Parser<string> = parser(STATSD_FORMS, (input) => {
   return input;
 });
 
-/** dogstatsd tags: each KEY:VALUE or a bare KEY, comma-separated in a string. */
-export const tagList: Parser<string[]> = list(parser('KEY:VALUE or KEY', (input) => {
+/** dogstatsd tags: each KEY:VALUE or a bare KEY, comma-separated in a string, and in each
+ *  --dogstatsd-tags too, as gunicorn takes them (a tag holds no comma: splitting loses nothing). */
+const tags = list(parser('KEY:VALUE or KEY', (input) => {
   if (typeof input !== 'string' || !/^[^\s,|#]+$/.test(input)) throw new Invalid('KEY:VALUE or KEY, without spaces, commas, | or #');
   return input;
 }), 'tags');
+export const tagList: Parser<string[]> = parser(tags.allowed, (input) => tags(Array.isArray(input)
+  ? input.flatMap((t: unknown) => (typeof t === 'string' ? t.split(',').map((s) => s.trim()).filter(Boolean) : [t])) : input), { repeats: true });
 
 export const bindList = bindsParser(false);
 export const statusBindList = bindsParser(true);
