@@ -1,72 +1,14 @@
 /** `forkd ctl` run from a shell as an operator would: in the app's directory, the socket found
- *  through the config file there (or given with -s), against a real master; and the checks the
- *  master makes of the control socket's path before it starts. */
+ *  through the config file there (or given with -s), against a real master. */
 
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { chmodSync, existsSync, lstatSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { APPS, BIN, cleanEnv, isAlive, publicInstall, runForkd, startForkd, tempDir, waitFor, type Forkd } from '../helpers/forkd';
+import { ctl, probe, sorted, status, withMaster, writeConfig, type Status } from '../helpers/ctl';
+import { BIN, cleanEnv, isAlive, publicInstall, tempDir, waitFor } from '../helpers/forkd';
 import { load, request } from '../helpers/http';
-
-const probe = join(APPS, 'probe.js');
-
-interface Ran { readonly code: number | null; readonly stdout: string; readonly stderr: string }
-
-/** `cd DIR && node forkd.js ctl ARGS` in a shell; the shell execs node, so the pid is node's. */
-function ctl(dir: string, args: readonly string[], opts: { uid?: number; node?: string; bin?: string; timeoutMs?: number } = {}): Promise<Ran> {
-  return new Promise((ok, fail) => {
-    const child = spawn('sh', ['-c', 'cd "$0" && exec "$@"', dir, opts.node ?? process.execPath, opts.bin ?? BIN, 'ctl', ...args], {
-      env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'], ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-    const timer = setTimeout(() => {
-      try { process.kill(child.pid!, 'SIGKILL'); } catch { /* gone */ }
-      fail(new Error(`forkd ctl ${args.join(' ')} did not exit; stderr:\n${stderr}`));
-    }, opts.timeoutMs ?? 30_000);
-    child.once('close', (code) => { clearTimeout(timer); ok({ code, stdout, stderr }); });
-  });
-}
-
-/** A `forkd.config.js` in `dir` serving the probe app, its control socket `ctl.sock` beside it. */
-function writeConfig(dir: string, extra: Record<string, unknown> = {}): void {
-  writeFileSync(join(dir, 'forkd.config.js'), `module.exports = ${JSON.stringify({
-    app: probe, bind: ['127.0.0.1:0'], workers: 2, controlSocket: 'ctl.sock', ...extra,
-  }, null, 2)};\n`);
-}
-
-interface Status { master: { pid: number; generation: number; workers: number }; workers: { nr: number; pid: number; generation: number; state: string }[] }
-
-async function status(dir: string): Promise<Status> {
-  const r = await ctl(dir, ['status', '--json']);
-  assert.is(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as Status;
-}
-
-/** A master serving the probe app from `dir` with its config there; `fn` runs while it does. */
-async function withMaster(extra: Record<string, unknown>, fn: (f: Forkd, dir: string) => Promise<void>): Promise<void> {
-  const dir = tempDir();
-  writeConfig(dir.path, extra);
-  const logFile = typeof extra.errorLog === 'string' ? join(dir.path, extra.errorLog) : undefined;
-  try {
-    const f = await startForkd([], { cwd: dir.path, ...(logFile ? { logFile } : {}) });
-    try {
-      await f.waitForLog(/Control socket at: ctl\.sock/);
-      await fn(f, dir.path);
-    } finally {
-      await f.kill();
-    }
-  } finally {
-    dir.remove();
-  }
-}
-
-const sorted = (pids: number[]) => [...pids].sort((a, b) => a - b);
 
 test('status: the master and a row per worker, as a table and as JSON; the socket is 0600', async () => {
   await withMaster({}, async (f, dir) => {
@@ -94,6 +36,23 @@ test('status: the master and a row per worker, as a table and as JSON; the socke
     assert.is(s.master.pid, f.pid);
     assert.equal(sorted(s.workers.map((w) => w.pid)), sorted(f.workers()));
     assert.equal(s.workers.map((w) => [w.nr, w.state]), [[1, 'serving'], [2, 'serving']]);
+  });
+});
+
+test('top: the status again every second until stopped', async () => {
+  await withMaster({}, async (f, dir) => {
+    const top = spawn('sh', ['-c', 'cd "$0" && exec "$@"', dir, process.execPath, BIN, 'ctl', 'top'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      top.stdout.setEncoding('utf8').on('data', (c: string) => { out += c; });
+      const started = Date.now();
+      await waitFor(() => (out.match(/^master +pid /gm)?.length ?? 0) >= 3, 'three redraws', 15_000);
+      assert.ok(Date.now() - started >= 1900, 'a second apart');
+      assert.is(out.match(new RegExp(`^master +pid ${f.pid} `, 'gm'))?.length, out.match(/^master /gm)?.length);
+      assert.not.match(out, '\x1b[2J', 'no screen clearing when stdout is not a terminal');
+    } finally {
+      top.kill('SIGKILL');
+    }
   });
 });
 
@@ -298,109 +257,6 @@ test('another user cannot use the socket: permission denied', async () => {
     assert.is(r.stderr, `forkd ctl: cannot reach ${join(dir, 'ctl.sock')}: permission denied (the socket is its owner's only, mode 0600)\n`);
     assert.is((await ctl(dir, ['status'])).code, 0, 'its owner still can');
   });
-});
-
-/** forkd started with --control-socket `path`: what it exits with and says. */
-async function refused(path: string): Promise<{ code: number | null; out: string }> {
-  const r = await runForkd(['-w', '1', '-b', '127.0.0.1:0', '--control-socket', path, probe]);
-  return { code: r.code, out: r.stdout + r.stderr };
-}
-
-test('the master refuses a control socket path that is a symlink, a file, or in a directory others may write', async () => {
-  const dir = tempDir();
-  try {
-    const link = join(dir.path, 'link.sock');
-    const target = join(dir.path, 'target');
-    symlinkSync(target, link);
-    const l = await refused(link);
-    assert.is(l.code, 78, l.out);
-    assert.match(l.out, `refusing controlSocket ${link}: it is a symbolic link`);
-    assert.not.ok(existsSync(target), 'nothing was created where the link points');
-
-    const file = join(dir.path, 'file.sock');
-    writeFileSync(file, 'precious');
-    const r = await refused(file);
-    assert.is(r.code, 78, r.out);
-    assert.match(r.out, `refusing controlSocket ${file}: it exists and is not a socket`);
-    assert.is(readFileSync(file, 'utf8'), 'precious');
-
-    const open = join(dir.path, 'open');
-    mkdirSync(open);
-    chmodSync(open, 0o777);
-    const inOpen = join(open, 'ctl.sock');
-    const o = await refused(inOpen);
-    assert.is(o.code, 78, o.out);
-    assert.match(o.out, `refusing controlSocket ${inOpen}: its directory ${open} is writable by others and not sticky`);
-    assert.not.ok(existsSync(inOpen));
-
-    // Sticky, as /tmp is: allowed.
-    chmodSync(open, 0o1777);
-    const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--control-socket', inOpen, probe]);
-    try {
-      assert.is(statSync(inOpen).mode & 0o777, 0o600);
-      assert.is((await ctl(dir.path, ['-s', inOpen, 'status'])).code, 0);
-    } finally {
-      await f.kill();
-    }
-  } finally {
-    dir.remove();
-  }
-});
-
-test('the master refuses a socket of another user at the path', async () => {
-  const dir = tempDir();
-  const server = net.createServer();
-  try {
-    const path = join(dir.path, 'theirs.sock');
-    await new Promise<void>((ok) => server.listen(path, ok));
-    chownSync(path, 65534, 65534);
-    const r = await refused(path);
-    assert.is(r.code, 78, r.out);
-    assert.match(r.out, `refusing controlSocket ${path}: it is a socket of another user (uid 65534)`);
-    assert.is(lstatSync(path).uid, 65534, 'left as it was');
-  } finally {
-    server.close();
-    dir.remove();
-  }
-});
-
-test('a second master with the same control socket is refused while the first answers on it', async () => {
-  await withMaster({}, async (f, dir) => {
-    const second = await runForkd(['-w', '1', '-b', '127.0.0.1:0'], { cwd: dir });
-    assert.is.not(second.code, 0);
-    assert.match(second.stdout + second.stderr, `controlSocket ctl.sock: another process answers on it`);
-    const s = await status(dir);
-    assert.is(s.master.pid, f.pid, 'the socket is still the first master\'s');
-  });
-});
-
-test('a stale socket file, left by a master killed with SIGKILL, is replaced', async () => {
-  const dir = tempDir();
-  writeConfig(dir.path, { workers: 1 });
-  const sock = join(dir.path, 'ctl.sock');
-  try {
-    const first = await startForkd([], { cwd: dir.path });
-    try {
-      await first.waitForLog(/Control socket at: /);
-    } finally {
-      await first.kill();
-    }
-    assert.ok(lstatSync(sock).isSocket(), 'the killed master left its socket file');
-    const stale = await ctl(dir.path, ['status']);
-    assert.is(stale.code, 1);
-    assert.is(stale.stderr, `forkd ctl: cannot reach ${sock}: nothing answers on it (a stale socket: is forkd running?)\n`);
-
-    const second = await startForkd([], { cwd: dir.path });
-    try {
-      await second.waitForLog(/Control socket at: /);
-      assert.is((await status(dir.path)).master.pid, second.pid);
-      assert.is(statSync(sock).mode & 0o777, 0o600);
-    } finally {
-      await second.kill();
-    }
-  } finally {
-    dir.remove();
-  }
 });
 
 test.run();
