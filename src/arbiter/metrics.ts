@@ -165,7 +165,11 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
     registry,
     async text() {
       const app = await appMetrics();
-      return app ? Registry.merge([registry, app]).metrics() : registry.metrics();
+      if (!app) return registry.metrics();
+      // A name the app shares with forkd (prom-client's defaults, which most apps collect too)
+      // would make Registry.merge throw and fail every scrape: forkd's own, the master's, stays.
+      for (const { name } of app.getMetricsAsArray()) if (registry.getSingleMetric(name)) app.removeSingleMetric(name);
+      return Registry.merge([registry, app]).metrics();
     },
   };
 }

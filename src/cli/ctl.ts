@@ -73,7 +73,13 @@ async function socketPath(args: CtlArgs): Promise<string> {
   if (args.socket) return resolve(args.socket);
   const { loadConfig } = require('../config/load') as typeof import('../config/load');
   const cwd = process.cwd();
-  const loaded = await loadConfig({ cli: args.config ? { config: { value: args.config, flag: '--config' } } : {}, env: process.env, cwd });
+  let loaded;
+  try {
+    loaded = await loadConfig({ cli: args.config ? { config: { value: args.config, flag: '--config' } } : {}, env: process.env, cwd });
+  } catch (err) {
+    // A config broken since the master read it is when an operator runs `forkd ctl reload` most.
+    throw new CtlError(`cannot read controlSocket from the config (give -s PATH): ${(err as Error).message}`);
+  }
   const path = loaded.config.controlSocket;
   if (!path) {
     throw new CtlError(`no control socket: give -s PATH, or set controlSocket${loaded.file ? ` in ${loaded.file}` : ' (no config file was found here)'}`);
@@ -163,7 +169,8 @@ async function main(argv: readonly string[]): Promise<number> {
 
 export function run(argv: readonly string[]): void {
   main(argv).then((code) => process.exit(code), (err: Error) => {
-    process.stderr.write(`forkd ctl: ${err instanceof CtlError ? err.message : err.stack ?? err.message}\n`);
+    // One line: a config error (the master's reason for a failed reload, too) may quote the file.
+    process.stderr.write(`forkd ctl: ${err instanceof CtlError ? err.message.replace(/\s*\n\s*/g, ' ') : err.stack ?? err.message}\n`);
     process.exit(err instanceof CtlError ? 1 : 70);
   });
 }

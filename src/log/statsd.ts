@@ -50,8 +50,9 @@ export function openStatsd(target: StatsdTarget, log: Logger | null): Statsd {
     includeDataDogTags: false,
     includeDatadogTelemetry: false,
   });
-  // A datagram socket must not keep a stopping process alive.
-  (client as unknown as { socket?: { unref?: () => void } }).socket?.unref?.();
+  // A datagram socket must not keep a stopping process alive. hot-shots' unix:PATH transport
+  // (unix-dgram) throws from unref instead: a master and its workers end themselves, so it may stay.
+  try { (client as unknown as { socket?: { unref?: () => void } }).socket?.unref?.(); } catch { /* unix-dgram */ }
   return {
     increment: (name, n = 1) => client.increment(name, n),
     gauge: (name, value) => client.gauge(name, value),

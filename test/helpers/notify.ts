@@ -1,11 +1,12 @@
 /** A real NOTIFY_SOCKET for tests (python3, since Node cannot receive Unix datagrams): every message
- *  with the sender's pid as the kernel reported it (SCM_CREDENTIALS). */
+ *  with the sender's pid as the kernel reported it (SCM_CREDENTIALS). Any Unix datagram listener
+ *  will do too (statsd's unix:PATH): `text` is the datagram as sent. */
 
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { FIXTURES, waitFor } from './forkd';
 
-export interface NotifyMessage { readonly pid: number; readonly fields: Readonly<Record<string, string>> }
+export interface NotifyMessage { readonly pid: number; readonly fields: Readonly<Record<string, string>>; readonly text: string }
 
 export interface NotifyListener {
   readonly messages: NotifyMessage[];
@@ -27,7 +28,7 @@ export async function listenForNotify(name: string): Promise<NotifyListener> {
       if (line.listening) { listening = true; continue; }
       const fields: Record<string, string> = {};
       for (const kv of line.message!.split('\n')) { const eq = kv.indexOf('='); if (eq > 0) fields[kv.slice(0, eq)] = kv.slice(eq + 1); }
-      messages.push({ pid: line.pid!, fields });
+      messages.push({ pid: line.pid!, fields, text: line.message! });
     }
   });
   const close = () => { if (child.exitCode === null) child.kill('SIGKILL'); };

@@ -169,6 +169,13 @@ test('argv: long, short, attached, =, repeatable, booleans, positional', () => {
   assert.ok(parseArgv(['--check-config']).actions.has('checkConfig'));
 });
 
+test('dogstatsd tags: comma-separated on the command line as in the environment, or repeated', () => {
+  assert.equal(layers({ cli: cli('--dogstatsd-tags', 'env:test,team:web') }).config.dogstatsdTags, ['env:test', 'team:web']);
+  assert.equal(layers({ cli: cli('--dogstatsd-tags', 'env:test', '--dogstatsd-tags', 'a, b') }).config.dogstatsdTags, ['env:test', 'a', 'b']);
+  assert.equal(layers({ env: { FORKD_DOGSTATSD_TAGS: 'env:test,team:web' } }).config.dogstatsdTags, ['env:test', 'team:web']);
+  assert.match(configError(() => layers({ cli: cli('--dogstatsd-tags', 'env:te st') })), '"env:te st" is not valid');
+});
+
 test('argv: usage errors', () => {
   assert.throws(() => parseArgv(['--worker', '2']), (e: Error) => e instanceof UsageError && /did you mean "--workers"\?/.test(e.message));
   assert.throws(() => parseArgv(['-w']), (e: Error) => e instanceof UsageError && /needs a value/.test(e.message));
