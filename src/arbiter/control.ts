@@ -47,7 +47,7 @@ export function controlPathProblem(path: string): string | null {
 }
 
 /** True when a server answers on the Unix socket `path` (another master has it). */
-function inUse(path: string): Promise<boolean> {
+export function socketAnswers(path: string): Promise<boolean> {
   return new Promise((done) => {
     const c = net.connect(path);
     c.once('connect', () => { c.destroy(); done(true); });
@@ -73,7 +73,7 @@ export class ControlServer {
     const problem = controlPathProblem(this.#path);
     if (problem) throw new Error(`controlSocket ${this.#path}: ${problem}`);
     if (lstatSafe(this.#path)) {
-      if (await inUse(this.#path)) throw new Error(`controlSocket ${this.#path}: another process answers on it`);
+      if (await socketAnswers(this.#path)) throw new Error(`controlSocket ${this.#path}: another process answers on it`);
       unlinkSync(this.#path);
     }
     const server = net.createServer((c) => this.#serve(c));

@@ -130,11 +130,16 @@ async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loa
   const events = masterEventStream(log, () => hooksSee());
   await events.emit({ type: 'master.starting' });
   if (config.controlSocket) {
-    const { controlPathProblem } = require('../arbiter/control') as typeof import('../arbiter/control');
+    const { controlPathProblem, socketAnswers } = require('../arbiter/control') as typeof import('../arbiter/control');
     const problem = controlPathProblem(config.controlSocket);
     if (problem) {
       log.critical(`refusing controlSocket ${config.controlSocket}: ${problem}`, { event: 'master.controlSocket' });
       return ExitCode.ConfigInvalid;
+    }
+    // Another master takes commands there (a USR2 successor's predecessor does, until it hands over).
+    if (successorOf === null && await socketAnswers(config.controlSocket)) {
+      log.critical(`controlSocket ${config.controlSocket}: another process answers on it (is forkd running there already?)`, { event: 'master.controlSocket' });
+      return ExitCode.Failure;
     }
   }
   const listeners = await bindAll(loaded, log, successorOf, identity);

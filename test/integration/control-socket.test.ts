@@ -78,6 +78,7 @@ test('a second master with the same control socket is refused while the first an
     const second = await runForkd(['-w', '1', '-b', '127.0.0.1:0'], { cwd: dir });
     assert.is(second.code, 1, second.stderr);
     assert.match(second.stdout + second.stderr, `controlSocket ctl.sock: another process answers on it`);
+    assert.not.match(second.stdout + second.stderr, /Listening at|Booting worker/, 'refused before it binds or starts a worker');
     const s = await status(dir);
     assert.is(s.master.pid, f.pid, 'the socket is still the first master\'s');
   });
