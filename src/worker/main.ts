@@ -25,10 +25,10 @@ import { WORKER_SPEC_ENV } from '../env-names';
 import { assertNever, isToWorker, type BeatReport, type FromWorker, type StalledThread, type WorkerSpec } from '../ipc/messages';
 import { addTally, emptyTally, type Tally } from '../ipc/tally';
 import { createLogger, type Logger } from '../log/logger';
-import { findAppModule, parseAppSpec } from '../config/app-spec';
 import type { ServingStats } from './serve';
 import type { FromThread, ThreadData, ToThread } from './thread';
 import type { UnitReport } from './unit-metrics';
+import { appMetricsHere, mergeThreads, type AppMetrics } from './app-metrics';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections } from './unit';
 
 function readSpec(): WorkerSpec {
@@ -95,6 +95,8 @@ interface Serving {
   stats(): BeatStats;
   /** What was counted since the last call (null: metrics are off). */
   report(): UnitReport | null;
+  /** The app's prom-client metrics (appMetrics), its threads' merged. */
+  appMetrics(): Promise<AppMetrics>;
   setFairShare(n: number): void;
   reopenLogs(): void;
   drain(): Promise<void>;
@@ -110,11 +112,29 @@ async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, r
     },
   });
   log.debug('worker serving', { event: 'worker.ready', nr: spec.nr, app: unit.shape });
-  return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0, stalledThread: null }), report: () => unit.report(), reopenLogs: () => unit.reopenLogs() };
+  return { ...unit, stats: () => ({ ...unit.stats(), stalledMs: 0, stalledThread: null }), report: () => unit.report(), appMetrics: () => appMetricsHere(spec), reopenLogs: () => unit.reopenLogs() };
 }
 
 /** What the process knows of one of its serving threads. */
 interface ThreadState { readonly worker: Worker; stats: ServingStats; lastAtMs: number; drained: boolean }
+
+/** How long the process waits for a thread's app metrics: less than the master waits for it. */
+const THREAD_ANSWER_MS = 300;
+
+/** Asks threads for their app metrics; a thread that does not answer in time counts as none. */
+function appMetricsAsker(): { ask(t: ThreadState, withinMs: number): Promise<AppMetrics>; answer(msg: { id: number } & AppMetrics): void } {
+  const waiting = new Map<number, (a: AppMetrics) => void>();
+  let next = 1;
+  return {
+    ask: (t, withinMs) => new Promise<AppMetrics>((ok) => {
+      const id = next++;
+      const timer = setTimeout(() => { waiting.delete(id); ok({ metrics: null }); }, withinMs);
+      waiting.set(id, (a) => { clearTimeout(timer); waiting.delete(id); ok(a); });
+      t.worker.postMessage({ type: 'appMetrics', id } satisfies ToThread);
+    }),
+    answer: (msg) => waiting.get(msg.id)?.({ metrics: msg.metrics, error: msg.error }),
+  };
+}
 
 /** The threads' reports since the last beat, added up (a tally is a delta); the worst loop delay. */
 function reportsOfThreads(): { add(r: UnitReport | null): void; take(): UnitReport | null } {
@@ -166,6 +186,7 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
   const post = (msg: ToThread) => { for (const t of threads) t.worker.postMessage(msg); };
   let recycling = false;
   const reports = reportsOfThreads();
+  const asked = appMetricsAsker();
   return new Promise((ok) => {
     let ready = 0;
     let drainedAll: (() => void) | null = null;
@@ -181,6 +202,7 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
           if (!recycling) { recycling = true; log.info(`max requests reached in thread ${index + 1}: asking to be replaced`, { event: 'worker.recycle', nr: spec.nr }); void send({ type: 'recycle', requests: msg.requests }); }
           break;
         case 'relisten': void relistener.askFd(msg.index).then((fd) => t.worker.postMessage({ type: 'listener', index: msg.index, fd } satisfies ToThread)); break;
+        case 'appMetrics': asked.answer(msg); break;
         case 'drained': t.drained = true; reports.add(msg.report); if (threads.every((x) => x.drained)) drainedAll?.(); break;
         default: assertNever(msg);
       }
@@ -188,6 +210,7 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
     const serving: Serving = {
       stats: () => threadStats(threads, spec.beatIntervalMs),
       report: () => reports.take(),
+      appMetrics: async () => mergeThreads(spec, await Promise.all(threads.map((t) => asked.ask(t, THREAD_ANSWER_MS)))),
       setFairShare: (n) => post({ type: 'balance', fairShare: n }),
       reopenLogs: () => post({ type: 'reopenLogs' }),
       drain: () => new Promise<void>((done) => { drainedAll = done; post({ type: 'drain' }); }),
@@ -254,28 +277,15 @@ function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       case 'listener': if (handle) relistener.got(msg.index, handle); break;
       case 'balance': serving()?.setFairShare(msg.fairShare); break;
       case 'configSnapshot': gotSnapshot(msg.snapshot); break;
-      case 'appMetrics': void appMetricsOf(spec).then((r) => send({ type: 'appMetrics', id: msg.id, ...r })); break;
+      case 'appMetrics': {
+        const current = serving();
+        void (current ? current.appMetrics() : Promise.resolve<AppMetrics>({ metrics: null })).then((r) => send({ type: 'appMetrics', id: msg.id, ...r }));
+        break;
+      }
       default: assertNever(msg);
     }
   });
   return snapshot;
-}
-
-/** The app's own prom-client registry, as getMetricsAsJSON gives it: prom-client as the app
- *  resolves it (from its module's directory), so that it is the app's instance and registry. */
-async function appMetricsOf(spec: WorkerSpec): Promise<{ metrics: unknown[] | null; error?: string }> {
-  try {
-    const { createRequire } = require('node:module') as typeof import('node:module');
-    const appSpec = parseAppSpec(spec.config.app ?? '');
-    const from = (typeof appSpec !== 'string' && findAppModule(appSpec.module, process.cwd())) || join(process.cwd(), 'package.json');
-    const appRequire = createRequire(from);
-    let path: string;
-    try { path = appRequire.resolve('prom-client'); } catch { return { metrics: null }; }
-    const promClient = appRequire(path) as { register: { getMetricsAsJSON(): Promise<unknown[]> } };
-    return { metrics: await promClient.register.getMetricsAsJSON() };
-  } catch (err) {
-    return { metrics: null, error: (err as Error).message };
-  }
 }
 
 /** From now on a graceful stop drains `serving`, once; the process ends when the drain and the

@@ -7,6 +7,7 @@ import { assertNever, type WorkerSpec } from '../ipc/messages';
 import { createLogger } from '../log/logger';
 import type { ServingStats } from './serve';
 import type { UnitReport } from './unit-metrics';
+import { appMetricsHere, type AppMetrics } from './app-metrics';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections, type Unit } from './unit';
 
 /** `snapshot`: the config to take the worker's hooks from (see listenToMaster in main.ts). */
@@ -20,13 +21,15 @@ export type FromThread =
   | { readonly type: 'recycle'; readonly requests: number }
   | { readonly type: 'relisten'; readonly index: number }
   /** Drained; with what it counted since its last stats (metrics on). */
-  | { readonly type: 'drained'; readonly report: UnitReport | null };
+  | { readonly type: 'drained'; readonly report: UnitReport | null }
+  | ({ readonly type: 'appMetrics'; readonly id: number } & AppMetrics);
 
 export type ToThread =
   | { readonly type: 'listener'; readonly index: number; readonly fd: number }
   | { readonly type: 'balance'; readonly fairShare: number }
   | { readonly type: 'reopenLogs' }
-  | { readonly type: 'drain' };
+  | { readonly type: 'drain' }
+  | { readonly type: 'appMetrics'; readonly id: number };
 
 async function run(): Promise<void> {
   const port = parentPort!;
@@ -40,6 +43,7 @@ async function run(): Promise<void> {
       case 'listener': relistens.answer(msg.index, { fd: msg.fd }); break;
       case 'balance': unit?.setFairShare(msg.fairShare); break;
       case 'reopenLogs': unit?.reopenLogs(); break;
+      case 'appMetrics': void appMetricsHere(spec).then((a) => post({ type: 'appMetrics', id: msg.id, ...a })); break;
       case 'drain': void unit?.drain().then(() => post({ type: 'drained', report: unit?.report() ?? null })); break;
       default: assertNever(msg);
     }

@@ -10,8 +10,8 @@ import { load, request, type LoadResult } from '../helpers/http';
 
 const promApp = join(APPS, 'prom-app.js');
 
-async function serve(extra: readonly string[]): Promise<{ f: Forkd; status: string }> {
-  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--status-bind', '127.0.0.1:0', ...extra, promApp]);
+async function serve(extra: readonly string[], workers = ['-w', '2']): Promise<{ f: Forkd; status: string }> {
+  const f = await startForkd([...workers, '-b', '127.0.0.1:0', '--status-bind', '127.0.0.1:0', ...extra, promApp]);
   try {
     const status = (await f.waitForLog(/Status at: (http:\/\/\S+)/))[1]!;
     return { f, status };
@@ -63,6 +63,19 @@ test('the app\'s prom-client metrics, from both workers, merged into /metrics be
     assert.is(more.failed, 0);
     const again = await request(`${status}/metrics`);
     assert.is(sample(again.body, 'app_hits_total{route="/"}'), r.ok + more.ok);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('with threads, each thread\'s registry is asked and merged in its process', async () => {
+  const { f, status } = await serve(['--app-metrics'], ['-w', '1', '--threads', '2']);
+  try {
+    const r = await load(`${f.url}/`, { connections: 4, durationMs: 5000, keepAlive: false, until: (s) => s.sent >= 60 });
+    assert.is(r.failed, 0, JSON.stringify(r.errors));
+    const m = await request(`${status}/metrics`);
+    assert.is(m.status, 200, m.body);
+    assert.is(sample(m.body, 'app_hits_total{route="/"}'), r.ok, 'the counter summed over the threads');
   } finally {
     await f.kill();
   }
