@@ -197,26 +197,31 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
 
 /** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
  *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening.
- *  Changes in open connections are told more often, for the master's balance. */
-function startBeating(spec: WorkerSpec, log: Logger, serving: () => Serving | null): void {
+ *  Changes in open connections are told more often, for the master's balance. Returns a beat to
+ *  send once more after a drain: what was counted since the last one would otherwise be lost. */
+function startBeating(spec: WorkerSpec, log: Logger, serving: () => Serving | null): () => Promise<void> {
   const stats = () => serving()?.stats() ?? null;
   // The inspector module is loaded at the first beat, after the worker serves, not during its start.
   let inspector: typeof import('node:inspector') | null = null;
+  const beat = () => {
+    const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, oldestMs: null, stalledMs: 0, stalledThread: null };
+    const r = spec.config.metrics ? serving()?.report() ?? null : null;
+    const report: BeatReport | null = spec.config.metrics
+      ? { tally: r?.tally ?? emptyTally(), lagMs: r?.lagMs ?? null, oldestMs: s.oldestMs, rssBytes: process.memoryUsage.rss() } : null;
+    return send({
+      type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs), stalledThread: s.stalledThread, report,
+    });
+  };
   setInterval(() => {
     inspector ??= require('node:inspector') as typeof import('node:inspector');
     if (inspector.url()) {
       inspector.close();
       log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
     }
-    const s = stats() ?? { inFlight: 0, requests: 0, connections: 0, oldestMs: null, stalledMs: 0, stalledThread: null };
-    const r = spec.config.metrics ? serving()?.report() ?? null : null;
-    const report: BeatReport | null = spec.config.metrics
-      ? { tally: r?.tally ?? emptyTally(), lagMs: r?.lagMs ?? null, oldestMs: s.oldestMs, rssBytes: process.memoryUsage.rss() } : null;
-    void send({
-      type: 'beat', inFlight: s.inFlight, requests: s.requests, connections: s.connections, stalledMs: Math.max(0, s.stalledMs), stalledThread: s.stalledThread, report,
-    });
+    void beat();
   }, spec.beatIntervalMs);
   watchConnections(() => stats()?.connections ?? 0, (connections) => void send({ type: 'load', connections }));
+  return beat;
 }
 
 /** Becomes this worker before anything of the app runs: its user, its process title, USR1 as
@@ -276,7 +281,7 @@ async function appMetricsOf(spec: WorkerSpec): Promise<{ metrics: unknown[] | nu
 
 /** From now on a graceful stop drains `serving`, once; the process ends when the drain and the
  *  workerExit hook are done. */
-function drainOnStop(serving: Serving, log: Logger, gracefulTimeoutMs: number, workerExit: () => Promise<void>): void {
+function drainOnStop(serving: Serving, log: Logger, gracefulTimeoutMs: number, lastBeat: () => Promise<void>, workerExit: () => Promise<void>): void {
   let draining = false;
   stop.graceful = () => {
     if (draining) return;
@@ -284,7 +289,7 @@ function drainOnStop(serving: Serving, log: Logger, gracefulTimeoutMs: number, w
     log.debug('worker draining', { event: 'worker.drain', ...serving.stats() });
     // The master kills us after gracefulTimeout; this covers a master that is gone.
     setTimeout(() => process.exit(ExitCode.Ok), gracefulTimeoutMs).unref();
-    void serving.drain().then(() => workerExit()).then(() => process.exit(ExitCode.Ok));
+    void serving.drain().then(() => lastBeat()).then(() => workerExit()).then(() => process.exit(ExitCode.Ok));
   };
 }
 
@@ -297,7 +302,7 @@ async function main(): Promise<void> {
   const inspectPortFound = config.timeoutStack ? freePort() : Promise.resolve(null);
   inspectPortFound.catch(() => undefined); // awaited below, where a failure is reported
   let serving: Serving | null = null;
-  startBeating(spec, log, () => serving);
+  const lastBeat = startBeating(spec, log, () => serving);
   const relistener = createRelistener();
   const snapshot = await listenToMaster(spec, log, relistener, () => serving);
   const hooks = await readWorkerHooks(spec.workerHooks, snapshot, log);
@@ -312,7 +317,7 @@ async function main(): Promise<void> {
     await send({ type: 'bootFailed', reason });
     process.exit(ExitCode.AppLoadFailed);
   }
-  drainOnStop(serving, log, config.gracefulTimeoutMs, () => hook('workerExit'));
+  drainOnStop(serving, log, config.gracefulTimeoutMs, lastBeat, () => hook('workerExit'));
   // The master may have gone while the app loaded; its disconnect then came before `stop` could drain.
   if (!process.connected) { stop.graceful(); return; }
   const inspectPort = await inspectPortFound;

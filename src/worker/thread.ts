@@ -39,7 +39,8 @@ async function run(): Promise<void> {
       case 'listener': relistens.answer(msg.index, { fd: msg.fd }); break;
       case 'balance': unit?.setFairShare(msg.fairShare); break;
       case 'reopenLogs': unit?.reopenLogs(); break;
-      case 'drain': void unit?.drain().then(() => post({ type: 'drained' })); break;
+      // The last stats first: what was counted since the last ones would otherwise be lost.
+      case 'drain': void unit?.drain().then(() => { post({ type: 'stats', ...unit!.stats(), report: unit!.report() }); post({ type: 'drained' }); }); break;
       default: assertNever(msg);
     }
   });
