@@ -42,7 +42,7 @@ export function listenQueues(fds: readonly number[]): Map<number, number> {
   const queues = listening();
   for (const [fd, ino] of inodes) {
     const q = queues.get(ino!);
-    if (q) out.set(fd, q);
+    if (q !== undefined) out.set(fd, q);
   }
   return out;
 }
