@@ -220,7 +220,8 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
 
 /** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
  *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening.
- *  Changes in open connections are told more often, for the master's balance. */
+ *  Changes in open connections are told more often, for the master's balance. Returns a beat to
+ *  send once more as the worker stops: what was counted since the last one would otherwise be lost. */
 function startBeating(spec: WorkerSpec, log: Logger, serving: () => Serving | null): () => Promise<void> {
   const stats = () => serving()?.stats() ?? null;
   const beat = () => {
