@@ -139,17 +139,16 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
     name: 'forkd_balance_closed_total', help: 'Kept-alive connections the balance asked to close, to even out the workers.', registers: [registry],
     collect() { this.reset(); this.inc(totals.all().shed); },
   });
-  // Both queue gauges come from one read of the kernel's table per scrape.
-  let queues: { atMs: number; byListener: Array<[string, number, number]> } = { atMs: -Infinity, byListener: [] };
+  // Both queue gauges come from one read of the kernel's table per scrape (text() forgets it).
+  let queues: Array<[string, number, number]> | null = null;
   const readQueues = () => {
-    const now = performance.now();
-    if (now - queues.atMs > 100) {
+    if (!queues) {
       const listeners = ctx.sockets.all();
       const lengths = listenQueues(listeners.map((l) => l.fd));
       const limit = queueLimit(ctx.generations.config.backlog);
-      queues = { atMs: now, byListener: listeners.flatMap((l) => (lengths.has(l.fd) ? [[l.url, lengths.get(l.fd)!, limit] as [string, number, number]] : [])) };
+      queues = listeners.flatMap((l) => (lengths.has(l.fd) ? [[l.url, lengths.get(l.fd)!, limit] as [string, number, number]] : []));
     }
-    return queues.byListener;
+    return queues;
   };
   const queue = (name: string, help: string, pick: 1 | 2) => new Gauge({
     name, help, labelNames: ['listener'], registers: [registry],
@@ -164,6 +163,7 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
   return {
     registry,
     async text() {
+      queues = null;
       const app = await appMetrics();
       if (!app) return registry.metrics();
       // A name the app shares with forkd (prom-client's defaults, which most apps collect too)
