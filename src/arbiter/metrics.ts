@@ -14,7 +14,7 @@ import type { WorkerHandle } from './worker-handle';
 /** prom-client's defaults that `promtool check metrics` refuses: gauges named like counters. */
 const REFUSED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
-export const STATE_OF: Record<WorkerHandle['state'], 'booting' | 'serving' | 'draining' | null> = {
+const STATE_OF: Record<WorkerHandle['state'], 'booting' | 'serving' | 'draining' | null> = {
   booting: 'booting', serving: 'serving', replacing: 'serving', stopping: 'draining', exited: null,
 };
 
@@ -94,12 +94,9 @@ function loopLagSummary(ctx: MasterContext): { name: string; get(): Promise<Omit
   };
 }
 
-export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Registry | null>): Metrics {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  for (const name of REFUSED_DEFAULTS) registry.removeSingleMetric(name);
+/** What the workers reported: responses, durations, and how each worker is now. */
+function workerMetrics(registry: Registry, ctx: MasterContext): void {
   const { totals } = ctx;
-
   new Counter({
     name: 'forkd_requests_total', help: 'Responses finished, by worker number and status class.', labelNames: ['worker', 'code'], registers: [registry],
     collect() {
@@ -115,6 +112,15 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
   perWorkerGauge(registry, ctx, 'forkd_worker_resident_memory_bytes', 'A worker\'s resident memory, as it last reported.',
     (h) => h.health?.rssBytes ?? null, (a, b) => a + b);
   registry.registerMetric(loopLagSummary(ctx) as never);
+  new Counter({
+    name: 'forkd_balance_closed_total', help: 'Kept-alive connections the balance asked to close, to even out the workers.', registers: [registry],
+    collect() { this.reset(); this.inc(totals.all().shed); },
+  });
+}
+
+/** What the master knows of its pool and its life: workers by state, the generation, exits, reloads. */
+function masterMetrics(registry: Registry, ctx: MasterContext): void {
+  const { totals } = ctx;
   new Gauge({
     name: 'forkd_workers', help: 'Worker processes now, by state.', labelNames: ['state'], registers: [registry],
     collect() {
@@ -135,11 +141,11 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
     name: 'forkd_reloads_total', help: 'Reloads (HUP, config edits, forkd ctl reload), by result.', labelNames: ['result'], registers: [registry],
     collect() { this.reset(); const r = totals.reloads(); this.inc({ result: 'ok' }, r.ok); this.inc({ result: 'failed' }, r.failed); },
   });
-  new Counter({
-    name: 'forkd_balance_closed_total', help: 'Kept-alive connections the balance asked to close, to even out the workers.', registers: [registry],
-    collect() { this.reset(); this.inc(totals.all().shed); },
-  });
-  // Both queue gauges come from one read of the kernel's table per scrape (text() forgets it).
+}
+
+/** Each TCP listener's accept queue and its limit, both from one read of the kernel's table per
+ *  scrape; returns what forgets that read (call it as a scrape begins). */
+function queueMetrics(registry: Registry, ctx: MasterContext): () => void {
   let queues: Array<[string, number, number]> | null = null;
   const readQueues = () => {
     if (!queues) {
@@ -159,11 +165,20 @@ export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Regi
   });
   queue('forkd_listen_queue_length', 'Connections waiting in a TCP listener\'s accept queue now.', 1);
   queue('forkd_listen_queue_limit', 'The longest a TCP listener\'s accept queue may get (backlog, capped by somaxconn).', 2);
+  return () => { queues = null; };
+}
 
+export function createMetrics(ctx: MasterContext, appMetrics: () => Promise<Registry | null>): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  for (const name of REFUSED_DEFAULTS) registry.removeSingleMetric(name);
+  workerMetrics(registry, ctx);
+  masterMetrics(registry, ctx);
+  const newScrape = queueMetrics(registry, ctx);
   return {
     registry,
     async text() {
-      queues = null;
+      newScrape();
       const app = await appMetrics();
       if (!app) return registry.metrics();
       // A name the app shares with forkd (prom-client's defaults, which most apps collect too)

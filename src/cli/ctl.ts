@@ -111,7 +111,7 @@ const dur = (s: number | null) => (s === null ? '-' : s < 1 ? `${Math.round(s * 
 const mib = (b: number | null) => (b === null ? '-' : `${(b / 2 ** 20).toFixed(1)}M`);
 
 /** The status as a person reads it: the master, then a row per worker. */
-export function renderStatus(d: StatusData): string {
+function renderStatus(d: StatusData): string {
   const m = d.master;
   const reload = d.lastReload === null ? 'none' : d.lastReload.ok ? 'ok' : `failed: ${d.lastReload.reason ?? '?'}`;
   const head = [

@@ -112,6 +112,24 @@ function logicalCwd(): string {
   return physical;
 }
 
+/** Why forkd cannot start with `path` as its control socket (an exit code, with the reason
+ *  logged), checked before anything is bound; null when it can. A USR2 successor's predecessor
+ *  answers there until the handover, so that is no reason. */
+async function refuseControlSocket(path: string | null, log: Logger, successorOf: number | null): Promise<ExitCode | null> {
+  if (!path) return null;
+  const { controlPathProblem, socketAnswers } = require('../arbiter/control') as typeof import('../arbiter/control');
+  const problem = controlPathProblem(path);
+  if (problem) {
+    log.critical(`refusing controlSocket ${path}: ${problem}`, { event: 'master.controlSocket' });
+    return ExitCode.ConfigInvalid;
+  }
+  if (successorOf === null && await socketAnswers(path)) {
+    log.critical(`controlSocket ${path}: another process answers on it (is forkd running there already?)`, { event: 'master.controlSocket' });
+    return ExitCode.Failure;
+  }
+  return null;
+}
+
 async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loaded>, startCwd: string): Promise<ExitCode> {
   const { config } = loaded;
   const successorOf = takeSuccessorOf(process.env);
@@ -129,19 +147,8 @@ async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loa
   });
   const events = masterEventStream(log, () => hooksSee());
   await events.emit({ type: 'master.starting' });
-  if (config.controlSocket) {
-    const { controlPathProblem, socketAnswers } = require('../arbiter/control') as typeof import('../arbiter/control');
-    const problem = controlPathProblem(config.controlSocket);
-    if (problem) {
-      log.critical(`refusing controlSocket ${config.controlSocket}: ${problem}`, { event: 'master.controlSocket' });
-      return ExitCode.ConfigInvalid;
-    }
-    // Another master takes commands there (a USR2 successor's predecessor does, until it hands over).
-    if (successorOf === null && await socketAnswers(config.controlSocket)) {
-      log.critical(`controlSocket ${config.controlSocket}: another process answers on it (is forkd running there already?)`, { event: 'master.controlSocket' });
-      return ExitCode.Failure;
-    }
-  }
+  const refused = await refuseControlSocket(config.controlSocket, log, successorOf);
+  if (refused !== null) return refused;
   const listeners = await bindAll(loaded, log, successorOf, identity);
   if (!listeners) return ExitCode.Failure;
   early.undoOnStop(() => { for (const l of listeners) l.close(); });

@@ -50,10 +50,6 @@ export function addTally(into: Tally, from: Tally): void {
   into.shed += from.shed;
 }
 
-export function isEmpty(t: Tally): boolean {
-  return t.shed === 0 && t.codes.every((n) => n === 0);
-}
-
 /** A tally as it came over a channel, or null when it is not one (a worker is not trusted to
  *  send only numbers). */
 export function readTally(x: unknown): Tally | null {
