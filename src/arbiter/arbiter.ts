@@ -30,7 +30,9 @@ import { Upgrader } from './upgrade';
 import { createWatchers, type Watchers } from './watchers';
 import { controlActions, type ControlDeps } from './control-actions';
 import { Observability } from './observe';
-import { Totals, type TotalsJSON } from './totals';
+import { exitReason, Totals, type TotalsJSON } from './totals';
+import { isToSuccessor, type FromSuccessor } from '../ipc/messages';
+import { readTally } from '../ipc/tally';
 import { stopPlans, type StopPlan, type WorkerHandle } from './worker-handle';
 
 export interface ArbiterDeps {
@@ -87,6 +89,8 @@ export class Arbiter {
   readonly #observe: Observability;
   /** Checked after every lifecycle event: what a control command waits for. */
   readonly #waiters = new Set<() => void>();
+  /** The status listener and control socket are open (or were refused): the master may say it is ready. */
+  #observeOpened = false;
 
   constructor(deps: ArbiterDeps) {
     this.#deps = deps;
@@ -101,7 +105,8 @@ export class Arbiter {
     this.#sockets = new OpenSockets(deps.listeners);
     this.#pool = new Pool({
       log, clock, spawn: deps.spawn, emit: (e) => this.#events.emit(e), control: this.#poolControl(),
-      tally: (nr, t) => this.#totals.add(nr, t), appMetrics: (h, msg) => this.#observe.answer(h, msg),
+      tally: (nr, t) => { this.#totals.add(nr, t); this.#upgrader.forward({ type: 'tally', nr, tally: t }); },
+      appMetrics: (h, msg) => this.#observe.answer(h, msg),
     });
     this.#ctx = {
       log, clock, events: this.#events, pool: this.#pool, generations: this.#generations, scale: this.#scale,
@@ -117,7 +122,7 @@ export class Arbiter {
     this.#upgrader = new Upgrader(this.#ctx, {
       pidfile: deps.pidfile, startCwd: deps.startCwd, retire: () => this.#stopAll(stopPlans.graceful(this.#generations.gracefulMs), 'upgraded'),
       handover: () => { this.#observe.release(); return this.#totals.toJSON(); },
-      rolledBack: () => { void this.#openObserve(); },
+      rolledBack: (theirs) => { if (theirs) this.#totals.raiseTo(theirs); void this.#openObserve(); },
       statusHandles: () => this.#observe.statusHandles(),
     });
     this.#observe = new Observability(this.#ctx, controlActions(this.#controlDeps()));
@@ -130,11 +135,32 @@ export class Arbiter {
     if (this.#deps.lifecycle) this.#events.tellSystemd(this.#deps.lifecycle);
     this.#events.subscribe((e) => {
       this.#totals.follow(e);
+      if (e.type === 'worker.exited') this.#upgrader.forward({ type: 'exit', reason: exitReason(e) });
       this.#observe.follow(e);
       if (e.type === 'reload.done') void this.#observe.update(this.#generations.config);
       for (const check of [...this.#waiters]) check();
     });
     for (const s of this.#deps.subscribers ?? []) this.#events.subscribe(s);
+    if (this.#deps.handedOver) this.#followPredecessor();
+  }
+
+  /** A USR2 successor: what its predecessor's draining workers still count, after the handover. */
+  #followPredecessor(): void {
+    process.on('message', (msg: unknown) => {
+      if (!isToSuccessor(msg)) return;
+      if (msg.type === 'tally') { const t = readTally(msg.tally); if (t && Number.isInteger(msg.nr)) this.#totals.add(msg.nr, t); }
+      else if (msg.type === 'exit' && typeof msg.reason === 'string') this.#totals.countExit(msg.reason);
+    });
+  }
+
+  /** A USR2 successor exiting while its predecessor lives (upgrade manual: a rollback) gives it
+   *  its totals, for the predecessor's counters to go on from. */
+  #totalsBack(): Promise<void> {
+    if (!this.#deps.handedOver || !process.connected) return Promise.resolve();
+    return new Promise((done) => {
+      const timer = setTimeout(done, 1000);
+      process.send!({ type: 'totals', totals: this.#totals.toJSON() } satisfies FromSuccessor, undefined, {}, () => { clearTimeout(timer); done(); });
+    });
   }
 
   /** What the control socket's commands need of the master (control-actions.ts). */
@@ -226,7 +252,7 @@ export class Arbiter {
     const g = this.#generations;
     const target = this.#scale.target;
     this.#pool.fill(target, g.current, g.gracefulMs, g.pending === null);
-    if (this.#phase === 'starting' && g.pending === null && target > 0 && this.#pool.serving().length >= target) {
+    if (this.#phase === 'starting' && this.#observeOpened && g.pending === null && target > 0 && this.#pool.serving().length >= target) {
       this.#phase = 'running';
       void this.#events.emit({ type: 'master.ready', status: this.#status(), startupMs: Math.round(this.#ctx.clock.now() - this.#startedAtMs) });
       const why = this.#reloader.takeDeferred();
@@ -252,6 +278,8 @@ export class Arbiter {
     if (this.#fillTimer) { clearTimeout(this.#fillTimer); this.#fillTimer = null; }
     this.#pool.stopAll(plan, reason);
     this.#requestFill();
+    // A control command waiting for workers to be as asked hears of the stop now.
+    for (const check of [...this.#waiters]) check();
   }
 
   async #finish(): Promise<void> {
@@ -259,6 +287,7 @@ export class Arbiter {
     this.#finished = true;
     this.#deadlines.stop();
     this.#observe.close();
+    await this.#totalsBack();
     await this.#events.emit({ type: 'master.exiting', code: this.#exitCode });
     this.#deps.onExit(this.#exitCode);
   }
@@ -321,24 +350,28 @@ export class Arbiter {
       (err) => log.error('master command failed', { event: 'master.error', error: err }),
     );
     this.#watchers.update(this.#generations.config, this.#generations.current.configFile, this.#generations.current.cwd);
-    void this.#openObserve(this.#deps.handedOver);
+    void this.#openObserve(true);
     this.#requestFill();
   }
 
-  /** The status listener, control socket and statsd, as the config names them. A successor master
-   *  opens them once its predecessor has handed them over (with its totals); one that cannot be
-   *  opened at start ends the start, as a bind of the app's would. */
-  async #openObserve(handedOver?: Promise<TotalsJSON | null>): Promise<void> {
-    if (handedOver) {
-      const totals = await handedOver;
-      if (totals) this.#totals.adopt(totals);
-    }
-    if (this.#phase === 'stopping') return;
+  /** The status listener, control socket and statsd, as the config names them, opened before the
+ *  master says it is ready: one that cannot be opened at start ends the start (a USR2 successor's
+ *  then fails the upgrade, and its predecessor serves on), as a bind of the app's would; later (a
+ *  rollback) it is logged. A successor opens what its predecessor holds once that one hands over,
+ *  and adopts its totals then. */
+  async #openObserve(atStart = false): Promise<void> {
+    const successor = atStart && this.#deps.handedOver !== undefined;
     try {
-      await this.#observe.open(this.#generations.config);
+      await this.#observe.open(this.#generations.config, successor);
     } catch (err) {
-      if (this.#phase === 'starting' || handedOver) this.#fatal(ExitCode.Failure, (err as Error).message);
+      if (atStart) this.#fatal(ExitCode.Failure, (err as Error).message);
       else this.#deps.log.error((err as Error).message, { event: 'master.observeFailed' });
     }
+    if (atStart) { this.#observeOpened = true; this.#requestFill(); }
+    if (!successor || this.#phase === 'stopping') return;
+    const totals = await this.#deps.handedOver;
+    if (totals) this.#totals.adopt(totals);
+    if ((this.#phase as Phase) !== 'stopping') await this.#observe.afterHandover();
   }
+
 }

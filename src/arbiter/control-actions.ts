@@ -12,6 +12,7 @@ import type { Reloader } from './reload';
 import { captureStack } from './stack-capture';
 import { WORKER_SCRIPT } from './spawn';
 import type { Upgrader } from './upgrade';
+import type { ToWorker } from '../ipc/messages';
 
 export interface ControlDeps {
   readonly ctx: MasterContext;
@@ -43,12 +44,19 @@ export function controlActions(d: ControlDeps): ControlActions {
   const settleMs = () => ctx.generations.current.durationsMs.bootTimeout + ctx.generations.gracefulMs + 1000;
   const settled = (n: number) => ctx.pool.serving().length === n && ctx.pool.live().length === n;
   const notStopping = () => { if (ctx.phase() === 'stopping') throw new Error('the master is stopping'); };
+  /** Waits until `done` holds; a stop meanwhile, or settleMs passing, is an error. */
+  const settle = async (done: () => boolean, late: string) => {
+    if (!(await d.until(() => done() || ctx.phase() === 'stopping', settleMs()))) throw new Error(late);
+    notStopping();
+  };
 
   return {
     status: (): Answer => ({ text: '', data: d.observe().stats() }),
 
     reload: () => queued(d.loop, async (): Promise<Answer> => {
       notStopping();
+      // During start-up a reload would only be put off until the workers serve: say so instead.
+      if (ctx.phase() === 'starting') throw new Error('the master is starting: reload once it serves (forkd ctl status says when)');
       const before = ctx.generations.lastReload;
       await d.reloader.run('forkd ctl');
       const after = ctx.generations.lastReload;
@@ -57,25 +65,33 @@ export function controlActions(d: ControlDeps): ControlActions {
       return { text: `reloaded: generation ${ctx.generations.current.id}, ${ctx.pool.serving().length} workers serving` };
     }),
 
-    scale: (to) => queued(d.loop, async (): Promise<Answer> => {
-      notStopping();
-      const n = /^[+-]/.test(to) ? ctx.scale.wanted + Number(to) : Number(to);
-      if (!Number.isInteger(n) || n < 1) throw new Error(`scale ${to}: forkd keeps at least 1 worker (it has ${ctx.scale.wanted})`);
-      d.resize(n);
-      if (!(await d.until(() => settled(n), settleMs()))) throw new Error(`scaled to ${n}, but ${ctx.pool.serving().length} serve after ${settleMs() / 1000}s`);
+    // The loop only starts a scale, a kill or an upgrade; waiting for its end happens outside it,
+    // so that a signal (a stop above all) is not held behind a boot or a drain.
+    scale: async (to): Promise<Answer> => {
+      const n = await queued(d.loop, () => {
+        notStopping();
+        const want = /^[+-]/.test(to) ? ctx.scale.wanted + Number(to) : Number(to);
+        if (!Number.isInteger(want) || want < 1) throw new Error(`scale ${to}: forkd keeps at least 1 worker (it has ${ctx.scale.wanted})`);
+        d.resize(want);
+        return want;
+      });
+      await settle(() => settled(n), `scaled to ${n}, but ${ctx.pool.serving().length} serve after ${settleMs() / 1000}s`);
       return { text: `${n} workers serving` };
-    }),
+    },
 
-    kill: (nr) => queued(d.loop, async (): Promise<Answer> => {
-      notStopping();
-      const h = ctx.pool.live().find((w) => w.nr === nr && w.state === 'serving');
-      if (!h) throw new Error(`no worker ${nr} is serving (workers: ${ctx.pool.serving().map((w) => w.nr).join(', ') || 'none'})`);
-      ctx.pool.replace(h, 'forkd ctl kill');
-      const replaced = () => h.state === 'exited' && ctx.pool.serving().some((w) => w.nr === nr && w !== h);
-      if (!(await d.until(replaced, settleMs()))) throw new Error(`worker ${nr} (pid ${h.pid}) was not replaced within ${settleMs() / 1000}s`);
+    kill: async (nr): Promise<Answer> => {
+      const h = await queued(d.loop, () => {
+        notStopping();
+        const w = ctx.pool.live().find((x) => x.nr === nr && x.state === 'serving');
+        if (!w) throw new Error(`no worker ${nr} is serving (workers: ${ctx.pool.serving().map((x) => x.nr).join(', ') || 'none'})`);
+        ctx.pool.replace(w, 'forkd ctl kill');
+        return w;
+      });
+      await settle(() => h.state === 'exited' && ctx.pool.serving().some((w) => w.nr === nr && w !== h),
+        `worker ${nr} (pid ${h.pid}) was not replaced within ${settleMs() / 1000}s`);
       const next = ctx.pool.serving().find((w) => w.nr === nr)!;
       return { text: `worker ${nr} replaced: pid ${h.pid} stopped, pid ${next.pid} serves` };
-    }),
+    },
 
     reopen: () => queued(d.loop, (): Answer => { d.reopenLogs(); return { text: 'log files reopened' }; }),
 
@@ -85,12 +101,12 @@ export function controlActions(d: ControlDeps): ControlActions {
       return { text: `stopping${quick ? ' (quick)' : ''}: master pid ${process.pid}`, data: { pid: process.pid } };
     },
 
-    upgrade: () => queued(d.loop, async (): Promise<Answer> => {
-      notStopping();
-      const result = await d.upgrader.run();
+    upgrade: async (): Promise<Answer> => {
+      const started = await queued(d.loop, () => { notStopping(); return { outcome: d.upgrader.run() }; });
+      const result = await started.outcome;
       if (!result.ok) throw new Error(`upgrade failed: ${result.reason}`);
       return { text: `upgraded: master pid ${result.pid} serves now${config().upgrade === 'manual' ? ' (upgrade manual: this master serves on until stopped)' : ''}` };
-    }),
+    },
 
     stacks: async (nr): Promise<Answer> => {
       if (!d.timeoutStack()) throw new Error('stacks needs timeoutStack, which is off');
@@ -100,6 +116,8 @@ export function controlActions(d: ControlDeps): ControlActions {
         const head = `worker ${h.nr} (pid ${h.pid}, generation ${h.generation})`;
         if (h.inspectPort === null) return `${head}: no inspector port`;
         try {
+          // Told first, so that its heartbeat leaves the inspector open for the capture, unwarned.
+          if (h.child.connected) await new Promise<void>((ok) => { h.child.send({ type: 'stackCapture', forMs: STACK_CAPTURE_MS + 1000 } satisfies ToWorker, () => ok()); });
           const frames = await captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS);
           return `${head}:\n${frames.map((f) => `    at ${f}`).join('\n')}`;
         } catch (err) {

@@ -7,6 +7,7 @@
 import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
+import { probeSocket } from '../net/listeners';
 
 export interface Answer { readonly text: string; readonly data?: unknown }
 
@@ -26,9 +27,12 @@ export const CONTROL_COMMANDS = ['status', 'reload', 'scale', 'kill', 'reopen', 
 
 /** A request's longest line; anything longer is refused. */
 const MAX_REQUEST_BYTES = 4096;
+/** How long a client may take to send its request line. */
+const REQUEST_WITHIN_MS = 10_000;
 
 /** Why `path` cannot be the control socket, or null when it can: not a symlink; if something is
- *  there, a socket of this user's; its directory not writable by others unless sticky (/tmp). */
+ *  there, a socket of this user's; its directory writable by no one else (group or others) unless
+ *  sticky (/tmp): whoever can rename in it could put a socket of theirs in the way of forkd ctl. */
 export function controlPathProblem(path: string): string | null {
   let st;
   try { st = lstatSync(path); } catch (err) {
@@ -42,17 +46,17 @@ export function controlPathProblem(path: string): string | null {
   let dir;
   try { dir = statSync(dirname(path)); } catch (err) { return `its directory ${dirname(path)} cannot be used: ${(err as NodeJS.ErrnoException).code}`; }
   if (!dir.isDirectory()) return `${dirname(path)} is not a directory`;
-  if ((dir.mode & 0o002) !== 0 && (dir.mode & 0o1000) === 0) return `its directory ${dirname(path)} is writable by others and not sticky`;
+  if ((dir.mode & 0o022) !== 0 && (dir.mode & 0o1000) === 0) {
+    return `its directory ${dirname(path)} is writable by ${(dir.mode & 0o002) !== 0 ? 'others' : 'its group'} and not sticky`;
+  }
   return null;
 }
 
-/** True when a server answers on the Unix socket `path` (another master has it). */
-export function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((done) => {
-    const c = net.connect(path);
-    c.once('connect', () => { c.destroy(); done(true); });
-    c.once('error', () => done(false));
-  });
+/** True unless the socket file `path` is absent or proven stale (a refused connection): a master
+ *  that is busy, or slow to accept, still has it. */
+export async function socketAnswers(path: string): Promise<boolean> {
+  if (!lstatSafe(path)) return false;
+  return (await probeSocket(path)) !== 'refused';
 }
 
 export class ControlServer {
@@ -97,14 +101,17 @@ export class ControlServer {
   #serve(c: net.Socket): void {
     let buf = '';
     c.setEncoding('utf8');
+    // A client that says nothing is not waited for; one that has asked waits for its answer.
+    c.setTimeout(REQUEST_WITHIN_MS, () => { if (buf.indexOf('\n') < 0) c.destroy(); });
     const reply = (body: object) => { if (!c.destroyed) c.end(`${JSON.stringify(body)}\n`); };
     c.on('error', () => undefined);
     c.on('data', (chunk: string) => {
       buf += chunk;
-      if (buf.length > MAX_REQUEST_BYTES) { reply({ ok: false, error: 'request too long' }); return; }
+      if (buf.length > MAX_REQUEST_BYTES) { c.removeAllListeners('data'); reply({ ok: false, error: 'request too long' }); return; }
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       c.removeAllListeners('data');
+      c.setTimeout(0);
       let req: { cmd?: unknown; args?: unknown };
       try { req = JSON.parse(buf.slice(0, nl)) as typeof req; } catch { reply({ ok: false, error: 'not a JSON request' }); return; }
       this.#run(req).then(

@@ -20,16 +20,21 @@ import { statsdTarget } from './worker-config';
 import type { WorkerHandle } from './worker-handle';
 
 /** The status listeners a USR2 predecessor passed (taken out of `env`). */
-function takeInheritedStatus(env: NodeJS.ProcessEnv): Map<string, number> {
+function takeInheritedStatus(env: NodeJS.ProcessEnv): Map<string, number | null> {
   const raw = env[HANDOVER_STATUS_ENV];
   delete env[HANDOVER_STATUS_ENV];
-  const out = new Map<string, number>();
+  const out = new Map<string, number | null>();
   try {
-    for (const { bind, fd } of JSON.parse(raw ?? '[]') as Array<{ bind: string; fd: number }>) {
-      if (typeof bind === 'string' && Number.isInteger(fd) && fd > 2) out.set(bind, fd);
+    for (const { bind, fd } of JSON.parse(raw ?? '[]') as Array<{ bind: string; fd: number | null }>) {
+      if (typeof bind === 'string' && (fd === null || (Number.isInteger(fd) && fd > 2))) out.set(bind, fd);
     }
   } catch { /* none */ }
   return out;
+}
+
+/** The same addresses, in any order. */
+function sameBinds(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && [...a].sort().join('\n') === [...b].sort().join('\n');
 }
 
 function closeQuietly(fd: number): void {
@@ -63,8 +68,10 @@ export class Observability {
   readonly #appAnswers = new Map<number, unknown[]>();
   readonly #appWaiting = new Map<number, { pending: Set<number>; done: () => void }>();
   #nextId = 1;
-  /** Status listeners a USR2 predecessor handed over, by bind: fds to accept on once it hands over. */
-  readonly #inherited: Map<string, number>;
+  /** A USR2 predecessor's status listeners, by bind: the fd it handed over (TCP), or null (a Unix
+   *  one, bound again); opened once it hands over, with what else it still has (#afterHandover). */
+  readonly #inherited: Map<string, number | null>;
+  #deferred: { status: string[]; control: string | null } = { status: [], control: null };
 
   constructor(ctx: MasterContext, actions: ControlActions, env: NodeJS.ProcessEnv = process.env) {
     this.#ctx = ctx;
@@ -73,22 +80,50 @@ export class Observability {
   }
 
   /** The status listeners' fds, for a USR2 successor to inherit. */
-  statusHandles(): Array<{ bind: string; fd: number }> { return this.#status?.handles() ?? []; }
+  statusHandles(): Array<{ bind: string; fd: number | null }> { return this.#status?.handles() ?? []; }
 
   /** Follows the lifecycle events: statsd's worker gauge. */
   follow(e: LifecycleEvent): void {
-    if (this.#statsd && (e.type === 'worker.ready' || e.type === 'worker.exited' || e.type === 'scale.changed')) {
+    if (this.#statsd && !this.#released && (e.type === 'worker.ready' || e.type === 'worker.exited' || e.type === 'scale.changed')) {
       this.#statsd.client.gauge('forkd.workers', this.#ctx.pool.live().length);
     }
   }
 
-  /** Opens what `config` names (at start, or again after a rollback); throws naming what failed. */
-  async open(config: Config): Promise<void> {
+  /** Opens what `config` names (at start, or again after a rollback); throws naming what failed.
+   *  A USR2 successor (`successor`) opens now only what its predecessor does not hold: the rest
+   *  once it hands over (afterHandover), so that nothing is refused in between. */
+  async open(config: Config, successor = false): Promise<void> {
     this.#released = false;
     this.#appMetrics = config.appMetrics;
     this.#openStatsd(config);
-    await this.#openStatus(config.statusBind);
-    await this.#openControl(config.controlSocket);
+    const held = successor ? config.statusBind.filter((b) => this.#inherited.has(b)) : [];
+    await this.#openStatus(config.statusBind.filter((b) => !held.includes(b)));
+    const control = config.controlSocket;
+    const controlHeld = successor && control !== null && await (require('./control') as typeof import('./control')).socketAnswers(control);
+    if (!controlHeld) await this.#openControl(control);
+    this.#deferred = { status: held, control: controlHeld ? control : null };
+  }
+
+  /** The predecessor has handed over: open what it held. It is retiring, so what fails now is
+   *  logged, and the master serves on without it. */
+  async afterHandover(): Promise<void> {
+    const { status, control } = this.#deferred;
+    this.#deferred = { status: [], control: null };
+    const fds = new Map([...this.#inherited].flatMap(([bind, fd]) => (fd === null ? [] : [[bind, fd] as [string, number]])));
+    try {
+      if (status.length > 0) {
+        const server = this.#status ?? this.#statusServer();
+        const urls = await server.listen(status, fds);
+        this.#status = server;
+        this.#statusBinds = [...this.#statusBinds, ...status];
+        for (const url of urls) this.#ctx.log.info(`Status at: ${url}`, { event: 'master.statusListener' });
+      }
+    } catch (err) {
+      this.#ctx.log.error(`${(err as Error).message}; serving on without it`, { event: 'master.observeFailed' });
+    }
+    for (const [bind, fd] of fds) if (!status.includes(bind)) closeQuietly(fd);
+    this.#inherited.clear();
+    if (control) await this.#openControl(control).catch((err: Error) => this.#ctx.log.error(`${err.message}; serving on without it`, { event: 'master.observeFailed' }));
   }
 
   /** A reload: what changed is reopened; a failure is logged and leaves that part as it was. */
@@ -114,7 +149,7 @@ export class Observability {
 
   close(): void {
     this.#closeListeners();
-    this.#statsd?.client.close();
+    void this.#statsd?.client.close();
     this.#statsd = null;
   }
 
@@ -130,7 +165,7 @@ export class Observability {
     const target = statsdTarget(config);
     const key = JSON.stringify(target);
     if (this.#statsd?.key === key) return;
-    this.#statsd?.client.close();
+    void this.#statsd?.client.close();
     this.#statsd = null;
     this.#ctx.log.countLines(null);
     if (!target) return;
@@ -155,7 +190,7 @@ export class Observability {
   /** Listens on `binds` instead of what it listened on. The old listener goes first (the new binds
    *  may name the same address); when the new ones cannot be had, it is opened again. */
   async #openStatus(binds: readonly string[]): Promise<void> {
-    if (JSON.stringify(binds) === JSON.stringify(this.#statusBinds) && (this.#status !== null || binds.length === 0)) return;
+    if (sameBinds(binds, this.#statusBinds) && (this.#status !== null || binds.length === 0)) return;
     const before = this.#statusBinds;
     this.#status?.close();
     this.#status = null;
@@ -164,7 +199,7 @@ export class Observability {
     if (binds.length > 0) {
       const next = this.#statusServer();
       try {
-        urls = await next.listen(binds, this.#inherited);
+        urls = await next.listen(binds);
       } catch (err) {
         if (before.length > 0) {
           const back = this.#statusServer();
@@ -175,9 +210,6 @@ export class Observability {
       this.#status = next;
       this.#statusBinds = [...binds];
     }
-    // What a predecessor handed over and the config no longer names is closed, once.
-    for (const [bind, fd] of this.#inherited) if (!binds.includes(bind)) closeQuietly(fd);
-    this.#inherited.clear();
     for (const url of urls) this.#ctx.log.info(`Status at: ${url}`, { event: 'master.statusListener' });
   }
 

@@ -6,6 +6,7 @@
 
 import http from 'node:http';
 import { parseBind } from '../net/address';
+import { clearStaleSocket } from '../net/listeners';
 
 export interface StatusSources {
   /** Why the master is not ready, or null when it is. */
@@ -38,18 +39,22 @@ export class StatusServer {
     return urls;
   }
 
-  /** Each listener's bind and fd, to hand to a USR2 successor. */
-  handles(): Array<{ bind: string; fd: number }> {
+  /** Each listener's bind and, for a TCP one, its fd, to hand to a USR2 successor. A Unix one is
+   *  not handed over (closing it here unlinks its file): the successor binds it again. */
+  handles(): Array<{ bind: string; fd: number | null }> {
     return this.#servers.flatMap((s) => {
-      const fd = (s as http.Server & { _handle?: { fd?: number } })._handle?.fd;
       const bind = this.#binds.get(s);
-      return typeof fd === 'number' && fd >= 0 && bind ? [{ bind, fd }] : [];
+      if (!bind) return [];
+      const fd = (s as http.Server & { _handle?: { fd?: number } })._handle?.fd;
+      return [{ bind, fd: typeof s.address() !== 'string' && typeof fd === 'number' && fd >= 0 ? fd : null }];
     });
   }
 
   async #listenOn(bind: string, fd: number | undefined): Promise<string> {
     const spec = parseBind(bind);
     if (typeof spec === 'string' || (spec.kind !== 'tcp' && spec.kind !== 'unix')) throw new Error(`statusBind ${bind}: a TCP address or unix:PATH`);
+    // A socket file a master that died left behind is replaced; one that answers is not.
+    if (spec.kind === 'unix' && fd === undefined) await clearStaleSocket(`statusBind ${bind}`, spec.path);
     const server = http.createServer((req, res) => { void this.#answer(req, res); });
     server.keepAliveTimeout = 5000;
     await new Promise<void>((ok, fail) => {

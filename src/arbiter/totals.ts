@@ -33,11 +33,33 @@ export class Totals {
 
   /** Counts exits and reloads from the lifecycle events. */
   follow(e: LifecycleEvent): void {
-    if (e.type === 'worker.exited') {
-      const reason = exitReason(e);
-      this.#exits.set(reason, (this.#exits.get(reason) ?? 0) + 1);
-    } else if (e.type === 'reload.done') this.#reloads.ok++;
+    if (e.type === 'worker.exited') this.countExit(exitReason(e));
+    else if (e.type === 'reload.done') this.#reloads.ok++;
     else if (e.type === 'reload.failed') this.#reloads.failed++;
+  }
+
+  /** One worker exit, counted under `reason` (exitReason, as its master said it). */
+  countExit(reason: string): void {
+    this.#exits.set(reason, (this.#exits.get(reason) ?? 0) + 1);
+  }
+
+  /** Each count raised to `other`'s where that is larger: an old master taking back what its
+   *  successor counted at a rollback. The successor had this master's totals at the handover and
+   *  every delta since (forwarded), so its counts are this master's and more; one this master has
+   *  and the successor never heard of (the last moments) is kept. No count goes down. */
+  raiseTo(other: TotalsJSON): void {
+    for (const [nr, codes] of Object.entries(other.requests)) {
+      const mine = this.#requests.get(Number(nr)) ?? codes.map(() => 0);
+      this.#requests.set(Number(nr), mine.map((n, i) => Math.max(n, codes[i] ?? 0)));
+    }
+    const d = other.durations;
+    d.codes.forEach((n, i) => { this.#all.codes[i] = Math.max(this.#all.codes[i]!, n); });
+    d.buckets.forEach((n, i) => { this.#all.buckets[i] = Math.max(this.#all.buckets[i]!, n); });
+    this.#all.sumS = Math.max(this.#all.sumS, d.sumS);
+    this.#all.shed = Math.max(this.#all.shed, d.shed);
+    for (const [reason, n] of Object.entries(other.exits)) this.#exits.set(reason, Math.max(this.#exits.get(reason) ?? 0, n));
+    this.#reloads.ok = Math.max(this.#reloads.ok, other.reloads.ok);
+    this.#reloads.failed = Math.max(this.#reloads.failed, other.reloads.failed);
   }
 
   /** The predecessor's totals, added to this master's (a USR2 successor, at the handover). */

@@ -31,8 +31,9 @@ export interface UpgradeRequest {
   readonly readyWithinMs: number;
   /** Called as the handover is taken; what it returns goes to the successor. */
   readonly handover: () => TotalsJSON | null;
-  /** The status listeners, handed to the successor as fds after the listening sockets. */
-  readonly status: ReadonlyArray<{ bind: string; fd: number }>;
+  /** The status listeners: each TCP one is handed to the successor as an fd after the listening
+   *  sockets; a Unix one (fd null) the successor binds again once this master has let go of it. */
+  readonly status: ReadonlyArray<{ bind: string; fd: number | null }>;
 }
 
 export type UpgradeOutcome =
@@ -68,17 +69,18 @@ function handedOver(l: Listener): HandedOver {
 function startSuccessor(req: UpgradeRequest): Upgrade {
   const { listeners } = req;
   if (req.pidfile) movePidfile(req.pidfile, `${req.pidfile}.oldbin`);
+  const passed = req.status.flatMap((s) => (s.fd === null ? [] : [s.fd]));
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     [HANDOVER_FDS_ENV]: listeners.map((_, i) => 3 + i).join(','),
     [HANDOVER_BINDS_ENV]: JSON.stringify(listeners.map(handedOver)),
-    [HANDOVER_STATUS_ENV]: JSON.stringify(req.status.map((s, i) => ({ bind: s.bind, fd: 3 + listeners.length + i }))),
+    [HANDOVER_STATUS_ENV]: JSON.stringify(req.status.map((s) => ({ bind: s.bind, fd: s.fd === null ? null : 3 + listeners.length + passed.indexOf(s.fd) }))),
     [UPGRADE_FROM_ENV]: String(process.pid),
   };
   // process.argv[1] is the CLI path as it was invoked (not resolved through symlinks): spawning it
   // again runs whatever release that path points to now.
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
-    cwd: req.cwd, env, stdio: ['ignore', 'inherit', 'inherit', ...listeners.map((l) => l.fd), ...req.status.map((s) => s.fd), 'ipc'],
+    cwd: req.cwd, env, stdio: ['ignore', 'inherit', 'inherit', ...listeners.map((l) => l.fd), ...passed, 'ipc'],
   });
   void req.events.emit({ type: 'upgrade.begun', successor: child.pid ?? -1 });
   let settled = false;
@@ -97,7 +99,7 @@ function startSuccessor(req: UpgradeRequest): Upgrade {
       done({ ok: false, reason });
     };
     child.on('message', (msg) => {
-      if (!isFromSuccessor(msg) || settled) return;
+      if (!isFromSuccessor(msg) || msg.type !== 'upgraded' || settled) return;
       settled = true;
       clearTimeout(timer);
       const ack: ToSuccessor = { type: 'handover', totals: req.handover() };
@@ -119,10 +121,11 @@ export interface UpgraderDeps {
   /** Right before the handover is acked: let go of what the successor opens next (the status
    *  listener, the control socket) and give the totals it goes on from. */
   readonly handover: () => TotalsJSON | null;
-  /** The successor stopped while this master serves: open those again. */
-  readonly rolledBack: () => void;
+  /** The successor stopped while this master serves: open those again, and go on from what it
+   *  counted (its totals, when it sent them as it exited). */
+  readonly rolledBack: (successorTotals: TotalsJSON | null) => void;
   /** The status listeners now, for the successor to inherit. */
-  readonly statusHandles: () => ReadonlyArray<{ bind: string; fd: number }>;
+  readonly statusHandles: () => ReadonlyArray<{ bind: string; fd: number | null }>;
 }
 
 /** The old master's side of USR2: one upgrade at a time, the handover, and (upgrade manual) the
@@ -133,6 +136,10 @@ export class Upgrader {
   #running: Upgrade | null = null;
   /** A successor master serves now, on `kept` of our sockets: leave those (and their files) open. */
   #handedOver: { pid: number; kept: ReadonlySet<string> } | null = null;
+  /** From the handover until it exits: the successor, told what this master still counts. */
+  #successor: ChildProcess | null = null;
+  /** What the successor counted, as it said when it exited (upgrade manual). */
+  #successorTotals: TotalsJSON | null = null;
 
   constructor(ctx: MasterContext, deps: UpgraderDeps) {
     this.#ctx = ctx;
@@ -145,6 +152,13 @@ export class Upgrader {
   /** A stop arrived: a successor still booting is killed. */
   abort(): void { this.#running?.abort(); }
 
+  /** After the handover: tells the successor what this master's draining workers still count, so
+   *  that its counters have every response (nothing, when there is no successor). */
+  forward(msg: ToSuccessor): void {
+    const child = this.#successor;
+    if (child?.connected) child.send(msg, () => undefined);
+  }
+
   /** Resolves with the outcome: the successor's pid, or why there is none. */
   async run(): Promise<UpgradeOutcome> {
     const ctx = this.#ctx;
@@ -155,8 +169,12 @@ export class Upgrader {
     const { durationsMs } = ctx.generations.current;
     const current = startSuccessor({
       events: ctx.events, listeners: ctx.sockets.all(), pidfile: this.#deps.pidfile, cwd: this.#deps.startCwd,
-      readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS, handover: this.#deps.handover, status: this.#deps.statusHandles(),
+      readyWithinMs: durationsMs.bootTimeout + SUCCESSOR_START_ALLOWANCE_MS, status: this.#deps.statusHandles(),
+      // From the totals' snapshot on, every delta goes to the successor too (same tick: none is missed).
+      handover: () => { this.#successor = current.child; return this.#deps.handover(); },
     });
+    current.child.on('message', (msg) => { if (isFromSuccessor(msg) && msg.type === 'totals') this.#successorTotals = msg.totals; });
+    current.child.once('exit', () => { this.#successor = null; });
     this.#running = current;
     const outcome = await current.outcome;
     this.#running = null;
@@ -179,7 +197,8 @@ export class Upgrader {
     this.#handedOver = null;
     restorePidfile(this.#deps.pidfile);
     void this.#ctx.events.emit({ type: 'upgrade.rolledBack', successor, status: this.#ctx.status() });
-    this.#deps.rolledBack();
+    this.#deps.rolledBack(this.#successorTotals);
+    this.#successorTotals = null;
   }
 }
 
@@ -207,7 +226,12 @@ export function successorLifecycle(systemd: Lifecycle | null, listeners: readonl
     ready(status) {
       const taken = new Promise<void>((ok) => {
         if (!process.connected) { onHandover(null); ok(); return; }
-        const onMessage = (msg: unknown) => { if (isToSuccessor(msg)) { process.off('message', onMessage); onHandover(msg.totals ?? null); ok(); } };
+        const onMessage = (msg: unknown) => {
+          if (!isToSuccessor(msg) || msg.type !== 'handover') return;
+          process.off('message', onMessage);
+          onHandover(msg.totals ?? null);
+          ok();
+        };
         process.on('message', onMessage);
         process.once('disconnect', () => { onHandover(null); ok(); });
         process.send!({ type: 'upgraded', pid: process.pid, kept } satisfies FromSuccessor);

@@ -30,6 +30,8 @@ commands:
 options:
   -s, --socket PATH  the control socket (else controlSocket from the config)
   -c, --config FILE  the config file to read controlSocket from
+  -t, --timeout S    give up waiting for the answer after S seconds (default: 10 for
+                     status, top, reopen, stop and stacks; 600 for the others)
   -h, --help         this text
 `;
 
@@ -45,10 +47,16 @@ interface StatusData {
 
 class CtlError extends Error {}
 
-interface CtlArgs { socket: string | null; config: string | null; command: string; args: string[]; json: boolean }
+interface CtlArgs { socket: string | null; config: string | null; command: string; args: string[]; json: boolean; timeoutS: number | null }
+
+/** How long a command's answer is waited for, unless --timeout says: a reload, a scale, a kill or
+ *  an upgrade answers once workers have booted (and drained). */
+function defaultTimeoutS(command: string): number {
+  return ['reload', 'scale', 'kill', 'upgrade'].includes(command) ? 600 : 10;
+}
 
 function parse(argv: readonly string[]): CtlArgs | 'help' {
-  const out: CtlArgs = { socket: null, config: null, command: '', args: [], json: false };
+  const out: CtlArgs = { socket: null, config: null, command: '', args: [], json: false, timeoutS: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => { const v = argv[++i]; if (v === undefined) throw new CtlError(`${a} needs a value`); return v; };
@@ -58,6 +66,11 @@ function parse(argv: readonly string[]): CtlArgs | 'help' {
     else if (a === '-c' || a === '--config') out.config = value();
     else if (a.startsWith('--config=')) out.config = a.slice(9);
     else if (a === '--json') out.json = true;
+    else if (a === '-t' || a === '--timeout' || a.startsWith('--timeout=')) {
+      const v = a.startsWith('--timeout=') ? a.slice(10) : value();
+      if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0) throw new CtlError(`--timeout takes seconds (a number above 0), not ${JSON.stringify(v)}`);
+      out.timeoutS = Number(v);
+    }
     else if (!out.command) out.command = a;
     else out.args.push(a);
   }
@@ -87,11 +100,15 @@ async function socketPath(args: CtlArgs): Promise<string> {
   return resolve(loaded.config.chdir ? resolve(cwd, loaded.config.chdir) : cwd, path);
 }
 
-function ask(path: string, cmd: string, args: readonly string[]): Promise<Reply> {
+function ask(path: string, cmd: string, args: readonly string[], timeoutS: number): Promise<Reply> {
   return new Promise((done, fail) => {
     const c = net.connect(path);
     let buf = '';
     c.setEncoding('utf8');
+    c.setTimeout(timeoutS * 1000, () => {
+      c.destroy();
+      fail(new CtlError(`no answer from ${path} within ${timeoutS}s (is the master stopped or hung? --timeout waits longer)`));
+    });
     c.on('connect', () => c.write(`${JSON.stringify({ cmd, args })}\n`));
     c.on('data', (d: string) => { buf += d; });
     c.on('end', () => {
@@ -128,10 +145,10 @@ function renderStatus(d: StatusData): string {
   return [...head, line(cols), ...rows.map(line)].join('\n');
 }
 
-async function top(path: string): Promise<number> {
+async function top(path: string, timeoutS: number): Promise<number> {
   const tty = process.stdout.isTTY;
   for (;;) {
-    const reply = await ask(path, 'status', []);
+    const reply = await ask(path, 'status', [], timeoutS);
     if (!reply.ok) throw new CtlError(reply.error ?? 'no status');
     process.stdout.write(`${tty ? '\x1b[H\x1b[2J' : ''}${renderStatus(reply.data as StatusData)}\n${tty ? '' : '\n'}`);
     await new Promise((r) => setTimeout(r, 1000));
@@ -152,8 +169,9 @@ async function main(argv: readonly string[]): Promise<number> {
   const args = parse(argv);
   if (args === 'help') { process.stdout.write(CTL_USAGE); return 0; }
   const path = await socketPath(args);
-  if (args.command === 'top') return top(path);
-  const reply = await ask(path, args.command, args.args);
+  const timeoutS = args.timeoutS ?? defaultTimeoutS(args.command);
+  if (args.command === 'top') return top(path, timeoutS);
+  const reply = await ask(path, args.command, args.args, timeoutS);
   if (!reply.ok) throw new CtlError(reply.error ?? 'failed');
   if (args.command === 'status') {
     process.stdout.write(args.json ? `${JSON.stringify(reply.data, null, 2)}\n` : `${renderStatus(reply.data as StatusData)}\n`);

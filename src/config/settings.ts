@@ -123,8 +123,8 @@ export const settings = {
   }),
   statusBind: setting({
     section: 'Observability', flags: ['--status-bind'], metavar: 'ADDRESS', parse: statusBindList, default: [] as string[],
-    doc: 'An address of the master\'s own read-only HTTP listener, repeatable, in the forms of --bind (never '
-      + 'handed to workers): GET /metrics (Prometheus), /stats (JSON), /livez and /readyz.',
+    doc: 'An address of the master\'s own read-only HTTP listener, repeatable: HOST:PORT, [IPv6]:PORT or '
+      + 'unix:PATH (never handed to workers). GET /metrics (Prometheus), /stats (JSON), /livez and /readyz.',
   }),
   appMetrics: setting({
     section: 'Observability', flags: ['--app-metrics'], parse: bool, default: false,

@@ -178,7 +178,17 @@ export const tagList: Parser<string[]> = parser(tagItems.allowed, (input) => tag
 ), { repeats: true });
 
 export const bindList = bindsParser(false);
-export const statusBindList = bindsParser(true);
+/** The status listener's addresses: TCP or a Unix socket of its own (never a socket it is given). */
+export const statusBindList: Parser<string[]> = (() => {
+  const binds = bindsParser(true);
+  const allowed = 'a list of addresses (HOST:PORT, [IPv6]:PORT or unix:PATH)';
+  return parser(allowed, (input) => {
+    const out = binds(input);
+    const given = out.find((b) => { const spec = parseBind(b); return typeof spec !== 'string' && spec.kind !== 'tcp' && spec.kind !== 'unix'; });
+    if (given) throw new Invalid(allowed, `${given} is a socket forkd is given; the status listener binds its own`);
+    return out;
+  }, { repeats: true });
+})();
 
 function noNul(key: string, value: string): string {
   if (value.includes('\0')) throw new Invalid('KEY=VALUE pairs (an object in a config file)', `the value of ${key} holds a NUL byte`);

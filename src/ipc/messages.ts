@@ -72,7 +72,10 @@ export type ToWorker =
   /** The config file as the worker's generation read it, to run the worker's own hooks from. */
   | { readonly type: 'configSnapshot'; readonly snapshot: ConfigSnapshot }
   /** appMetrics: send the app's prom-client registry (its getMetricsAsJSON), answering `id`. */
-  | { readonly type: 'appMetrics'; readonly id: number };
+  | { readonly type: 'appMetrics'; readonly id: number }
+  /** forkd ctl stacks is about to open the inspector (USR1) of a worker that is not hung: leave it
+   *  open for `forMs`, then close it without a warning. */
+  | { readonly type: 'stackCapture'; readonly forMs: number };
 
 export interface StalledThread { readonly index: number; readonly threadId: number }
 
@@ -117,21 +120,27 @@ function accepts<M extends { readonly type: string }>(types: { readonly [K in M[
 /** The master takes only these from a worker's channel. */
 export const isFromWorker = accepts<FromWorker>({ ready: true, beat: true, load: true, relisten: true, bootFailed: true, recycle: true, appMetrics: true });
 /** A worker takes only these from its master. */
-export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true, appMetrics: true });
+export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true, appMetrics: true, stackCapture: true });
 
-/** A successor master (USR2) to the master that started it: every one of its workers serves, on
- *  these of the sockets it was handed (the rest the old master closes when it exits). */
-export interface FromSuccessor { readonly type: 'upgraded'; readonly pid: number; readonly kept: readonly string[] }
+/** A successor master (USR2) to the master that started it. */
+export type FromSuccessor =
+  /** Every one of its workers serves, on these of the sockets it was handed (the rest the old
+   *  master closes when it exits). */
+  | { readonly type: 'upgraded'; readonly pid: number; readonly kept: readonly string[] }
+  /** It is exiting (upgrade manual: a rollback): its totals, for the old master to go on from. */
+  | { readonly type: 'totals'; readonly totals: TotalsJSON };
 
 /** The old master to its successor: the handover is taken; tell systemd MAINPID= now. */
-export interface ToSuccessor {
-  readonly type: 'handover';
-  /** The old master's counts (arbiter/totals.ts), for the successor's counters to go on from. */
-  readonly totals: TotalsJSON | null;
-}
+export type ToSuccessor =
+  /** The handover is taken; with the old master's counts (arbiter/totals.ts), for the successor's
+   *  counters to go on from. */
+  | { readonly type: 'handover'; readonly totals: TotalsJSON | null }
+  /** After the handover, what the old master's draining workers still count, and their exits. */
+  | { readonly type: 'tally'; readonly nr: number; readonly tally: Tally }
+  | { readonly type: 'exit'; readonly reason: string };
 
-export const isFromSuccessor = accepts<FromSuccessor>({ upgraded: true });
-export const isToSuccessor = accepts<ToSuccessor>({ handover: true });
+export const isFromSuccessor = accepts<FromSuccessor>({ upgraded: true, totals: true });
+export const isToSuccessor = accepts<ToSuccessor>({ handover: true, tally: true, exit: true });
 
 export function assertNever(x: never): never {
   throw new Error(`unexpected value: ${JSON.stringify(x)}`);

@@ -21,11 +21,13 @@ export interface Statsd {
   increment(name: string, n?: number): void;
   gauge(name: string, value: number): void;
   timing(name: string, ms: number): void;
-  close(): void;
+  /** Sends what is buffered, then closes. */
+  close(): Promise<void>;
 }
 
 const BUFFER_BYTES = 1400;
 const FLUSH_EVERY_MS = 1000;
+const CLOSE_WITHIN_MS = 1000;
 
 /** A client for `target`; `log` hears of the first failed send only (a down server is normal). */
 export function openStatsd(target: StatsdTarget, log: Logger | null): Statsd {
@@ -57,7 +59,11 @@ export function openStatsd(target: StatsdTarget, log: Logger | null): Statsd {
     increment: (name, n = 1) => client.increment(name, n),
     gauge: (name, value) => client.gauge(name, value),
     timing: (name, ms) => client.timing(name, ms),
-    close: () => client.close(() => undefined),
+    // Bounded: a statsd server that is gone must not hold a stopping process.
+    close: () => new Promise<void>((done) => {
+      const timer = setTimeout(done, CLOSE_WITHIN_MS);
+      client.close(() => { clearTimeout(timer); done(); });
+    }),
   };
 }
 
@@ -72,6 +78,7 @@ export function hostPort(s: string): { host: string; port: number } | null {
 /** The per-response part, for a worker's response watchers. */
 export function statsdResponses(statsd: Statsd): ResponseDone {
   return (res, durationMs) => {
+    if (!res.writableFinished) return; // its connection went first: no response was sent
     statsd.increment('forkd.requests');
     statsd.timing('forkd.request.duration', durationMs);
     statsd.increment(`forkd.request.status.${res.statusCode}`);

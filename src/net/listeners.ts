@@ -76,13 +76,10 @@ async function bindTcp(bind: string, spec: Extract<BindSpec, { kind: 'tcp' }>, r
   return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), handle: () => handle, close: once(() => handle.close()) };
 }
 
-/** A socket file left by a process that died is replaced; one that still answers is not. */
-async function clearStaleSocket(bind: string, path: string): Promise<void> {
-  let st;
-  try { st = lstatSync(path); } catch { return; }
-  if (!st.isSocket()) throw new BindError(`cannot bind ${bind}: ${path} exists and is not a socket`);
-  // Only a refused connection proves the file stale; a full backlog or a slow server means it lives.
-  const probe = await new Promise<'refused' | 'answers' | string>((done) => {
+/** Whether a process answers on the Unix socket file `path`: 'refused' proves the file stale; a
+ *  full backlog or a slow server ('answers' after a while, or another error) means it lives. */
+export function probeSocket(path: string): Promise<'refused' | 'answers' | string> {
+  return new Promise((done) => {
     const sock = net.connect(path);
     const timer = setTimeout(() => { sock.destroy(); done('answers'); }, STALE_PROBE_MS);
     sock.once('connect', () => { clearTimeout(timer); sock.destroy(); done('answers'); });
@@ -91,6 +88,14 @@ async function clearStaleSocket(bind: string, path: string): Promise<void> {
       done(err.code === 'ECONNREFUSED' ? 'refused' : err.code ?? err.message);
     });
   });
+}
+
+/** A socket file left by a process that died is replaced; one that still answers is not. */
+export async function clearStaleSocket(bind: string, path: string): Promise<void> {
+  let st;
+  try { st = lstatSync(path); } catch { return; }
+  if (!st.isSocket()) throw new BindError(`cannot bind ${bind}: ${path} exists and is not a socket`);
+  const probe = await probeSocket(path);
   if (probe === 'answers') throw new BindError(`cannot bind ${bind}: another process is listening on ${path}`);
   if (probe !== 'refused') throw new BindError(`cannot bind ${bind}: cannot tell whether ${path} is in use (${probe})`);
   unlinkSync(path);

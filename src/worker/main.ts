@@ -218,6 +218,9 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: 
   });
 }
 
+/** Until when an inspector that USR1 opens is forkd ctl stacks' (0: none is expected). */
+const inspectorExpected = { untilMs: 0 };
+
 /** Heartbeats, from an event-loop timer: a blocked loop is exactly what stops them. A loop that can
  *  beat is not hung, so an inspector a stray USR1 opened is closed here rather than left listening.
  *  Changes in open connections are told more often, for the master's balance. Returns a beat to
@@ -237,9 +240,10 @@ function startBeating(spec: WorkerSpec, log: Logger, serving: () => Serving | nu
   let inspector: typeof import('node:inspector') | null = null;
   setInterval(() => {
     inspector ??= require('node:inspector') as typeof import('node:inspector');
-    if (inspector.url()) {
+    if (inspector.url() && performance.now() >= inspectorExpected.untilMs) {
       inspector.close();
-      log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
+      if (inspectorExpected.untilMs === 0) log.warning('closed the inspector a USR1 opened (the worker is not hung)', { event: 'worker.inspectorClosed', nr: spec.nr });
+      inspectorExpected.untilMs = 0;
     }
     void beat();
   }, spec.beatIntervalMs);
@@ -278,6 +282,7 @@ function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       case 'listener': if (handle) relistener.got(msg.index, handle); break;
       case 'balance': serving()?.setFairShare(msg.fairShare); break;
       case 'configSnapshot': gotSnapshot(msg.snapshot); break;
+      case 'stackCapture': inspectorExpected.untilMs = performance.now() + msg.forMs; break;
       case 'appMetrics': {
         const current = serving();
         void (current ? current.appMetrics() : Promise.resolve<AppMetrics>({ metrics: null })).then((r) => send({ type: 'appMetrics', id: msg.id, ...r }));

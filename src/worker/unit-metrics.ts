@@ -28,7 +28,9 @@ export function createUnitMetrics(): UnitMetrics {
   const lag: IntervalHistogram = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
   lag.enable();
   return {
-    responseDone: (res, durationMs) => observe(tally, res.statusCode, durationMs),
+    // A response whose connection went before it was sent is no response finished: its status
+    // would be the default 200. The access log still has its line.
+    responseDone: (res, durationMs) => { if (res.writableFinished) observe(tally, res.statusCode, durationMs); },
     take(shed) {
       const out = tally;
       out.shed += shed;

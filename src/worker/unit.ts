@@ -12,6 +12,7 @@ import { loadApp, type AppLoadResult } from './app-loader';
 import { createServing, type ListenTarget, type Serving, type ServingStats } from './serve';
 import { createUnitMetrics, type UnitReport } from './unit-metrics';
 import type { ResponseDone } from './responses';
+import type { Statsd } from '../log/statsd';
 
 export interface UnitDeps {
   readonly spec: WorkerSpec;
@@ -94,9 +95,10 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1, { buffered: true }) : null;
   const metrics = config.metrics ? createUnitMetrics() : null;
   const responseDone: ResponseDone[] = metrics ? [metrics.responseDone] : [];
+  let statsd: Statsd | null = null;
   if (config.statsd) {
     const { openStatsd, statsdResponses, statsdLogCounter } = require('../log/statsd') as typeof import('../log/statsd');
-    const statsd = openStatsd(config.statsd, log);
+    statsd = openStatsd(config.statsd, log);
     responseDone.push(statsdResponses(statsd));
     log.countLines(statsdLogCounter(statsd));
   }
@@ -138,6 +140,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
       await serving.drain();
       // Its buffered lines now: a thread ends with its process and runs no exit listener.
       accessSink?.close();
+      await statsd?.close();
     },
   };
 }
