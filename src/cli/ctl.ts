@@ -12,7 +12,7 @@ import { suggestion } from '../config/errors';
 
 const COMMANDS = [...CONTROL_COMMANDS, 'top'] as const;
 
-export const CTL_USAGE = `usage: forkd ctl [-s PATH] [-c CONFIG] COMMAND [ARG]
+export const CTL_USAGE = `usage: forkd ctl [-s PATH] [-c CONFIG] [-t SECONDS] COMMAND [ARG]
 
 Speaks to a running forkd master over its control socket (the controlSocket setting).
 
@@ -71,6 +71,7 @@ function parse(argv: readonly string[]): CtlArgs | 'help' {
       if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0) throw new CtlError(`--timeout takes seconds (a number above 0), not ${JSON.stringify(v)}`);
       out.timeoutS = Number(v);
     }
+    else if (!out.command && a.startsWith('-')) throw new CtlError(`unknown option ${a} (forkd ctl --help lists them)`);
     else if (!out.command) out.command = a;
     else out.args.push(a);
   }
