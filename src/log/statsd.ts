@@ -29,6 +29,20 @@ const BUFFER_BYTES = 1400;
 const FLUSH_EVERY_MS = 1000;
 const CLOSE_WITHIN_MS = 1000;
 
+/** Sends nothing: statsd to a Unix socket without the package that can. */
+const SILENT: Statsd = { increment() {}, gauge() {}, timing() {}, close: () => Promise.resolve() };
+
+/** Why hot-shots cannot send Unix datagrams here (Node cannot by itself: its optional unix-dgram,
+ *  a native addon, is missing or was built for another Node), or null when it can. */
+function unixDgramMissing(): string | null {
+  try {
+    require('unix-dgram');
+    return null;
+  } catch (err) {
+    return String((err as Error).message).split('\n')[0]!.trim();
+  }
+}
+
 /** A client for `target`; `log` hears of the first failed send only (a down server is normal). */
 export function openStatsd(target: StatsdTarget, log: Logger | null): Statsd {
   const { StatsD } = require('hot-shots') as typeof import('hot-shots');
@@ -41,6 +55,12 @@ export function openStatsd(target: StatsdTarget, log: Logger | null): Statsd {
   const where = target.host.startsWith('unix:')
     ? { protocol: 'uds' as const, path: target.host.slice('unix:'.length) }
     : { protocol: 'udp' as const, ...hostPort(target.host)! };
+  const missing = where.protocol === 'uds' ? unixDgramMissing() : null;
+  if (missing !== null) {
+    log?.error(`statsd: ${target.host} needs the optional package unix-dgram, built for Node ${process.version} (${missing}); `
+      + 'sending nothing (a HOST:PORT statsd needs no package)', { event: 'statsd.error' });
+    return SILENT;
+  }
   const client = new StatsD({
     ...where,
     prefix: target.prefix,

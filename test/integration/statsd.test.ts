@@ -70,7 +70,32 @@ test('workers send requests, durations and statuses, the master the worker gauge
   }
 });
 
+/** Why this Node cannot send Unix datagrams through hot-shots (its optional native unix-dgram is
+ *  missing, or was built for another Node's ABI: node-gyp builds it against the headers it is
+ *  given), or null when it can. forkd must then say so, and nothing else. */
+const unixDgramMissing = (() => {
+  try { require('unix-dgram'); return null; } catch (err) { return (err as Error).message.split('\n')[0]; }
+})();
+
 test('statsd over a Unix datagram socket: the workers send the requests, the master the gauge', async () => {
+  if (unixDgramMissing !== null) {
+    // Without the package: one line from each process that would send, naming it, and every request served.
+    const dir = tempDir();
+    const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--statsd-host', `unix:${join(dir.path, 'statsd.sock')}`, probe]);
+    try {
+      const r = await load(`${f.url}/`, { connections: 4, durationMs: 20_000, keepAlive: false, until: (s) => s.sent >= 20 });
+      assert.is(r.failed, 0, JSON.stringify(r.errors));
+      const said = () => [...f.output().matchAll(/\[(\d+)\] \[ERROR\] statsd: unix:\S+ needs the optional package unix-dgram, built for Node v/g)].map((m) => Number(m[1]));
+      await waitFor(() => said().length >= 3, 'the master and both workers to say statsd needs unix-dgram');
+      assert.is(new Set(said()).size, said().length, 'once each');
+      f.signal('SIGTERM');
+      assert.equal(await f.waitExit(), { code: 0, signal: null });
+    } finally {
+      await f.kill();
+      dir.remove();
+    }
+    return;
+  }
   const dir = tempDir();
   const path = join(dir.path, 'statsd.sock');
   const listener = await listenForNotify(path);
@@ -96,10 +121,15 @@ test('statsd over a Unix datagram socket: the workers send the requests, the mas
   }
 });
 
+/** What a process says when it cannot send statsd: a failed send, or (`unixPackage`: a unix:PATH
+ *  this Node cannot send to, unixDgramMissing) the package it would need. */
+const CANNOT_SEND = /\[(\d+)\] \[WARNING\] statsd: cannot send/g;
+const NEEDS_PACKAGE = /\[(\d+)\] \[ERROR\] statsd: unix:\S+ needs the optional package unix-dgram/g;
+
 /** The statsd warnings in `f`'s output, by the pid that logged them. */
-function warningsByPid(f: Forkd): Map<number, number> {
+function warningsByPid(f: Forkd, said: RegExp = CANNOT_SEND): Map<number, number> {
   const by = new Map<number, number>();
-  for (const m of f.output().matchAll(/\[(\d+)\] \[WARNING\] statsd: cannot send/g)) by.set(Number(m[1]), (by.get(Number(m[1])) ?? 0) + 1);
+  for (const m of f.output().matchAll(said)) by.set(Number(m[1]), (by.get(Number(m[1])) ?? 0) + 1);
   return by;
 }
 
@@ -130,12 +160,14 @@ test('a statsd socket that is not there: each process says so once, and serves o
     const r = await load(`${f.url}/`, { connections: 4, durationMs: 2500, keepAlive: false });
     assert.is(r.failed, 0, JSON.stringify(r.errors));
     const senders = [f.pid, ...Object.keys(r.byWorker).map(Number)];
-    await waitFor(() => senders.every((p) => warningsByPid(f).get(p) === 1), `a warning from each of ${senders.join(', ')}`);
+    const said = unixDgramMissing === null ? CANNOT_SEND : NEEDS_PACKAGE;
+    await waitFor(() => senders.every((p) => warningsByPid(f, said).get(p) === 1), `a warning from each of ${senders.join(', ')}`);
     // Another round of flushes, and still one each.
     const again = await load(`${f.url}/`, { connections: 4, durationMs: 1500, keepAlive: false });
     assert.is(again.failed, 0);
-    for (const [pid, n] of warningsByPid(f)) assert.is(n, 1, `pid ${pid} warned ${n} times:\n${f.output()}`);
-    assert.match(f.output(), `statsd: cannot send to unix:${join(dir.path, 'none.sock')}: `);
+    for (const [pid, n] of warningsByPid(f, said)) assert.is(n, 1, `pid ${pid} warned ${n} times:\n${f.output()}`);
+    assert.match(f.output(), unixDgramMissing === null ? `statsd: cannot send to unix:${join(dir.path, 'none.sock')}: `
+      : `statsd: unix:${join(dir.path, 'none.sock')} needs the optional package unix-dgram`);
   } finally {
     await f.kill();
     dir.remove();
