@@ -5,13 +5,12 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, isAlive, ROOT, startForkd, tempDir, waitFor, type Forkd } from '../helpers/forkd';
-import { freePort, load, request } from '../helpers/http';
+import { freePort, heldRequest, load, request } from '../helpers/http';
 
 const probe = join(APPS, 'probe.js');
 
@@ -237,22 +236,6 @@ test('promtool check metrics finds nothing to say about /metrics', async () => {
     await f.kill();
   }
 });
-
-/** A POST to `url` whose body ends only when `finish` is called: in flight until then. */
-function heldRequest(url: string): { finish(): void; reply: Promise<{ status: number; body: string }> } {
-  const req = http.request(url, { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } });
-  const reply = new Promise<{ status: number; body: string }>((ok, fail) => {
-    req.on('response', (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => ok({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', fail);
-  });
-  reply.catch(() => undefined); // a test that fails first never awaits it
-  req.flushHeaders();
-  req.write('part');
-  return { finish: () => req.end(), reply };
-}
 
 test('the probes: /readyz 503 until a worker serves, then 200; /livez; 404, 405, HEAD', async () => {
   const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--status-bind', '127.0.0.1:0', join(APPS, 'slow-boot.js')],
