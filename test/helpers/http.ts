@@ -1,4 +1,5 @@
-/** HTTP clients for tests: one request, raw bytes on a socket, and a bounded load loop. */
+/** HTTP clients for tests: one request, one held in flight until told, raw bytes on a socket, and a
+ *  bounded load loop. */
 
 import http from 'node:http';
 import net from 'node:net';
@@ -18,6 +19,22 @@ export function request(url: string, opts: http.RequestOptions & { body?: string
     req.on('error', fail);
     req.end(opts.body);
   });
+}
+
+/** A POST to `url` whose body ends only when `finish` is called: in flight until then. */
+export function heldRequest(url: string): { finish(): void; reply: Promise<{ status: number; body: string }> } {
+  const req = http.request(url, { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } });
+  const reply = new Promise<{ status: number; body: string }>((ok, fail) => {
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => ok({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', fail);
+  });
+  reply.catch(() => undefined); // a test that fails first never awaits it
+  req.flushHeaders();
+  req.write('part');
+  return { finish: () => req.end(), reply };
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (for a command line that needs one). */

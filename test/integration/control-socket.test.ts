@@ -1,5 +1,6 @@
-/** The master's checks of the control socket's path before it starts (exit 78, naming the path),
- *  a second master on a live socket, and a socket file left by a killed master. */
+/** The master's checks of the control socket's path before it starts (exit 78, naming the path;
+ *  its directory writable by no one else unless sticky), a second master on a live socket, and a
+ *  socket file left by a killed master. */
 
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -107,6 +108,31 @@ test('a stale socket file, left by a master killed with SIGKILL, is replaced', a
       assert.is(statSync(sock).mode & 0o777, 0o600);
     } finally {
       await second.kill();
+    }
+  } finally {
+    dir.remove();
+  }
+});
+
+test('a directory its group may write is refused unless sticky', async () => {
+  const dir = tempDir();
+  try {
+    const shared = join(dir.path, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o770);
+    const path = join(shared, 'ctl.sock');
+    const r = await refused(path);
+    assert.is(r.code, 78, r.out);
+    assert.match(r.out, `refusing controlSocket ${path}: its directory ${shared} is writable by its group and not sticky`);
+    assert.not.ok(existsSync(path));
+
+    chmodSync(shared, 0o1770);
+    const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--control-socket', path, probe]);
+    try {
+      await f.waitForLog(/Control socket at: /);
+      assert.is((await ctl(dir.path, ['-s', path, 'status'])).code, 0);
+    } finally {
+      await f.kill();
     }
   } finally {
     dir.remove();

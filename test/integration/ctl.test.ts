@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ctl, probe, sorted, status, withMaster, writeConfig, type Status } from '../helpers/ctl';
-import { BIN, cleanEnv, isAlive, publicInstall, tempDir, waitFor } from '../helpers/forkd';
+import { APPS, BIN, cleanEnv, isAlive, publicInstall, startForkd, tempDir, waitFor } from '../helpers/forkd';
 import { load, request } from '../helpers/http';
 
 test('status: the master and a row per worker, as a table and as JSON; the socket is 0600', async () => {
@@ -256,6 +256,81 @@ test('another user cannot use the socket: permission denied', async () => {
     assert.is(r.code, 1, r.stdout);
     assert.is(r.stderr, `forkd ctl: cannot reach ${join(dir, 'ctl.sock')}: permission denied (the socket is its owner's only, mode 0600)\n`);
     assert.is((await ctl(dir, ['status'])).code, 0, 'its owner still can');
+  });
+});
+
+test('stacks leaves no warning about the inspector behind; a stray USR1 still gets one', async () => {
+  await withMaster({}, async (f, dir) => {
+    const r = await ctl(dir, ['stacks', '1']);
+    assert.is(r.code, 0, r.stderr);
+    // A few heartbeats (one a second): each would close an inspector still open, and warn.
+    await new Promise((ok) => setTimeout(ok, 3000));
+    assert.not.match(f.output(), 'closed the inspector', f.output());
+    // The line this test looks for, as a USR1 that is not forkd ctl's makes the worker write it.
+    const two = (await status(dir)).workers.find((w) => w.nr === 2)!.pid;
+    process.kill(two, 'SIGUSR1');
+    await f.waitForLog(/closed the inspector a USR1 opened \(the worker is not hung\)/);
+  });
+});
+
+test('kill while the worker drains a long request, then INT: the master stops at once, and ctl is told it is stopping', async () => {
+  await withMaster({ workers: 1, gracefulTimeout: 30 }, async (f, dir) => {
+    const mark = join(dir, 'late');
+    const late = request(`${f.url}/late?ms=60000&mark=${encodeURIComponent(mark)}`).then(() => 'answered', (err: Error) => err.message);
+    await waitFor(() => existsSync(mark), 'the long request to reach the worker');
+    const old = (await status(dir)).workers[0]!.pid;
+    const killing = ctl(dir, ['kill', '1'], { timeoutMs: 20_000 });
+    // Its replacement serves, and the old worker drains the request (for up to 30 s).
+    await waitFor(async () => (await status(dir)).workers.some((w) => w.pid === old && w.state === 'stopping'), 'the old worker to be stopping', 15_000);
+    const t0 = Date.now();
+    f.signal('SIGINT');
+    assert.equal(await f.waitExit(8000), { code: 0, signal: null });
+    assert.ok(Date.now() - t0 < 8000, `INT stopped the master in ${Date.now() - t0} ms`);
+    const r = await killing;
+    assert.is(r.code, 1, r.stdout);
+    assert.match(r.stderr, /^forkd ctl: (the master is stopping|the master at \S+ gave no answer|cannot reach \S+: .*)\n$/);
+    assert.is(await late, 'socket hang up');
+  });
+});
+
+test('reload while the master starts is refused at once; once it serves, reload works', async () => {
+  const dir = tempDir();
+  writeConfig(dir.path, { app: join(APPS, 'slow-boot.js'), workers: 1 });
+  try {
+    const f = await startForkd([], { cwd: dir.path, wait: 'none', env: { BOOT_MS: '5000' } });
+    try {
+      await f.waitForLog(/Control socket at: ctl\.sock/);
+      const early = await ctl(dir.path, ['reload'], { timeoutMs: 10_000 });
+      assert.not.match(f.output(), /Ready: /, 'the master was still starting');
+      assert.is(early.code, 1, early.stdout);
+      assert.match(early.stderr, /^forkd ctl: the master is starting: reload once it serves/, early.stderr);
+      await f.waitForLog(/Ready: 1 worker serving/);
+      const r = await ctl(dir.path, ['reload']);
+      assert.is(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^reloaded: generation 2, 1 workers serving\n$/);
+      assert.is((await status(dir.path)).master.generation, 2, 'the refused reload was not done later');
+    } finally {
+      await f.kill();
+    }
+  } finally {
+    dir.remove();
+  }
+});
+
+test('--timeout: a master that is stopped (SIGSTOP) never answers, and ctl gives up after that long', async () => {
+  await withMaster({}, async (f, dir) => {
+    process.kill(f.pid, 'SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const r = await ctl(dir, ['-t', '1', 'status'], { timeoutMs: 10_000 });
+      const tookMs = Date.now() - t0;
+      assert.is(r.code, 1, r.stdout);
+      assert.is(r.stderr, `forkd ctl: no answer from ${join(dir, 'ctl.sock')} within 1s (is the master stopped or hung? --timeout waits longer)\n`);
+      assert.ok(tookMs >= 1000 && tookMs < 5000, `gave up after ${tookMs} ms`);
+    } finally {
+      process.kill(f.pid, 'SIGCONT');
+    }
+    assert.is((await ctl(dir, ['-t', '1', 'status'])).code, 0, 'and answers once it runs again');
   });
 });
 

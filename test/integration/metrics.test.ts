@@ -1,17 +1,19 @@
 /** The status listener (--status-bind) with real peers: a Prometheus server scraping it through a
  *  kill -9, reloads and a TTOU, promtool's lint of /metrics, the probes as a load balancer or
- *  Kubernetes uses them, and 64 workers. Prometheus and promtool come from Debian's prometheus
- *  package (.ci/run installs it). How fast a 64-worker scrape is, is scripts/bench-status.mjs's. */
+ *  Kubernetes uses them, and 64 workers; a response whose client went first is not counted; a
+ *  unix: status socket left by a killed process is replaced, and fd:// is refused. Prometheus and
+ *  promtool come from Debian's prometheus package (.ci/run installs it). How fast a 64-worker
+ *  scrape is, is scripts/bench-status.mjs's. */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { APPS, isAlive, ROOT, startForkd, tempDir, waitFor, type Forkd } from '../helpers/forkd';
-import { freePort, load, request } from '../helpers/http';
+import { APPS, isAlive, ROOT, runForkd, startForkd, tempDir, waitFor, type Forkd } from '../helpers/forkd';
+import { freePort, heldRequest, load, request, requestUnix } from '../helpers/http';
 
 const probe = join(APPS, 'probe.js');
 
@@ -238,22 +240,6 @@ test('promtool check metrics finds nothing to say about /metrics', async () => {
   }
 });
 
-/** A POST to `url` whose body ends only when `finish` is called: in flight until then. */
-function heldRequest(url: string): { finish(): void; reply: Promise<{ status: number; body: string }> } {
-  const req = http.request(url, { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } });
-  const reply = new Promise<{ status: number; body: string }>((ok, fail) => {
-    req.on('response', (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => ok({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', fail);
-  });
-  reply.catch(() => undefined); // a test that fails first never awaits it
-  req.flushHeaders();
-  req.write('part');
-  return { finish: () => req.end(), reply };
-}
-
 test('the probes: /readyz 503 until a worker serves, then 200; /livez; 404, 405, HEAD', async () => {
   const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--status-bind', '127.0.0.1:0', join(APPS, 'slow-boot.js')],
     { wait: 'none', env: { BOOT_MS: '4000' } });
@@ -325,6 +311,74 @@ test('64 workers: each its own series, all serving', async () => {
     assert.equal(stats.workers.map((w) => w.pid).sort((a, b) => a - b), f.workers().sort((a, b) => a - b));
   } finally {
     await f.kill();
+  }
+});
+
+test('a request whose client went away before the response was sent is not counted', async () => {
+  const dir = tempDir();
+  const mark = join(dir.path, 'abandoned');
+  const LATE_MS = 1500;
+  // One worker: the abandoned request and the others are counted by the same tally.
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--status-bind', '127.0.0.1:0', '--access-logfile', '-', probe]);
+  try {
+    const status = await statusUrl(f);
+    const abandoned = http.get(`${f.url}/late?ms=${LATE_MS}&mark=${encodeURIComponent(mark)}`, { agent: false });
+    abandoned.on('error', () => undefined);
+    await waitFor(() => existsSync(mark), 'the request to reach the app');
+    const arrivedAtMs = Date.now();
+    await new Promise((ok) => setTimeout(ok, 200));
+    abandoned.destroy();
+    // The worker saw the connection go: the access log has the request all the same.
+    await f.waitForLog(/"GET \/late\?ms=\d+&mark=\S+ HTTP\/1\.1"/);
+    const N = 10;
+    for (let i = 0; i < N; i++) assert.is((await request(`${f.url}/`)).status, 200);
+    // Past the app's end of the abandoned response, and a heartbeat after it.
+    await waitFor(async () => Date.now() > arrivedAtMs + LATE_MS + 1500 && sumOf(await scrape(status), 'forkd_requests_total') >= N,
+      `${N} requests counted, and the abandoned one over`);
+    const m = await scrape(status);
+    assert.is(sumOf(m, 'forkd_requests_total'), N, 'the abandoned request is not counted');
+    assert.is(sumOf(m, 'forkd_request_duration_seconds_count'), N);
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('statusBind fd://3 is refused as invalid (78): the status listener binds its own', async () => {
+  const r = await runForkd(['-w', '1', '-b', '127.0.0.1:0', '--status-bind', 'fd://3', probe]);
+  assert.is(r.code, 78, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, 'fd://3 is a socket forkd is given; the status listener binds its own');
+  assert.not.match(r.stdout + r.stderr, /Booting worker/);
+});
+
+test('a unix: status socket a killed process left behind is replaced; one a live master answers on is not', async () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'status.sock');
+  const holder = spawn(process.execPath, ['-e', "require('node:net').createServer().listen(process.argv[1], () => console.log('listening'))", sock],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  let said = '';
+  holder.stdout!.setEncoding('utf8').on('data', (c: string) => { said += c; });
+  const holderGone = new Promise<void>((ok) => holder.once('exit', () => ok()));
+  let f: Forkd | null = null;
+  try {
+    await waitFor(() => said.includes('listening'), 'the other process to listen');
+    process.kill(holder.pid!, 'SIGKILL');
+    await holderGone;
+    assert.ok(lstatSync(sock).isSocket(), 'the killed process left its socket file');
+    f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--status-bind', `unix:${sock}`, probe]);
+    await f.waitForLog(/Status at: unix:/);
+    assert.equal(await requestUnix(sock, '/livez').then((r) => [r.status, r.body]), [200, 'ok\n']);
+
+    const second = await runForkd(['-w', '1', '-b', '127.0.0.1:0', '--status-bind', `unix:${sock}`, probe]);
+    assert.is(second.code, 1, second.stdout + second.stderr);
+    assert.match(second.stdout + second.stderr, `another process is listening on ${sock}`);
+    const stats = JSON.parse((await requestUnix(sock, '/stats')).body) as { master: { pid: number } };
+    assert.is(stats.master.pid, f.pid, 'the socket is still the first master\'s');
+  } finally {
+    if (holder.exitCode === null && holder.signalCode === null) process.kill(holder.pid!, 'SIGKILL');
+    await holderGone;
+    await f?.kill();
+    dir.remove();
   }
 });
 

@@ -1,6 +1,7 @@
 /** statsd as a statsd server sees it: a real UDP listener on 127.0.0.1 (and a Unix datagram one)
  *  receives gunicorn's metric names from the workers and the master, with the prefix and the
- *  dogstatsd tags; a statsd server that is not there costs the requests nothing. */
+ *  dogstatsd tags; a worker that stops sends what it still holds; a statsd server that is not
+ *  there costs the requests nothing. */
 
 import dgram from 'node:dgram';
 import { join } from 'node:path';
@@ -171,6 +172,26 @@ test('a statsd socket that is not there: each process says so once, and serves o
   } finally {
     await f.kill();
     dir.remove();
+  }
+});
+
+test('a worker stopping sends what it has not sent yet: every request reaches statsd though TERM came at once', async () => {
+  const server = await statsdServer();
+  let f: Forkd | null = null;
+  try {
+    f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--statsd-host', `127.0.0.1:${server.port}`, probe]);
+    const N = 20;
+    const r = await load(`${f.url}/`, { connections: 2, durationMs: 10_000, keepAlive: false, until: (s) => s.sent >= N });
+    assert.is(r.ok, N, JSON.stringify(r));
+    // Within the workers' flush interval (1 s): what they counted is still in their buffers.
+    f.signal('SIGTERM');
+    assert.equal(await f.waitExit(), { code: 0, signal: null });
+    await waitFor(() => counted(server.lines, 'forkd.requests') >= N, `${N} forkd.requests increments`, 3000)
+      .catch((err: Error) => { throw new Error(`${err.message}; received:\n${server.lines.join('\n')}`); });
+    assert.is(counted(server.lines, 'forkd.requests'), N);
+  } finally {
+    await f?.kill();
+    server.close();
   }
 });
 
