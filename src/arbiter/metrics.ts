@@ -5,7 +5,7 @@
  *  and each TCP listener's accept queue from the kernel. prom-client's defaults describe the
  *  master's own process. Loaded only when a status listener is configured. */
 
-import { collectDefaultMetrics, Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type MetricValueWithName } from 'prom-client';
 import { CODE_CLASSES, DURATION_BUCKETS_S } from '../ipc/tally';
 import { listenQueues, queueLimit } from '../net/listen-queue';
 import type { MasterContext } from './context';
@@ -24,74 +24,69 @@ export interface Metrics {
   text(): Promise<string>;
 }
 
-/** A gauge read from the live workers at scrape time, one value per worker number (a reload's
- *  outgoing worker and its replacement share a number while the old one drains: `merge` says
- *  how their values combine). */
+/** One value per worker number, read from the live workers as they last reported (a reload's
+ *  outgoing worker and its replacement share a number while the old one drains: `merge` says how
+ *  their values combine). */
+function byWorker<T>(ctx: MasterContext, read: (h: WorkerHandle) => T | null, merge: (a: T, b: T) => T): Map<number, T> {
+  const by = new Map<number, T>();
+  for (const h of ctx.pool.live()) {
+    const v = read(h);
+    if (v === null) continue;
+    const had = by.get(h.nr);
+    by.set(h.nr, had === undefined ? v : merge(had, v));
+  }
+  return by;
+}
+
 function perWorkerGauge(registry: Registry, ctx: MasterContext, name: string, help: string,
   read: (h: WorkerHandle) => number | null, merge: (a: number, b: number) => number): void {
   new Gauge({
     name, help, labelNames: ['worker'], registers: [registry],
     collect() {
       this.reset();
-      const by = new Map<number, number>();
-      for (const h of ctx.pool.live()) {
-        const v = read(h);
-        if (v === null) continue;
-        const had = by.get(h.nr);
-        by.set(h.nr, had === undefined ? v : merge(had, v));
-      }
-      for (const [nr, v] of by) this.set({ worker: String(nr) }, v);
+      for (const [nr, v] of byWorker(ctx, read, merge)) this.set({ worker: String(nr) }, v);
     },
   });
 }
 
-/** forkd_request_duration_seconds, from the workers' bucket counts: a metric object in
- *  prom-client's own format (what Histogram.get() returns), which the registry writes out. */
-function durationHistogram(ctx: MasterContext): { name: string; get(): Promise<Omit<MetricObjectWithValues<MetricValueWithName<string>>, 'collect' | 'type'> & { type: string }> } {
+/** A metric whose samples forkd computes itself at scrape time, in prom-client's own format (what
+ *  Histogram.get() returns), for the registry to write out: for a histogram or summary made of
+ *  counts the workers sent, which prom-client's classes can only build one observation at a time. */
+function computed(registry: Registry, name: string, help: string, type: 'histogram' | 'summary', aggregator: 'sum' | 'max',
+  values: () => MetricValueWithName<string>[]): void {
+  const metric = { name, async get() { return { name, help, type, values: values(), aggregator }; } };
+  registry.registerMetric(metric as never);
+}
+
+/** forkd_request_duration_seconds, from the workers' bucket counts. */
+function durationHistogram(registry: Registry, ctx: MasterContext): void {
   const name = 'forkd_request_duration_seconds';
-  const help = 'Time from a request reaching the app to its response\'s end, in seconds.';
-  return {
-    name,
-    async get() {
-      const all = ctx.totals.all();
-      let acc = 0;
-      const values: MetricValueWithName<string>[] = DURATION_BUCKETS_S.map((le, i) => {
-        acc += all.buckets[i]!;
-        return { labels: { le }, value: acc, metricName: `${name}_bucket` };
-      });
-      acc += all.buckets[DURATION_BUCKETS_S.length]!;
-      values.push({ labels: { le: '+Inf' }, value: acc, metricName: `${name}_bucket` });
-      values.push({ labels: {}, value: all.sumS, metricName: `${name}_sum` });
-      values.push({ labels: {}, value: acc, metricName: `${name}_count` });
-      return { name, help, type: 'histogram', values, aggregator: 'sum' };
-    },
-  };
+  computed(registry, name, 'Time from a request reaching the app to its response\'s end, in seconds.', 'histogram', 'sum', () => {
+    const all = ctx.totals.all();
+    let acc = 0;
+    const values: MetricValueWithName<string>[] = DURATION_BUCKETS_S.map((le, i) => {
+      acc += all.buckets[i]!;
+      return { labels: { le }, value: acc, metricName: `${name}_bucket` };
+    });
+    acc += all.buckets[DURATION_BUCKETS_S.length]!;
+    values.push({ labels: { le: '+Inf' }, value: acc, metricName: `${name}_bucket` });
+    values.push({ labels: {}, value: all.sumS, metricName: `${name}_sum` });
+    values.push({ labels: {}, value: acc, metricName: `${name}_count` });
+    return values;
+  });
 }
 
 /** forkd_worker_event_loop_lag_seconds: each worker's loop delay over its last heartbeat
- *  interval, at quantiles 0.5 and 0.99, as a summary of quantiles only (prom-client's format, as
- *  durationHistogram; `promtool check metrics` refuses a `quantile` label on a gauge). A reload's
- *  outgoing worker and its replacement share a number: the larger delay is shown. */
-function loopLagSummary(ctx: MasterContext): { name: string; get(): Promise<Omit<MetricObjectWithValues<MetricValueWithName<string>>, 'collect' | 'type'> & { type: string }> } {
-  const name = 'forkd_worker_event_loop_lag_seconds';
-  const help = 'A worker\'s event loop delay over its last report interval (perf_hooks.monitorEventLoopDelay), by quantile.';
-  return {
-    name,
-    async get() {
-      const by = new Map<number, [number, number]>();
-      for (const h of ctx.pool.live()) {
-        const lag = h.health?.lagMs;
-        if (!lag) continue;
-        const had = by.get(h.nr);
-        by.set(h.nr, had ? [Math.max(had[0], lag[0]), Math.max(had[1], lag[1])] : [lag[0], lag[1]]);
-      }
-      const values: MetricValueWithName<string>[] = [...by].flatMap(([nr, [p50, p99]]) => [
+ *  interval, at quantiles 0.5 and 0.99, as a summary of quantiles only (`promtool check metrics`
+ *  refuses a `quantile` label on a gauge); of two workers sharing a number, the larger delay. */
+function loopLagSummary(registry: Registry, ctx: MasterContext): void {
+  computed(registry, 'forkd_worker_event_loop_lag_seconds',
+    'A worker\'s event loop delay over its last report interval (perf_hooks.monitorEventLoopDelay), by quantile.', 'summary', 'max',
+    () => [...byWorker<readonly [number, number]>(ctx, (h) => h.health?.lagMs ?? null, (a, b) => [Math.max(a[0], b[0]), Math.max(a[1], b[1])])]
+      .flatMap(([nr, [p50, p99]]) => [
         { labels: { worker: nr, quantile: 0.5 }, value: p50 / 1000 },
         { labels: { worker: nr, quantile: 0.99 }, value: p99 / 1000 },
-      ]);
-      return { name, help, type: 'summary', values, aggregator: 'max' };
-    },
-  };
+      ]));
 }
 
 /** What the workers reported: responses, durations, and how each worker is now. */
@@ -104,14 +99,14 @@ function workerMetrics(registry: Registry, ctx: MasterContext): void {
       for (const [nr, codes] of totals.requests()) codes.forEach((n, i) => this.inc({ worker: String(nr), code: CODE_CLASSES[i]! }, n));
     },
   });
-  registry.registerMetric(durationHistogram(ctx) as never);
+  durationHistogram(registry, ctx);
   perWorkerGauge(registry, ctx, 'forkd_requests_in_flight', 'Requests a worker is serving now, as it last reported.',
     (h) => (h.state === 'booting' ? null : h.inFlight), (a, b) => a + b);
   perWorkerGauge(registry, ctx, 'forkd_connections', 'Connections a worker holds open now, as it last reported.',
     (h) => (h.state === 'booting' ? null : h.connections), (a, b) => a + b);
   perWorkerGauge(registry, ctx, 'forkd_worker_resident_memory_bytes', 'A worker\'s resident memory, as it last reported.',
     (h) => h.health?.rssBytes ?? null, (a, b) => a + b);
-  registry.registerMetric(loopLagSummary(ctx) as never);
+  loopLagSummary(registry, ctx);
   new Counter({
     name: 'forkd_balance_closed_total', help: 'Kept-alive connections the balance asked to close, to even out the workers.', registers: [registry],
     collect() { this.reset(); this.inc(totals.all().shed); },
