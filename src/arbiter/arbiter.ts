@@ -269,8 +269,10 @@ export class Arbiter {
   /** Stopping closes the master's sockets first, so that new connections are refused at once
    *  instead of waiting in a backlog no worker will accept from again. */
   #stopAll(plan: StopPlan, reason: string): void {
-    if (this.#phase !== 'stopping') void this.#events.emit({ type: 'master.stopping', status: this.#status(), reason });
+    const already = this.#phase === 'stopping';
+    // The phase first: whoever follows master.stopping (a control command waiting) sees it.
     this.#phase = 'stopping';
+    if (!already) void this.#events.emit({ type: 'master.stopping', status: this.#status(), reason });
     this.#watchers.close();
     this.#upgrader.abort();
     const kept = this.#upgrader.keptBinds;
@@ -278,8 +280,6 @@ export class Arbiter {
     if (this.#fillTimer) { clearTimeout(this.#fillTimer); this.#fillTimer = null; }
     this.#pool.stopAll(plan, reason);
     this.#requestFill();
-    // A control command waiting for workers to be as asked hears of the stop now.
-    for (const check of [...this.#waiters]) check();
   }
 
   async #finish(): Promise<void> {
