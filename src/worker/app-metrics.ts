@@ -15,8 +15,15 @@ interface PromClient {
   AggregatorRegistry: { aggregate(lists: unknown[][]): { getMetricsAsJSON(): Promise<unknown[]> } };
 }
 
-/** The app's prom-client, or null when the app cannot resolve one. */
+/** The app's prom-client, or null when the app cannot resolve one; resolved once (a scrape asks
+ *  every few seconds, and the app's module does not move). */
+let resolved: { client: PromClient | null } | null = null;
 function appPromClient(spec: WorkerSpec): PromClient | null {
+  resolved ??= { client: resolveAppPromClient(spec) };
+  return resolved.client;
+}
+
+function resolveAppPromClient(spec: WorkerSpec): PromClient | null {
   const { createRequire } = require('node:module') as typeof import('node:module');
   const appSpec = parseAppSpec(spec.config.app ?? '');
   const from = (typeof appSpec !== 'string' && findAppModule(appSpec.module, process.cwd())) || join(process.cwd(), 'package.json');
