@@ -11,18 +11,10 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { APPS, childrenOf, isAlive, ROOT, startForkd, tempDir, waitFor } from '../helpers/forkd';
 import { freePort, heldRequest, load, request, requestUnix, type LoadResult } from '../helpers/http';
+import { sumOf } from '../helpers/metrics';
 
 const hello = join(ROOT, 'examples', 'hello.js');
 const probe = join(APPS, 'probe.js');
-
-/** The sum of every sample of `name` in a Prometheus text. */
-function sumOf(text: string, name: string): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
 
 test('USR2: every scrape answers, forkd_requests_total never goes down, and the successor counts on from the old total', async () => {
   const statusPort = await freePort();
@@ -40,7 +32,7 @@ test('USR2: every scrape answers, forkd_requests_total never goes down, and the 
       while (scraping) {
         try {
           const r = await request(metricsUrl);
-          scrapes.push({ status: r.status, total: sumOf(r.body, 'forkd_requests_total') });
+          scrapes.push({ status: r.status, total: r.status === 200 ? sumOf(r.body, 'forkd_requests_total') : NaN });
         } catch (err) {
           scrapes.push({ error: (err as Error).message });
         }
@@ -83,21 +75,22 @@ test('maxRequests recycling: each recycled worker leaves its count, and the sum 
       const body = (await request(metricsUrl)).body;
       return sumOf(body, 'forkd_requests_total') === r.ok ? body : null;
     }, `${r.ok} requests counted`);
-    assert.ok(sumOf(text, 'forkd_worker_exits_total{reason="recycled"}') >= 2, 'workers were recycled');
+    assert.ok(sumOf(text, 'forkd_worker_exits_total', { reason: 'recycled' }) >= 2, 'workers were recycled');
     assert.is(sumOf(text, 'forkd_request_duration_seconds_count'), r.ok);
   } finally {
     await f.kill();
   }
 });
 
-/** Waits until /metrics's samples of `name` sum to `want`, and returns that text; a timeout says the last sum seen. */
-async function waitForSum(url: string, name: string, want: number, what: string, timeoutMs = 15_000): Promise<string> {
+/** Waits until /metrics's samples of `name` with labels `where` sum to `want`, and returns that
+ *  text; a timeout says the last sum seen. */
+async function waitForSum(url: string, name: string, want: number, what: string, where: Record<string, string> = {}, timeoutMs = 15_000): Promise<string> {
   let last = 'no answer';
   return waitFor(async () => {
     const body = (await request(url)).body;
-    last = String(sumOf(body, name));
-    return sumOf(body, name) === want ? body : null;
-  }, `${what} (${name}: want ${want})`, timeoutMs).catch((err: Error) => { throw new Error(`${err.message}; last seen ${last}`); });
+    last = String(sumOf(body, name, where));
+    return sumOf(body, name, where) === want ? body : null;
+  }, `${what} (${name} ${JSON.stringify(where)}: want ${want})`, timeoutMs).catch((err: Error) => { throw new Error(`${err.message}; last seen ${last}`); });
 }
 
 type Scrape = { status: number; total: number } | { error: string };
@@ -110,7 +103,7 @@ function scrapeThrough(url: string): { scrapes: Scrape[]; stop(): Promise<Scrape
     while (scraping) {
       try {
         const r = await request(url);
-        scrapes.push({ status: r.status, total: sumOf(r.body, 'forkd_requests_total') });
+        scrapes.push({ status: r.status, total: r.status === 200 ? sumOf(r.body, 'forkd_requests_total') : NaN });
       } catch (err) {
         scrapes.push({ error: (err as Error).message });
         // Refused at once while nothing listens: do not spin.
@@ -146,7 +139,7 @@ test('USR2 with requests in flight: the successor counts what the old workers fi
     const made = quick.ok + replies.length;
     const text = await waitForSum(metricsUrl, 'forkd_requests_total', made, `the successor to count all ${made} requests`);
     assert.is(sumOf(text, 'forkd_request_duration_seconds_count'), made);
-    await waitForSum(metricsUrl, 'forkd_worker_exits_total{reason="upgraded"}', 2, 'the old workers\' exits, as upgraded');
+    await waitForSum(metricsUrl, 'forkd_worker_exits_total', 2, 'the old workers\' exits, as upgraded', { reason: 'upgraded' });
     const stats = JSON.parse((await request(`http://127.0.0.1:${statusPort}/stats`)).body) as { master: { pid: number } };
     assert.is(stats.master.pid, successor, 'the successor answers');
     process.kill(successor, 'SIGTERM');

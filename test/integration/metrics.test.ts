@@ -14,6 +14,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, isAlive, ROOT, runForkd, startForkd, tempDir, waitFor, type Forkd } from '../helpers/forkd';
 import { freePort, heldRequest, load, request, requestUnix } from '../helpers/http';
+import { parseMetrics, sumOf, type Sample } from '../helpers/metrics';
 
 const probe = join(APPS, 'probe.js');
 
@@ -22,28 +23,10 @@ async function statusUrl(f: Forkd): Promise<string> {
   return (await f.waitForLog(/Status at: (http:\/\/\S+)/))[1]!;
 }
 
-interface Sample { readonly name: string; readonly labels: Record<string, string>; readonly value: number }
-
-/** The samples of a Prometheus text exposition (comments skipped). */
-function parseMetrics(text: string): Sample[] {
-  return text.split('\n').filter((l) => l && !l.startsWith('#')).map((line) => {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`not a sample line: ${line}`);
-    const labels = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1]!, l[2]!]));
-    return { name: m[1]!, labels, value: Number(m[3]) };
-  });
-}
-
 async function scrape(status: string): Promise<Sample[]> {
   const r = await request(`${status}/metrics`);
   if (r.status !== 200) throw new Error(`/metrics answered ${r.status}: ${r.body}`);
   return parseMetrics(r.body);
-}
-
-/** The sum of `name`'s samples whose labels include `where`. */
-function sumOf(samples: readonly Sample[], name: string, where: Record<string, string> = {}): number {
-  return samples.filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
-    .reduce((n, s) => n + s.value, 0);
 }
 
 interface Prometheus { readonly url: string; stop(): Promise<void>; output(): string }
