@@ -10,6 +10,7 @@ import { WORKER_SPEC_ENV } from '../env-names';
 import type { ToWorker, WorkerConfig, WorkerSpec } from '../ipc/messages';
 import type { WorkerSetup } from './worker-config';
 import type { Listener } from '../net/listeners';
+import { servesTls } from '../net/address';
 import { WorkerHandle } from './worker-handle';
 
 /** The worker entry, as the inspector names it (see stack-capture.ts). */
@@ -90,6 +91,7 @@ export const spawnWorker: SpawnWorker = (req) => {
     spareFds: Array.from({ length: threads }, (_, t) => Array.from({ length: copies - 1 }, (__, c) => req.listeners.map((___, i) => fdOf(t, c + 1, i)))),
     beatIntervalMs: req.beatIntervalMs, config: req.workerConfig, name: req.name,
     workerHooks: req.workerHooks, identity: req.identity,
+    tls: req.listeners.map((l) => req.tls !== null && servesTls(l.bind, req.config.certfile)),
   };
   const child = spawn(process.execPath, [...req.config.nodeArgs, WORKER_SCRIPT], {
     ...startAs(spec.identity),
@@ -99,5 +101,6 @@ export const spawnWorker: SpawnWorker = (req) => {
     serialization: 'json',
   });
   if (req.configSnapshot) child.send({ type: 'configSnapshot', snapshot: req.configSnapshot } satisfies ToWorker, () => undefined);
+  if (req.tls && spec.tls.some(Boolean)) child.send({ type: 'tls', material: req.tls } satisfies ToWorker, () => undefined);
   return new WorkerHandle({ child, nr: req.nr, generation: req.generation, nowMs: req.nowMs, listeners: req.listeners, threads });
 };

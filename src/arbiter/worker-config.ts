@@ -9,6 +9,7 @@ import type { Loaded } from '../config/load';
 import { workerClassMeaning } from '../config/worker-class';
 import type { WorkerConfig } from '../ipc/messages';
 import type { StatsdTarget } from '../log/statsd';
+import type { TlsMaterial } from '../config/tls';
 
 export interface WorkerSetup {
   readonly workerConfig: WorkerConfig;
@@ -17,6 +18,9 @@ export interface WorkerSetup {
   /** The config file as this generation read it, when it has worker-side hooks; sent to each worker
    *  over IPC right after it starts (with its local modules it may be too large for the environment). */
   readonly configSnapshot: ConfigSnapshot | null;
+  /** The certificate and key (and CAs) the TLS listeners serve with, sent over IPC as a worker
+   *  starts (never in its environment); null without certfile. */
+  readonly tls: TlsMaterial | null;
 }
 
 /** Where statsd lines go, and how they are named, or null (no statsdHost). */
@@ -26,7 +30,7 @@ export function statsdTarget(config: Loaded['config']): StatsdTarget | null {
   return { host: config.statsdHost, prefix: p === '' || p.endsWith('.') ? p : `${p}.`, tags: config.dogstatsdTags };
 }
 
-export function workerSetupFor({ config, durationsMs, snapshot }: Loaded): WorkerSetup {
+export function workerSetupFor({ config, durationsMs, snapshot, tls = null }: Pick<Loaded, 'config' | 'durationsMs' | 'snapshot'> & { tls?: Loaded['tls'] }): WorkerSetup {
   const workerClass = workerClassMeaning(config);
   const workerConfig: WorkerConfig = {
     app: config.app, threads: config.threads, workerConnections: workerClass.workerConnections, backlog: config.backlog,
@@ -42,5 +46,5 @@ export function workerSetupFor({ config, durationsMs, snapshot }: Loaded): Worke
   // Hooks come with a snapshot (only a JavaScript or TypeScript config holds functions, and each
   // read of one keeps its snapshot): a worker told of hooks waits for the snapshot to run them from.
   const workerHooks = snapshot ? WORKER_HOOK_NAMES.filter((name) => typeof config[name] === 'function') : [];
-  return { workerConfig, workerHooks, configSnapshot: workerHooks.length > 0 ? snapshot : null };
+  return { workerConfig, workerHooks, configSnapshot: workerHooks.length > 0 ? snapshot : null, tls: tls?.material ?? null };
 }

@@ -19,6 +19,8 @@ import { ExitCode } from '../exit-codes';
 import { createLogger, type Logger } from '../log/logger';
 import { activatedSockets, predecessorSockets } from '../net/inherited';
 import { BindError, openListeners, type Listener } from '../net/listeners';
+import { servesTls } from '../net/address';
+import { EXPIRY_WARNING_DAYS } from '../config/tls';
 import { systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import { createNotifier, type Notifier } from '../systemd/notify';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
@@ -80,7 +82,17 @@ async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, 
   try {
     const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default',
       { owner, reusePort: loaded.config.reusePort });
-    for (const l of listeners) log.info(`Listening at: ${l.url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
+    for (const l of listeners) {
+      const url = loaded.tls && servesTls(l.bind, loaded.config.certfile) ? l.url.replace(/^http:/, 'https:') : l.url;
+      log.info(`Listening at: ${url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
+    }
+    if (loaded.tls) {
+      const { facts } = loaded.tls;
+      log.info(`TLS certificate: ${facts.subject}, serial ${facts.serial}, SHA-256 ${facts.fingerprint256}, valid until ${facts.notAfter.toISOString()}`,
+        { event: 'master.certificate' });
+      const daysLeft = (facts.notAfter.getTime() - Date.now()) / 86_400_000;
+      if (daysLeft < EXPIRY_WARNING_DAYS) log.warning(`TLS certificate ${loaded.config.certfile} expires in ${daysLeft.toFixed(1)} days`, { event: 'master.certificateExpiring' });
+    }
     return listeners;
   } catch (err) {
     if (!(err instanceof BindError)) throw err;

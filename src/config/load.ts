@@ -6,6 +6,7 @@ import type { ConfigSnapshot } from './compile';
 import { durationsMs, type DurationsMs } from './durations';
 import { loadConfigFile } from './file';
 import { resolveLayers, type CliValues, type Resolved } from './layers';
+import { readTls } from './tls';
 
 export interface LoadInputs {
   readonly cli: CliValues;
@@ -21,6 +22,8 @@ export interface Loaded extends Resolved {
   readonly durationsMs: DurationsMs;
   /** The config file as it ran in this read: what workers run their own hooks from. */
   readonly snapshot: ConfigSnapshot | null;
+  /** The TLS material certfile/keyfile/caCerts name, read and checked in this read (null: no TLS). */
+  readonly tls: ReturnType<typeof readTls>;
 }
 
 export async function loadConfig(inputs: LoadInputs): Promise<Loaded> {
@@ -30,5 +33,6 @@ export async function loadConfig(inputs: LoadInputs): Promise<Loaded> {
   const explicit = early.config ? resolve(inputs.cwd, early.config) : null;
   const file = await loadConfigFile({ explicit, searchFrom });
   const resolved = resolveLayers({ cli: inputs.cli, env: inputs.env, file });
-  return { ...resolved, file: file?.path ?? null, durationsMs: durationsMs(resolved.config), snapshot: file?.snapshot ?? null };
+  const tls = readTls(resolved.config);
+  return { ...resolved, file: file?.path ?? null, durationsMs: durationsMs(resolved.config), snapshot: file?.snapshot ?? null, tls };
 }

@@ -2,7 +2,7 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  bindList, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
+  bindList, certReqs, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
@@ -10,7 +10,7 @@ import { WORKER_CLASSES } from './worker-class';
 import { compileAccessFormat } from '../log/access';
 import { LOG_LEVELS } from '../log/logger';
 
-export type Section = 'Config' | 'Server socket' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging' | 'Observability' | 'Hooks';
+export type Section = 'Config' | 'Server socket' | 'TLS' | 'Workers' | 'Timeouts' | 'Security' | 'Process' | 'Logging' | 'Observability' | 'Hooks';
 
 /** An environment variable other than FORKD_<NAME> that also sets a setting (lower precedence). */
 export interface EnvAlias {
@@ -120,6 +120,32 @@ export const settings = {
       + 'over both. Needs a Node.js that passes the flag to the socket (22.12+, 23.1+); on one that does not, '
       + 'it is refused as invalid. It applies to the sockets forkd binds: one it already holds at a reload, '
       + 'or is given (systemd, fd://, a USR2 predecessor), is used as it is.',
+  }),
+  certfile: setting({
+    section: 'TLS', flags: ['--certfile'], metavar: 'FILE', parse: optional(text('a PEM file')), default: null,
+    doc: 'The server certificate (PEM, with its chain). With it, every TCP bind serves TLS unless written '
+      + 'http://HOST:PORT; Unix socket binds stay plain. The workers terminate TLS; the master never does.',
+  }),
+  keyfile: setting({
+    section: 'TLS', flags: ['--keyfile'], metavar: 'FILE', parse: optional(text('a PEM file')), default: null,
+    doc: 'The private key of certfile (PEM).',
+  }),
+  caCerts: setting({
+    section: 'TLS', flags: ['--ca-certs'], metavar: 'FILE', parse: optional(text('a PEM file')), default: null,
+    doc: 'CA certificates (PEM) that client certificates are checked against (certReqs).',
+  }),
+  certReqs: setting({
+    section: 'TLS', flags: ['--cert-reqs'], metavar: 'WHICH', parse: certReqs, default: 'none',
+    doc: 'Client certificates (mutual TLS): none, optional (asked for, checked when given) or required; '
+      + 'gunicorn\'s 0, 1 and 2 are taken too.',
+  }),
+  ciphers: setting({
+    section: 'TLS', flags: ['--ciphers'], metavar: 'LIST', parse: optional(text('an OpenSSL cipher list')), default: null,
+    doc: 'The TLS 1.2 cipher list, in OpenSSL\'s format (Node\'s default when unset).',
+  }),
+  tlsMinVersion: setting({
+    section: 'TLS', flags: ['--tls-min-version'], metavar: 'VERSION', parse: oneOf(['TLSv1.2', 'TLSv1.3'] as const), default: 'TLSv1.2',
+    doc: 'The oldest TLS version a client may use.',
   }),
   statusBind: setting({
     section: 'Observability', flags: ['--status-bind'], metavar: 'ADDRESS', parse: statusBindList, default: [] as string[],

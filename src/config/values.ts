@@ -157,6 +157,15 @@ function bindsParser(allowEmpty: boolean): Parser<string[]> {
     return out;
   }, { repeats: true });
 }
+/** Client certificates: gunicorn's ssl.CERT_* numbers are taken as their names. */
+export const certReqs: Parser<'none' | 'optional' | 'required'> = parser('none, optional or required (or 0, 1, 2)', (input) => {
+  const byNumber = ['none', 'optional', 'required'] as const;
+  const s = typeof input === 'number' ? String(input) : input;
+  if (typeof s === 'string' && /^[012]$/.test(s)) return byNumber[Number(s)]!;
+  if (s === 'none' || s === 'optional' || s === 'required') return s;
+  throw new Invalid('none, optional or required (or 0, 1, 2)');
+});
+
 /** A statsd server: HOST:PORT, [IPv6]:PORT (the port 8125 when left out) or unix:PATH. */
 export const statsdAddress: Parser<string> = parser(STATSD_FORMS, (input) => {
   if (typeof input !== 'string' || input.length === 0) throw new Invalid(STATSD_FORMS);

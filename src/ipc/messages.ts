@@ -6,6 +6,7 @@ import type { LogLevel } from '../log/logger';
 import type { StatsdTarget } from '../log/statsd';
 import type { Tally } from './tally';
 import type { TotalsJSON } from '../arbiter/totals';
+import type { TlsMaterial } from '../config/tls';
 
 /** What a worker needs of its generation's config, and only that: plain JSON, with every duration
  *  in milliseconds and what the worker class implies already applied (arbiter/worker-config.ts
@@ -58,6 +59,8 @@ export interface WorkerSpec {
   /** The worker-side hooks the config file defines (functions cannot cross in JSON); when there
    *  are some, the master's first message is the config file to take them from (configSnapshot). */
   readonly workerHooks: readonly string[];
+  /** Which listeners serve TLS, by index; the material comes over IPC first ('tls'). */
+  readonly tls: readonly boolean[];
   /** Who the worker becomes before it loads the app; null: it stays who the master is. */
   readonly identity: { readonly uid: number; readonly gid: number; readonly user: string; readonly initgroups: boolean } | null;
 }
@@ -75,7 +78,9 @@ export type ToWorker =
   | { readonly type: 'appMetrics'; readonly id: number }
   /** forkd ctl stacks is about to open the inspector (USR1) of a worker that is not hung: leave it
    *  open for `forMs`, then close it without a warning. */
-  | { readonly type: 'stackCapture'; readonly forMs: number };
+  | { readonly type: 'stackCapture'; readonly forMs: number }
+  /** The certificate, key and options the worker's TLS listeners serve with. */
+  | { readonly type: 'tls'; readonly material: TlsMaterial };
 
 export interface StalledThread { readonly index: number; readonly threadId: number }
 
@@ -120,7 +125,7 @@ function accepts<M extends { readonly type: string }>(types: { readonly [K in M[
 /** The master takes only these from a worker's channel. */
 export const isFromWorker = accepts<FromWorker>({ ready: true, beat: true, load: true, relisten: true, bootFailed: true, recycle: true, appMetrics: true });
 /** A worker takes only these from its master. */
-export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true, appMetrics: true, stackCapture: true });
+export const isToWorker = accepts<ToWorker>({ reopenLogs: true, listener: true, balance: true, configSnapshot: true, appMetrics: true, stackCapture: true, tls: true });
 
 /** A successor master (USR2) to the master that started it. */
 export type FromSuccessor =

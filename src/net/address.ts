@@ -4,7 +4,8 @@
 import { isIPv4, isIPv6 } from 'node:net';
 
 export type BindSpec =
-  | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
+  /** `scheme`: as the bind was written (https://HOST:PORT, http://HOST:PORT), or null (TLS when certfile is set). */
+  | { readonly kind: 'tcp'; readonly host: string; readonly port: number; readonly scheme?: 'http' | 'https' | null }
   | { readonly kind: 'unix'; readonly path: string }
   | { readonly kind: 'fd'; readonly fd: number }
   /** fd://NAME: the socket systemd passed under that name (FileDescriptorName=). */
@@ -16,7 +17,10 @@ const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0
 
 /** Parses one bind address; returns a sentence saying what is wrong instead of throwing. */
 export function parseBind(input: string): BindSpec | string {
-  const s = input.trim();
+  const trimmed = input.trim();
+  const schemed = /^(https?):\/\/(.*)$/.exec(trimmed);
+  const s = schemed ? schemed[2]! : trimmed;
+  if (schemed && (s.startsWith('unix:') || s.startsWith('fd://'))) return `${schemed[1]}:// goes with HOST:PORT only`;
   if (s.startsWith('unix:')) {
     const path = s.slice('unix:'.length);
     if (path.length === 0) return 'unix: needs a path, as in unix:/run/app.sock';
@@ -52,7 +56,14 @@ export function parseBind(input: string): BindSpec | string {
   if (!/^\d+$/.test(portText)) return `the port ${JSON.stringify(portText)} is not a number`;
   const port = Number(portText);
   if (port > 65535) return `the port ${port} is out of range 0-65535`;
-  return { kind: 'tcp', host, port };
+  return { kind: 'tcp', host, port, scheme: schemed ? schemed[1] as 'http' | 'https' : null };
+}
+
+/** Whether the listener bound as `bind` serves TLS: a TCP one written https://, or one written
+ *  without a scheme when a certificate is configured. */
+export function servesTls(bind: string, certfile: string | null): boolean {
+  const spec = parseBind(bind);
+  return typeof spec !== 'string' && spec.kind === 'tcp' && (spec.scheme === 'https' || (spec.scheme !== 'http' && certfile !== null));
 }
 
 /** How a listener is named in logs: `http://127.0.0.1:8000`, `http://[::1]:8000`, `unix:/path`, `fd://3`. */

@@ -28,6 +28,7 @@ import { createLogger, type Logger } from '../log/logger';
 import type { ServingStats } from './serve';
 import type { FromThread, ThreadData, ToThread } from './thread';
 import type { UnitReport } from './unit-metrics';
+import type { TlsMaterial } from '../config/tls';
 import { appMetricsHere, mergeThreads, type AppMetrics } from './app-metrics';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections } from './unit';
 
@@ -102,9 +103,9 @@ interface Serving {
   drain(): Promise<void>;
 }
 
-async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+async function serveHere(spec: WorkerSpec, log: Logger, hooks: Partial<Hooks>, tls: TlsMaterial | null, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
   const unit = await startUnit({
-    spec, fds: spec.fds[0]!, spareFds: spec.spareFds?.[0] ?? [], log, hooks,
+    spec, tls, fds: spec.fds[0]!, spareFds: spec.spareFds?.[0] ?? [], log, hooks,
     relisten: (index) => relistener.ask(index),
     onRecycle: (requests) => {
       log.info('max requests reached: asking to be replaced', { event: 'worker.recycle', nr: spec.nr, requests });
@@ -151,12 +152,12 @@ function reportsOfThreads(): { add(r: UnitReport | null): void; take(): UnitRepo
 }
 
 /** Starts `threads` serving threads; a thread that throws ends the process. */
-function startThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Logger): ThreadState[] {
+function startThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, tls: TlsMaterial | null, log: Logger): ThreadState[] {
   // Loaded here, not at the top: a worker without threads never needs it.
   const { Worker: NodeWorker } = require('node:worker_threads') as typeof import('node:worker_threads');
   const script = join(__dirname, 'thread.js');
   return Array.from({ length: spec.config.threads }, (_, index) => {
-    const worker = new NodeWorker(script, { workerData: { spec, index, snapshot } satisfies ThreadData });
+    const worker = new NodeWorker(script, { workerData: { spec, index, snapshot, tls } satisfies ThreadData });
     const state: ThreadState = { worker, stats: { inFlight: 0, requests: 0, connections: 0, oldestMs: null }, lastAtMs: performance.now(), drained: false };
     worker.on('error', (err) => {
       log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });
@@ -181,8 +182,8 @@ function threadStats(threads: readonly ThreadState[], beatIntervalMs: number): B
 }
 
 /** `threads` serving threads: ready when all are; as silent as the quietest; drained when all are. */
-function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
-  const threads = startThreads(spec, snapshot, log);
+function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, tls: TlsMaterial | null, log: Logger, relistener: ReturnType<typeof createRelistener>): Promise<Serving> {
+  const threads = startThreads(spec, snapshot, tls, log);
   const post = (msg: ToThread) => { for (const t of threads) t.worker.postMessage(msg); };
   let recycling = false;
   const reports = reportsOfThreads();
@@ -269,9 +270,12 @@ function becomeWorker(spec: WorkerSpec): Logger {
 /** Takes the master's messages. Called before the worker's first await: a worker with hooks of its
  *  own is sent its generation's config snapshot right as it starts, and this resolves with it (null
  *  when it has none to wait for). */
-function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>, serving: () => Serving | null): Promise<ConfigSnapshot | null> {
+function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<typeof createRelistener>, serving: () => Serving | null):
+  { snapshot: Promise<ConfigSnapshot | null>; tls: Promise<TlsMaterial | null> } {
   let gotSnapshot: (snapshot: ConfigSnapshot) => void = () => undefined;
   const snapshot = spec.workerHooks.length === 0 ? Promise.resolve(null) : new Promise<ConfigSnapshot>((ok) => { gotSnapshot = ok; });
+  let gotTls: (material: TlsMaterial) => void = () => undefined;
+  const tls = spec.tls.some(Boolean) ? new Promise<TlsMaterial>((ok) => { gotTls = ok; }) : Promise.resolve(null);
   process.on('message', (msg: unknown, handle?: { fd: number }) => {
     if (!isToWorker(msg)) return;
     switch (msg.type) {
@@ -282,6 +286,7 @@ function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       case 'listener': if (handle) relistener.got(msg.index, handle); break;
       case 'balance': serving()?.setFairShare(msg.fairShare); break;
       case 'configSnapshot': gotSnapshot(msg.snapshot); break;
+      case 'tls': gotTls(msg.material); break;
       case 'stackCapture': inspectorExpected.untilMs = performance.now() + msg.forMs; break;
       case 'appMetrics': {
         const current = serving();
@@ -291,7 +296,7 @@ function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       default: assertNever(msg);
     }
   });
-  return snapshot;
+  return { snapshot, tls };
 }
 
 /** From now on a graceful stop drains `serving`, once; the process ends when the drain and the
@@ -320,13 +325,14 @@ async function main(): Promise<void> {
   let serving: Serving | null = null;
   const lastBeat = startBeating(spec, log, () => serving);
   const relistener = createRelistener();
-  const snapshot = await listenToMaster(spec, log, relistener, () => serving);
+  const fromMaster = listenToMaster(spec, log, relistener, () => serving);
+  const [snapshot, tls] = await Promise.all([fromMaster.snapshot, fromMaster.tls]);
   const hooks = await readWorkerHooks(spec.workerHooks, snapshot, log);
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
   const hook = (name: 'workerInt' | 'workerExit') => runHook(hooks[name], name, [me] as Parameters<Hooks[typeof name]>, { timeoutMs: config.hookTimeoutMs, log });
   stop.quick = () => { void lastBeat().then(() => hook('workerInt')).then(() => hook('workerExit')).then(() => process.exit(ExitCode.Ok)); };
   try {
-    serving = config.threads > 1 ? await serveInThreads(spec, snapshot, log, relistener) : await serveHere(spec, log, hooks, relistener);
+    serving = config.threads > 1 ? await serveInThreads(spec, snapshot, tls, log, relistener) : await serveHere(spec, log, hooks, tls, relistener);
   } catch (err) {
     const { reason, stack } = loadFailure(err);
     log.error(`App failed to load: ${reason}`, { event: 'app.loadFailed', nr: spec.nr, stack });

@@ -18,6 +18,7 @@ import { createDispatch } from './dispatch';
 import { createDrain, responseOn } from './drain';
 import type { RequestLimits } from './request-guard';
 import { ageMs, type ResponseDone } from './responses';
+import { secureContextOptions, type TlsMaterial } from '../config/tls';
 import type { AccessFormatter } from '../log/access';
 import type { Logger } from '../log/logger';
 
@@ -41,6 +42,8 @@ export interface ServeOptions {
   readonly accessLog: { format: AccessFormatter; write: (line: string) => void } | null;
   /** Told of every response once it is over, besides the access log (request metrics, statsd). */
   readonly responseDone: readonly ResponseDone[];
+  /** The listeners that serve TLS (by index), and what with; null: none does. */
+  readonly tls?: { readonly material: TlsMaterial; readonly listeners: readonly boolean[] } | null;
   /** The preRequest and postRequest hooks, when the config file has them. */
   readonly hooks?: {
     readonly preRequest: ((req: http.IncomingMessage) => Promise<void>) | null;
@@ -91,12 +94,16 @@ function configure(server: net.Server, opts: ServeOptions, onConnection: (socket
 
 /** The first fd serves on the app's own server, when it has one; every other fd gets a server
  *  that hands its requests and upgrades to the same handlers. */
-function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener): net.Server {
-  if (app.kind === 'server' && index === 0) {
+function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener, tls: ServeOptions['tls']): net.Server {
+  const secure = tls?.listeners[index] ? tls.material : null;
+  if (app.kind === 'server' && index === 0 && !secure) {
     app.server.on('request', dispatch);
     return app.server;
   }
-  const server = http.createServer(dispatch);
+  // A TLS listener gets an https server of the unit's own: the worker terminates TLS, and the app
+  // sees what Node's https gives it (req.socket.encrypted, getPeerCertificate()).
+  const server = secure ? (require('node:https') as typeof import('node:https')).createServer(secureContextOptions(secure), dispatch)
+    : http.createServer(dispatch);
   if (app.kind === 'server') server.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
   return server;
 }
@@ -121,7 +128,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   };
 
   return {
-    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener), opts, onConnection)),
+    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener, opts.tls), opts, onConnection)),
     stats() {
       let inFlight = 0;
       let oldestMs: number | null = null;

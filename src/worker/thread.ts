@@ -3,6 +3,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ConfigSnapshot } from '../config/compile';
+import type { TlsMaterial } from '../config/tls';
 import { assertNever, type WorkerSpec } from '../ipc/messages';
 import { createLogger } from '../log/logger';
 import type { ServingStats } from './serve';
@@ -11,7 +12,7 @@ import { appMetricsHere, type AppMetrics } from './app-metrics';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections, type Unit } from './unit';
 
 /** `snapshot`: the config to take the worker's hooks from (see listenToMaster in main.ts). */
-export interface ThreadData { readonly spec: WorkerSpec; readonly index: number; readonly snapshot: ConfigSnapshot | null }
+export interface ThreadData { readonly spec: WorkerSpec; readonly index: number; readonly snapshot: ConfigSnapshot | null; readonly tls: TlsMaterial | null }
 
 export type FromThread =
   | { readonly type: 'ready'; readonly shape: string }
@@ -33,7 +34,7 @@ export type ToThread =
 
 async function run(): Promise<void> {
   const port = parentPort!;
-  const { spec, index, snapshot } = workerData as ThreadData;
+  const { spec, index, snapshot, tls } = workerData as ThreadData;
   const post = (msg: FromThread) => port.postMessage(msg);
   const log = createLogger({ target: spec.config.errorLog, level: spec.config.logLevel });
   const relistens = answeredInOrder<{ fd: number }>((i) => post({ type: 'relisten', index: i }));
@@ -50,7 +51,7 @@ async function run(): Promise<void> {
   });
   try {
     unit = await startUnit({
-      spec, fds: spec.fds[index]!, spareFds: spec.spareFds?.[index] ?? [], log, hooks: await readWorkerHooks(spec.workerHooks, snapshot, log),
+      spec, tls, fds: spec.fds[index]!, spareFds: spec.spareFds?.[index] ?? [], log, hooks: await readWorkerHooks(spec.workerHooks, snapshot, log),
       relisten: relistens.ask,
       onRecycle: (requests) => post({ type: 'recycle', requests }),
     });

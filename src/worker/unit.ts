@@ -13,9 +13,12 @@ import { createServing, type ListenTarget, type Serving, type ServingStats } fro
 import { createUnitMetrics, type UnitReport } from './unit-metrics';
 import type { ResponseDone } from './responses';
 import type { Statsd } from '../log/statsd';
+import type { TlsMaterial } from '../config/tls';
 
 export interface UnitDeps {
   readonly spec: WorkerSpec;
+  /** What the TLS listeners (spec.tls) serve with. */
+  readonly tls: TlsMaterial | null;
   /** This unit's copy of every listener, in order. */
   readonly fds: readonly number[];
   /** More copies of those fds, to accept on as well (one list per copy, one fd per listener). */
@@ -116,6 +119,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
     responseDone,
+    tls: deps.tls ? { material: deps.tls, listeners: spec.tls } : null,
     hooks: {
       preRequest: hooks.preRequest ? (req) => runHook(hooks.preRequest, 'preRequest', [me, req], hookOpts) : null,
       postRequest: hooks.postRequest ? (req, res) => void runHook(hooks.postRequest, 'postRequest', [me, req, res], hookOpts) : null,

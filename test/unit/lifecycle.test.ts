@@ -92,7 +92,7 @@ test('the event stream tells subscribers in order, waits for promises, and survi
 /** A master over fake workers: every worker reports ready at once unless `failBoot` says not. */
 function master(opts: { readConfig?: () => Promise<Loaded>; failBoot?: (req: SpawnRequest) => boolean; also?: Subscriber } = {}) {
   const resolved = resolveLayers({ cli: { app: { value: 'app.js', flag: 'APP' }, workers: { value: '2', flag: '--workers' }, errorLog: { value: '/dev/null', flag: '--error-logfile' } }, env: {}, file: null });
-  const loaded: Loaded = { ...resolved, file: null, durationsMs: durationsMs(resolved.config), snapshot: null };
+  const loaded: Loaded = { ...resolved, file: null, durationsMs: durationsMs(resolved.config), snapshot: null, tls: null };
   let now = 0;
   const events: LifecycleEvent[] = [];
   const loop = createLoop();

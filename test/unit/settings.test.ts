@@ -80,7 +80,7 @@ test('durations become milliseconds once: every duration setting of the table, a
 test('a worker is told its durations in milliseconds and what its worker class implies', () => {
   const setup = (argv: string[]) => {
     const { config, origins } = layers({ cli: cli(...argv) });
-    return workerSetupFor({ config, origins, file: null, durationsMs: durationsMs(config), snapshot: null }).workerConfig;
+    return workerSetupFor({ config, durationsMs: durationsMs(config), snapshot: null }).workerConfig;
   };
   const async = setup(['--keep-alive', '2', '--worker-connections', '50', '--graceful-timeout', '1m']);
   assert.is(async.keepAliveMs, 2000);
@@ -94,7 +94,7 @@ test('a worker is told its durations in milliseconds and what its worker class i
 test('observability: metrics on with a status listener or control socket; statsd named as gunicorn would', () => {
   const setup = (...argv: string[]) => {
     const { config, origins } = layers({ cli: cli(...argv) });
-    return workerSetupFor({ config, origins, file: null, durationsMs: durationsMs(config), snapshot: null }).workerConfig;
+    return workerSetupFor({ config, durationsMs: durationsMs(config), snapshot: null }).workerConfig;
   };
   assert.is(setup().metrics, false);
   assert.is(setup().statsd, null);

@@ -1,0 +1,93 @@
+/** TLS served by the workers (issue 12, first part): certificates made with openssl for the test,
+ *  https on a TCP bind with certfile, http:// binds and Unix sockets plain beside it, and bad TLS
+ *  input refused at start with exit 78 naming the file. */
+
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import https from 'node:https';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ROOT, runForkd, startForkd, tempDir } from '../helpers/forkd';
+import { request } from '../helpers/http';
+
+const hello = join(ROOT, 'examples', 'hello.js');
+
+/** A self-signed certificate for localhost and 127.0.0.1, valid `days` days (negative: expired). */
+function certificate(dir: string, name: string, days = 30): { cert: string; key: string } {
+  const cert = join(dir, `${name}.pem`);
+  const key = join(dir, `${name}.key`);
+  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
+    '-subj', `/CN=${name}`, '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'];
+  if (days > 0) {
+    execFileSync('openssl', [...args, '-days', String(days)], { stdio: 'ignore' });
+  } else {
+    // Expired on the spot: OpenSSL 3.0 sets no past dates, but a certificate valid 0 days ends as it begins.
+    const csr = join(dir, `${name}.csr`);
+    execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`], { stdio: 'ignore' });
+    execFileSync('openssl', ['x509', '-req', '-in', csr, '-signkey', key, '-out', cert, '-days', '0'], { stdio: 'ignore' });
+  }
+  return { cert, key };
+}
+
+function httpsGet(url: string, ca: string): Promise<{ status: number; body: string; protocol: string }> {
+  return new Promise((ok, fail) => {
+    const req = https.get(url, { ca, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => ok({ status: res.statusCode ?? 0, body, protocol: (res.socket as import('node:tls').TLSSocket).getProtocol?.() ?? '' }));
+    });
+    req.on('error', fail);
+  });
+}
+
+test('with certfile, a TCP bind serves TLS from the workers; http:// and unix: binds stay plain', async () => {
+  const dir = tempDir();
+  const { cert, key } = certificate(dir.path, 'server');
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '-b', 'http://127.0.0.1:0', '-b', `unix:${join(dir.path, 'app.sock')}`,
+    '--certfile', cert, '--keyfile', key, hello]);
+  try {
+    const urls = [...f.output().matchAll(/Listening at: (\S+)/g)].map((m) => m[1]!);
+    assert.ok(urls[0]!.startsWith('https://127.0.0.1:'), urls.join(' '));
+    assert.ok(urls[1]!.startsWith('http://127.0.0.1:'), urls.join(' '));
+    const r = await httpsGet(`${urls[0]}/`, execFileSync('cat', [cert], { encoding: 'utf8' }));
+    assert.is(r.status, 200);
+    assert.match(r.body, /^Hello from forkd worker \d+/);
+    assert.match(r.protocol, /^TLSv1\.[23]$/);
+    assert.is((await request(`${urls[1]}/`)).status, 200, 'the http:// bind is plain');
+    assert.match(f.output(), /TLS certificate: CN=server, serial [0-9A-F]+, SHA-256 [0-9A-F:]+, valid until /);
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('bad TLS input is refused at start with exit 78, naming the file and what is wrong', async () => {
+  const dir = tempDir();
+  try {
+    const a = certificate(dir.path, 'a');
+    const b = certificate(dir.path, 'b');
+    const old = certificate(dir.path, 'old', -1);
+    const junk = join(dir.path, 'junk.pem');
+    writeFileSync(junk, 'not a certificate\n');
+    const cases: Array<[string[], RegExp]> = [
+      [['--certfile', a.cert, '--keyfile', b.key], /keyfile \S+b\.key is not the key of certfile \S+a\.pem/],
+      [['--certfile', join(dir.path, 'none.pem'), '--keyfile', a.key], /certfile \S+none\.pem: cannot read it \(ENOENT\)/],
+      [['--certfile', junk, '--keyfile', a.key], /certfile \S+junk\.pem: not a PEM file/],
+      [['--certfile', old.cert, '--keyfile', old.key], /certfile \S+old\.pem expired on \d{4}-\d\d-\d\dT/],
+      [['--certfile', a.cert], /keyfile is missing: TLS needs both certfile and keyfile/],
+      [['--certfile', a.cert, '--keyfile', a.key, '--cert-reqs', 'required'], /certReqs required needs caCerts/],
+      [['--certfile', a.cert, '--keyfile', a.key, '--tls-min-version', 'TLSv1.1'], /tlsMinVersion/],
+    ];
+    for (const [args, said] of cases) {
+      const r = await runForkd(['-b', '127.0.0.1:0', ...args, hello]);
+      assert.is(r.code, 78, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stdout + r.stderr, said);
+    }
+  } finally {
+    dir.remove();
+  }
+});
+
+test.run();
