@@ -56,7 +56,7 @@ export function parseBind(input: string): BindSpec | string {
   if (!/^\d+$/.test(portText)) return `the port ${JSON.stringify(portText)} is not a number`;
   const port = Number(portText);
   if (port > 65535) return `the port ${port} is out of range 0-65535`;
-  return { kind: 'tcp', host, port, scheme: schemed ? schemed[1] as 'http' | 'https' : null };
+  return schemed ? { kind: 'tcp', host, port, scheme: schemed[1] as 'http' | 'https' } : { kind: 'tcp', host, port };
 }
 
 /** Whether the listener bound as `bind` serves TLS: a TCP one written https://, or one written
