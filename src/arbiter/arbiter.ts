@@ -64,6 +64,8 @@ export interface ArbiterDeps {
 }
 
 const BALANCE_EVERY_MS = 100;
+/** A certificate pair that does not hold together is read again after this long (one file of two written). */
+const CERT_RETRY_MS = 1000;
 
 export class Arbiter {
   readonly #deps: ArbiterDeps;
@@ -115,7 +117,8 @@ export class Arbiter {
 
     this.#subscribe();
     const stopping = new Promise<void>((ok) => { this.#stopArrived = ok; });
-    this.#watchers = createWatchers(log, (why) => deps.loop.push(() => this.#reloader.run(why)));
+    this.#watchers = createWatchers(log, (why) => deps.loop.push(() => this.#reloader.run(why)),
+      (why) => deps.loop.push(() => this.#rotateCertificates(why)));
     this.#reloader = new Reloader(this.#ctx, {
       readConfig: deps.readConfig, cwdFor: (l) => this.#cwdFor(l), watchers: this.#watchers, startPidfile: loaded.config.pid, stopping,
     });
@@ -161,6 +164,29 @@ export class Arbiter {
       const timer = setTimeout(done, 1000);
       process.send!({ type: 'totals', totals: this.#totals.toJSON() } satisfies FromSuccessor, undefined, {}, () => { clearTimeout(timer); done(); });
     });
+  }
+
+  /** The certificate or key file changed: read the pair again and give it to every serving unit
+   *  (setSecureContext: new handshakes get it, no worker restarts, no connection drops). A pair
+   *  that does not hold together (written one file at a time) is tried once more a moment later;
+   *  then the old certificate serves on, and one line says why. */
+  #rotateCertificates(why: string, retried = false): void {
+    const { log } = this.#deps;
+    const { readTls } = require('../config/tls') as typeof import('../config/tls');
+    let read;
+    try {
+      read = readTls(this.#generations.config);
+    } catch (err) {
+      if (!retried) { setTimeout(() => this.#deps.loop.push(() => this.#rotateCertificates(why, true)), CERT_RETRY_MS); return; }
+      log.error(`TLS certificates not rotated (${why}): ${(err as Error).message}; serving on with the ones before`, { event: 'tls.rotateFailed' });
+      return;
+    }
+    if (!read) return;
+    this.#generations.setTls(read.material);
+    this.#pool.send({ type: 'tls', material: read.material });
+    const f = read.facts;
+    log.info(`TLS certificate rotated (${why}): ${f.subject}, serial ${f.serial}, SHA-256 ${f.fingerprint256}, valid until ${f.notAfter.toISOString()}`,
+      { event: 'tls.rotated' });
   }
 
   /** What the control socket's commands need of the master (control-actions.ts). */

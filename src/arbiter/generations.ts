@@ -2,6 +2,7 @@
  *  (pending), the numbers given so far, and how the last reload ended. */
 
 import type { Identity } from '../config/identity';
+import type { TlsMaterial } from '../config/tls';
 import type { Loaded } from '../config/load';
 import type { Listener } from '../net/listeners';
 import type { Generation } from './pool';
@@ -37,6 +38,11 @@ export class Generations {
   get lastReload(): MasterStatus['lastReload'] { return this.#lastReload; }
   /** The config new workers start with; durations in it are seconds. */
   get config(): Generation['config'] { return this.#current.config; }
+  /** New certificates (a rotation): the serving generation's workers get them over IPC, and new ones start with them. */
+  setTls(material: TlsMaterial): void {
+    this.#current = { ...this.#current, worker: { ...this.#current.worker, tls: material } };
+  }
+
   get gracefulMs(): number { return this.#current.durationsMs.gracefulTimeout; }
 
   /** A generation number never used before (an abandoned reload's stragglers keep theirs). */

@@ -36,14 +36,16 @@ function debounced(fn: (why: string) => void): (why: string) => void {
   };
 }
 
-export function createWatchers(log: Logger, onChange: (why: string) => void): Watchers {
+/** `onChange`: reload; `onCertificates`: the certificate or key file changed (a rotation, no reload). */
+export function createWatchers(log: Logger, onChange: (why: string) => void, onCertificates: (why: string) => void = () => undefined): Watchers {
   const fire = debounced(onChange);
+  const fireCertificates = debounced(onCertificates);
   /** A key's entry exists from open() on; its watcher may come later, when chokidar is imported. */
   const active = new Map<string, { watcher: FSWatcher | null }>();
   let chokidar: Chokidar | Promise<Chokidar> | null = null;
 
-  const open = (key: string, paths: string, options: { ignored?: (p: string, stats?: { isFile(): boolean }) => boolean },
-    why: (p: string) => string) => {
+  const open = (key: string, paths: string | string[], options: { ignored?: (p: string, stats?: { isFile(): boolean }) => boolean },
+    why: (p: string) => string, fireWith: (why: string) => void = fire) => {
     if (active.has(key)) return;
     const entry: { watcher: FSWatcher | null } = { watcher: null };
     active.set(key, entry);
@@ -51,7 +53,7 @@ export function createWatchers(log: Logger, onChange: (why: string) => void): Wa
       if (active.get(key) !== entry) return; // closed while chokidar was being imported
       const w = watch(paths, { ignoreInitial: true, ...options });
       // A file that disappears is not a save (an editor's rename sends add/change right after).
-      w.on('all', (event, path) => { if (event !== 'unlink' && event !== 'unlinkDir') fire(why(path)); });
+      w.on('all', (event, path) => { if (event !== 'unlink' && event !== 'unlinkDir') fireWith(why(path)); });
       w.on('error', (err) => log.warning(`file watcher: ${(err as Error).message}`, { event: 'watch.error', key }));
       entry.watcher = w;
     };
@@ -73,6 +75,11 @@ export function createWatchers(log: Logger, onChange: (why: string) => void): Wa
       for (const key of active.keys()) if (key.startsWith('config:') && key !== fileKey) close(key);
       if (config.reloadOnConfigChange && configFile) open(fileKey, configFile, {}, () => `config file ${configFile} changed`);
       else close(fileKey);
+
+      const pair = config.certfile && config.keyfile ? [resolve(cwd, config.certfile), resolve(cwd, config.keyfile)] : null;
+      const certKey = `certs:${pair?.join('|')}`;
+      for (const key of active.keys()) if (key.startsWith('certs:') && key !== certKey) close(key);
+      if (pair) open(certKey, pair, {}, (p) => `${p} changed`, fireCertificates);
 
       const spec = config.app ? parseAppSpec(config.app) : null;
       const appDir = spec && typeof spec !== 'string' ? dirname(resolve(cwd, spec.module)) : null;

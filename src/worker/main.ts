@@ -99,6 +99,7 @@ interface Serving {
   /** The app's prom-client metrics (appMetrics), its threads' merged. */
   appMetrics(): Promise<AppMetrics>;
   setFairShare(n: number): void;
+  setTls(material: TlsMaterial): void;
   reopenLogs(): void;
   drain(): Promise<void>;
 }
@@ -213,6 +214,7 @@ function serveInThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, tls: 
       report: () => reports.take(),
       appMetrics: async () => mergeThreads(spec, await Promise.all(threads.map((t) => asked.ask(t, THREAD_ANSWER_MS)))),
       setFairShare: (n) => post({ type: 'balance', fairShare: n }),
+      setTls: (material) => post({ type: 'tls', material }),
       reopenLogs: () => post({ type: 'reopenLogs' }),
       drain: () => new Promise<void>((done) => { drainedAll = done; post({ type: 'drain' }); }),
     };
@@ -286,7 +288,8 @@ function listenToMaster(spec: WorkerSpec, log: Logger, relistener: ReturnType<ty
       case 'listener': if (handle) relistener.got(msg.index, handle); break;
       case 'balance': serving()?.setFairShare(msg.fairShare); break;
       case 'configSnapshot': gotSnapshot(msg.snapshot); break;
-      case 'tls': gotTls(msg.material); break;
+      // The first is what the TLS listeners start with; a later one is a rotation.
+      case 'tls': { const current = serving(); if (current) current.setTls(msg.material); else gotTls(msg.material); break; }
       case 'stackCapture': inspectorExpected.untilMs = performance.now() + msg.forMs; break;
       case 'appMetrics': {
         const current = serving();

@@ -68,6 +68,8 @@ export interface Serving {
   takeShed(): number;
   /** The master's fair share of connections for this unit: shed above it (never a pause). */
   setFairShare(connections: number): void;
+  /** New certificates for the TLS listeners: new handshakes get them; open connections keep theirs. */
+  setTls(material: TlsMaterial): void;
   /** Stop accepting, finish what is in flight, close connections; resolves when none is left. */
   drain(): Promise<void>;
 }
@@ -94,7 +96,7 @@ function configure(server: net.Server, opts: ServeOptions, onConnection: (socket
 
 /** The first fd serves on the app's own server, when it has one; every other fd gets a server
  *  that hands its requests and upgrades to the same handlers. */
-function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener, tls: ServeOptions['tls']): net.Server {
+function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener, tls: ServeOptions['tls'], secureServers: Set<net.Server>): net.Server {
   const secure = tls?.listeners[index] ? tls.material : null;
   if (app.kind === 'server' && index === 0 && !secure) {
     app.server.on('request', dispatch);
@@ -104,6 +106,7 @@ function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener
   // sees what Node's https gives it (req.socket.encrypted, getPeerCertificate()).
   const server = secure ? (require('node:https') as typeof import('node:https')).createServer(secureContextOptions(secure), dispatch)
     : http.createServer(dispatch);
+  if (secure) secureServers.add(server);
   if (app.kind === 'server') server.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
   return server;
 }
@@ -113,6 +116,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const accepting = new Accepting(sockets, opts);
   const requests = createDispatch(app, sockets, opts);
   const drain = createDrain(sockets);
+  const secureServers = new Set<net.Server>();
 
   // One 'close' listener shared by every connection (no closure or `once` wrapper per connection).
   // A connection's idle clock starts at the first reap of a drain (drain.ts), so it is not read here.
@@ -128,7 +132,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   };
 
   return {
-    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener, opts.tls), opts, onConnection)),
+    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener, opts.tls, secureServers), opts, onConnection)),
     stats() {
       let inFlight = 0;
       let oldestMs: number | null = null;
@@ -144,6 +148,9 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     },
     takeShed: () => requests.takeShed(),
     setFairShare: (connections) => requests.setFairShare(connections),
+    setTls(material) {
+      for (const s of secureServers) (s as import('node:tls').Server).setSecureContext(secureContextOptions(material));
+    },
     drain() {
       // What brings more work stops first: new connections, and keep-alive on the open ones.
       if (!drain.started) {

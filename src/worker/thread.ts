@@ -30,7 +30,8 @@ export type ToThread =
   | { readonly type: 'balance'; readonly fairShare: number }
   | { readonly type: 'reopenLogs' }
   | { readonly type: 'drain' }
-  | { readonly type: 'appMetrics'; readonly id: number };
+  | { readonly type: 'appMetrics'; readonly id: number }
+  | { readonly type: 'tls'; readonly material: TlsMaterial };
 
 async function run(): Promise<void> {
   const port = parentPort!;
@@ -44,6 +45,7 @@ async function run(): Promise<void> {
       case 'listener': relistens.answer(msg.index, { fd: msg.fd }); break;
       case 'balance': unit?.setFairShare(msg.fairShare); break;
       case 'reopenLogs': unit?.reopenLogs(); break;
+      case 'tls': unit?.setTls(msg.material); break;
       case 'appMetrics': void appMetricsHere(spec).then((a) => post({ type: 'appMetrics', id: msg.id, ...a })); break;
       case 'drain': void unit?.drain().then(() => post({ type: 'drained', report: unit?.report() ?? null })); break;
       default: assertNever(msg);

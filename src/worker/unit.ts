@@ -36,6 +36,7 @@ export interface Unit {
   /** What the unit counted since the last call (null: metrics are off). */
   report(): UnitReport | null;
   setFairShare(connections: number): void;
+  setTls(material: TlsMaterial): void;
   reopenLogs(): void;
   drain(): Promise<void>;
 }
@@ -133,6 +134,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     stats: () => serving.stats(),
     report: () => metrics?.take(serving.takeShed()) ?? null,
     setFairShare: (n) => serving.setFairShare(n),
+    setTls: (material) => serving.setTls(material),
     reopenLogs() {
       for (const [what, sink] of [['errorLog', log], ['accessLog', accessSink]] as const) {
         try { sink?.reopen(); } catch (err) {

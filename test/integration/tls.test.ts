@@ -3,12 +3,14 @@
  *  input refused at start with exit 78 naming the file. */
 
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import https from 'node:https';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ROOT, runForkd, startForkd, tempDir } from '../helpers/forkd';
+import { ROOT, runForkd, startForkd, tempDir, waitFor } from '../helpers/forkd';
 import { request } from '../helpers/http';
 
 const hello = join(ROOT, 'examples', 'hello.js');
@@ -57,6 +59,47 @@ test('with certfile, a TCP bind serves TLS from the workers; http:// and unix: b
     assert.match(r.protocol, /^TLSv1\.[23]$/);
     assert.is((await request(`${urls[1]}/`)).status, 200, 'the http:// bind is plain');
     assert.match(f.output(), /TLS certificate: CN=server, serial [0-9A-F]+, SHA-256 [0-9A-F:]+, valid until /);
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+/** The serial number of the certificate a TLS handshake with `port` gets now. */
+function servedSerial(port: number): Promise<string> {
+  return new Promise((ok, fail) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      const serial = socket.getPeerCertificate().serialNumber;
+      socket.end();
+      ok(serial);
+    });
+    socket.on('error', fail);
+  });
+}
+
+test('saving a new certificate and key over the old rotates them in every worker, which keep running', async () => {
+  const dir = tempDir();
+  const a = certificate(dir.path, 'a');
+  const b = certificate(dir.path, 'b');
+  const live = { cert: join(dir.path, 'live.pem'), key: join(dir.path, 'live.key') };
+  copyFileSync(a.cert, live.cert);
+  copyFileSync(a.key, live.key);
+  const serialOf = (pem: string) => new X509Certificate(readFileSync(pem)).serialNumber;
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--certfile', live.cert, '--keyfile', live.key, hello]);
+  try {
+    const port = Number(/Listening at: https:\/\/127\.0\.0\.1:(\d+)/.exec(f.output())![1]);
+    const workers = f.workers().sort();
+    assert.is(await servedSerial(port), serialOf(a.cert));
+    // Written one file at a time, as a deploy tool would: half-new for a moment.
+    copyFileSync(b.cert, live.cert);
+    copyFileSync(b.key, live.key);
+    await waitFor(async () => (await servedSerial(port)) === serialOf(b.cert), 'the new certificate served');
+    await f.waitForLog(new RegExp(`TLS certificate rotated \\(.*\\): CN=b, serial ${serialOf(b.cert)}`));
+    assert.equal(f.workers().sort(), workers, 'no worker was restarted');
+    // A bad pair is refused, and the one before serves on.
+    copyFileSync(a.cert, live.cert);
+    await f.waitForLog(/TLS certificates not rotated \(.*\): keyfile \S+ is not the key of certfile/, 10_000);
+    assert.is(await servedSerial(port), serialOf(b.cert));
   } finally {
     await f.kill();
     dir.remove();
