@@ -106,6 +106,48 @@ test('saving a new certificate and key over the old rotates them in every worker
   }
 });
 
+/** A CA, and a certificate it signed for `cn` (a client's). */
+function caAndClient(dir: string, cn: string): { ca: string; cert: string; key: string } {
+  const ca = certificate(dir, 'ca');
+  const key = join(dir, `${cn}.key`);
+  const csr = join(dir, `${cn}.csr`);
+  const cert = join(dir, `${cn}.pem`);
+  execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${cn}`], { stdio: 'ignore' });
+  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', '2'], { stdio: 'ignore' });
+  return { ca: ca.cert, cert, key };
+}
+
+function mtlsGet(port: number, server: string, client: { cert: string; key: string } | null): Promise<string> {
+  return new Promise((ok, fail) => {
+    const req = https.get({ host: '127.0.0.1', port, path: '/', agent: false, ca: readFileSync(server),
+      ...(client ? { cert: readFileSync(client.cert), key: readFileSync(client.key) } : {}) }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => ok(body.trim()));
+    });
+    req.on('error', fail);
+  });
+}
+
+test('mutual TLS: certReqs required refuses a client without a certificate; the app sees the one given', async () => {
+  const dir = tempDir();
+  const server = certificate(dir.path, 'server');
+  const client = caAndClient(dir.path, 'alice');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--certfile', server.cert, '--keyfile', server.key,
+    '--ca-certs', client.ca, '--cert-reqs', 'required', join(ROOT, 'test', 'fixtures', 'apps', 'peer-cert.js')]);
+  try {
+    const port = Number(/Listening at: https:\/\/127\.0\.0\.1:(\d+)/.exec(f.output())![1]);
+    assert.is(await mtlsGet(port, server.cert, client), 'tls alice');
+    let refused: Error | null = null;
+    try { await mtlsGet(port, server.cert, null); } catch (err) { refused = err as Error; }
+    assert.ok(refused, 'a client without a certificate is refused');
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test('bad TLS input is refused at start with exit 78, naming the file and what is wrong', async () => {
   const dir = tempDir();
   try {
