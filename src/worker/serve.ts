@@ -90,7 +90,9 @@ function configure(server: net.Server, opts: ServeOptions, onConnection: (socket
     // which would let a slow client hold a connection 30 s past them. Read when listening starts.
     h.connectionsCheckingInterval = checkEveryMs(opts);
   }
-  server.prependListener('connection', onConnection);
+  // A TLS server's connection is its TLSSocket, on which the response is written (what the drain
+  // and the in-flight count read): told once the handshake is done, not as the TCP socket arrives.
+  server.prependListener('setSecureContext' in server ? 'secureConnection' : 'connection', onConnection);
   return server;
 }
 

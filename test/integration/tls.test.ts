@@ -4,7 +4,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import https from 'node:https';
 import { join } from 'node:path';
@@ -142,6 +142,26 @@ test('mutual TLS: certReqs required refuses a client without a certificate; the 
     let refused: Error | null = null;
     try { await mtlsGet(port, server.cert, null); } catch (err) { refused = err as Error; }
     assert.ok(refused, 'a client without a certificate is refused');
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('TERM drains a TLS request in flight: it is answered, and the worker then stops', async () => {
+  const dir = tempDir();
+  const { cert, key } = certificate(dir.path, 'server');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, join(ROOT, 'test', 'fixtures', 'apps', 'probe.js')]);
+  try {
+    const url = /Listening at: (https:\/\/\S+)/.exec(f.output())![1]!;
+    const mark = join(dir.path, 'arrived');
+    const pending = httpsGet(`${url}/late?ms=1500&mark=${encodeURIComponent(mark)}`, readFileSync(cert, 'utf8'));
+    await waitFor(() => existsSync(mark), 'the request to reach the app');
+    f.signal('SIGTERM');
+    const r = await pending;
+    assert.is(r.status, 200);
+    assert.match(r.body, /^late done/);
+    assert.equal(await f.waitExit(), { code: 0, signal: null });
   } finally {
     await f.kill();
     dir.remove();
