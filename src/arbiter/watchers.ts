@@ -76,7 +76,8 @@ export function createWatchers(log: Logger, onChange: (why: string) => void, onC
       if (config.reloadOnConfigChange && configFile) open(fileKey, configFile, {}, () => `config file ${configFile} changed`);
       else close(fileKey);
 
-      const pair = config.certfile && config.keyfile ? [resolve(cwd, config.certfile), resolve(cwd, config.keyfile)] : null;
+      const pair = config.certfile && config.keyfile
+        ? [config.certfile, config.keyfile, ...config.sni.flatMap((e) => [e.certfile, e.keyfile])].map((p) => resolve(cwd, p)) : null;
       const certKey = `certs:${pair?.join('|')}`;
       for (const key of active.keys()) if (key.startsWith('certs:') && key !== certKey) close(key);
       if (pair) open(certKey, pair, {}, (p) => `${p} changed`, fireCertificates);

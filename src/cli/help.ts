@@ -41,7 +41,13 @@ export function renderHelp(version: string): string {
   const hooks: string[] = [];
   for (const name of SETTING_NAMES) {
     const def = settings[name];
-    if (def.fileOnly) { hooks.push(entry(name, def.doc)); continue; }
+    if (def.fileOnly && def.section === 'Hooks') { hooks.push(entry(name, def.doc)); continue; }
+    if (def.fileOnly) {
+      const list = sections.get(def.section) ?? [];
+      list.push(entry(`${name} (config file only)`, def.doc));
+      sections.set(def.section, list);
+      continue;
+    }
     if (!def.flags) continue;
     const isBool = def.parse.isBool === true;
     const long = def.flags[def.flags.length - 1]!;

@@ -2,7 +2,7 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  bindList, certReqs, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
+  bindList, certReqs, sniList, type SniEntry, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
@@ -142,6 +142,11 @@ export const settings = {
   ciphers: setting({
     section: 'TLS', flags: ['--ciphers'], metavar: 'LIST', parse: optional(text('an OpenSSL cipher list')), default: null,
     doc: 'The TLS 1.2 cipher list, in OpenSSL\'s format (Node\'s default when unset).',
+  }),
+  sni: setting({
+    section: 'TLS', fileOnly: true, parse: sniList, default: [] as SniEntry[],
+    doc: 'More certificates, chosen by the name a client asks for (SNI): a list of { servername, certfile, keyfile }; '
+      + 'a servername may start with *. for one level of subdomain. certfile and keyfile serve any other name.',
   }),
   tlsMinVersion: setting({
     section: 'TLS', flags: ['--tls-min-version'], metavar: 'VERSION', parse: oneOf(['TLSv1.2', 'TLSv1.3'] as const), default: 'TLSv1.2',

@@ -13,6 +13,8 @@ import type { Config } from './settings';
 export interface TlsMaterial {
   readonly cert: string;
   readonly key: string;
+  /** More certificates by the server name a client asks for (SNI); lower case, maybe *.name. */
+  readonly sni: ReadonlyArray<{ readonly servername: string; readonly cert: string; readonly key: string }>;
   readonly ca: string | null;
   readonly certReqs: 'none' | 'optional' | 'required';
   readonly ciphers: string | null;
@@ -39,6 +41,26 @@ function readPem(setting: string, path: string): string {
   return text;
 }
 
+/** A certificate and its key, read and checked: each PEM, the key the certificate's, not expired. */
+function readPair(certfile: string, keyfile: string, nowMs: number, what: string): { cert: string; key: string; x509: X509Certificate } {
+  const cert = readPem(`${what}certfile`, certfile);
+  const key = readPem(`${what}keyfile`, keyfile);
+  let x509: X509Certificate;
+  try { x509 = new X509Certificate(cert); } catch (err) {
+    throw new ConfigError(`${what}certfile ${certfile}: not a certificate Node can read (${(err as Error).message})`);
+  }
+  let privateKey;
+  try { privateKey = createPrivateKey(key); } catch (err) {
+    throw new ConfigError(`${what}keyfile ${keyfile}: not a private key Node can read (${(err as Error).message})`);
+  }
+  if (!x509.checkPrivateKey(privateKey)) {
+    throw new ConfigError(`${what}keyfile ${keyfile} is not the key of certfile ${certfile} (subject ${x509.subject.replace(/\n/g, ', ')})`);
+  }
+  const notAfter = new Date(x509.validTo);
+  if (notAfter.getTime() <= nowMs) throw new ConfigError(`${what}certfile ${certfile} expired on ${notAfter.toISOString()}`);
+  return { cert, key, x509 };
+}
+
 /** The TLS material of `config`, checked; null when it has no certfile. Throws ConfigError naming
  *  the file and what is wrong with it. */
 export function readTls(config: Config, nowMs = Date.now()): { material: TlsMaterial; facts: CertificateFacts } | null {
@@ -46,24 +68,15 @@ export function readTls(config: Config, nowMs = Date.now()): { material: TlsMate
   if (!config.certfile || !config.keyfile) {
     throw new ConfigError(`${config.certfile ? 'keyfile' : 'certfile'} is missing: TLS needs both certfile and keyfile`);
   }
-  const cert = readPem('certfile', config.certfile);
-  const key = readPem('keyfile', config.keyfile);
+  const { cert, key, x509 } = readPair(config.certfile, config.keyfile, nowMs, '');
   const ca = config.caCerts ? readPem('caCerts', config.caCerts) : null;
-  let x509: X509Certificate;
-  try { x509 = new X509Certificate(cert); } catch (err) {
-    throw new ConfigError(`certfile ${config.certfile}: not a certificate Node can read (${(err as Error).message})`);
-  }
-  let privateKey;
-  try { privateKey = createPrivateKey(key); } catch (err) {
-    throw new ConfigError(`keyfile ${config.keyfile}: not a private key Node can read (${(err as Error).message})`);
-  }
-  if (!x509.checkPrivateKey(privateKey)) {
-    throw new ConfigError(`keyfile ${config.keyfile} is not the key of certfile ${config.certfile} (subject ${x509.subject.replace(/\n/g, ', ')})`);
-  }
+  const sni = config.sni.map((e) => {
+    const pair = readPair(e.certfile, e.keyfile, nowMs, `sni ${e.servername}: `);
+    return { servername: e.servername, cert: pair.cert, key: pair.key };
+  });
   const notAfter = new Date(x509.validTo);
-  if (notAfter.getTime() <= nowMs) throw new ConfigError(`certfile ${config.certfile} expired on ${notAfter.toISOString()}`);
   if (config.certReqs !== 'none' && !ca) throw new ConfigError(`certReqs ${config.certReqs} needs caCerts, the CAs that client certificates are checked against`);
-  const material: TlsMaterial = { cert, key, ca, certReqs: config.certReqs, ciphers: config.ciphers, minVersion: config.tlsMinVersion };
+  const material: TlsMaterial = { cert, key, sni, ca, certReqs: config.certReqs, ciphers: config.ciphers, minVersion: config.tlsMinVersion };
   try { createSecureContext(secureContextOptions(material)); } catch (err) {
     throw new ConfigError(`TLS settings refused by OpenSSL: ${(err as Error).message}${config.ciphers ? ` (ciphers ${JSON.stringify(config.ciphers)})` : ''}`);
   }
@@ -73,10 +86,24 @@ export function readTls(config: Config, nowMs = Date.now()): { material: TlsMate
   };
 }
 
-/** The options Node's tls (and https) server takes for `m`. */
+/** The options Node's tls (and https) server takes for `m`, but SNI (sniContexts). */
 export function secureContextOptions(m: TlsMaterial): import('node:tls').SecureContextOptions & import('node:tls').TlsOptions {
   return {
-    cert: m.cert, key: m.key, ...(m.ca ? { ca: m.ca } : {}), ...(m.ciphers ? { ciphers: m.ciphers } : {}), minVersion: m.minVersion,
+    ...(m.ca ? { ca: m.ca } : {}), ...(m.ciphers ? { ciphers: m.ciphers } : {}), minVersion: m.minVersion, cert: m.cert, key: m.key,
     requestCert: m.certReqs !== 'none', rejectUnauthorized: m.certReqs === 'required',
   };
+}
+
+/** SNI's secure contexts by server name, made where they are used (a context does not cross IPC). */
+export function sniContexts(m: TlsMaterial): Map<string, import('node:tls').SecureContext> {
+  if (m.sni.length === 0) return new Map();
+  const { createSecureContext: make } = require('node:tls') as typeof import('node:tls');
+  const base = secureContextOptions(m);
+  return new Map(m.sni.map((e) => [e.servername, make({ ...base, cert: e.cert, key: e.key })]));
+}
+
+/** The context for the name a client asked for: its own, or its parent's *.name; none: the default. */
+export function sniLookup(contexts: ReadonlyMap<string, import('node:tls').SecureContext>, servername: string): import('node:tls').SecureContext | undefined {
+  const name = servername.toLowerCase();
+  return contexts.get(name) ?? contexts.get(`*.${name.slice(name.indexOf('.') + 1)}`);
 }

@@ -157,6 +157,23 @@ function bindsParser(allowEmpty: boolean): Parser<string[]> {
     return out;
   }, { repeats: true });
 }
+export interface SniEntry { readonly servername: string; readonly certfile: string; readonly keyfile: string }
+
+/** SNI certificates: a list of { servername, certfile, keyfile } (a config file's). */
+export const sniList: Parser<SniEntry[]> = parser('a list of { servername, certfile, keyfile }', (input) => {
+  const allowed = 'a list of { servername, certfile, keyfile }';
+  if (!Array.isArray(input)) throw new Invalid(allowed);
+  return input.map((e: unknown, i) => {
+    const o = e as Partial<Record<keyof SniEntry, unknown>> | null;
+    const ok = o && typeof o === 'object' && [o.servername, o.certfile, o.keyfile].every((v) => typeof v === 'string' && v.length > 0);
+    if (!ok) throw new Invalid(allowed, `entry ${i + 1} is not one`);
+    if (!/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(o!.servername as string)) {
+      throw new Invalid(allowed, `entry ${i + 1}: ${JSON.stringify(o!.servername)} is not a host name (or *.name)`);
+    }
+    return { servername: (o!.servername as string).toLowerCase(), certfile: o!.certfile as string, keyfile: o!.keyfile as string };
+  });
+});
+
 /** Client certificates: gunicorn's ssl.CERT_* numbers are taken as their names. */
 export const certReqs: Parser<'none' | 'optional' | 'required'> = parser('none, optional or required (or 0, 1, 2)', (input) => {
   const byNumber = ['none', 'optional', 'required'] as const;

@@ -18,7 +18,7 @@ import { createDispatch } from './dispatch';
 import { createDrain, responseOn } from './drain';
 import type { RequestLimits } from './request-guard';
 import { ageMs, type ResponseDone } from './responses';
-import { secureContextOptions, type TlsMaterial } from '../config/tls';
+import { secureContextOptions, sniContexts, sniLookup, type TlsMaterial } from '../config/tls';
 import type { AccessFormatter } from '../log/access';
 import type { Logger } from '../log/logger';
 
@@ -98,7 +98,10 @@ function configure(server: net.Server, opts: ServeOptions, onConnection: (socket
 
 /** The first fd serves on the app's own server, when it has one; every other fd gets a server
  *  that hands its requests and upgrades to the same handlers. */
-function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener, tls: ServeOptions['tls'], secureServers: Set<net.Server>): net.Server {
+/** The unit's SNI contexts, replaced at a rotation; every TLS server of the unit looks names up here. */
+interface Sni { byName: ReadonlyMap<string, import('node:tls').SecureContext> }
+
+function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener, tls: ServeOptions['tls'], secureServers: Set<net.Server>, sni: Sni): net.Server {
   const secure = tls?.listeners[index] ? tls.material : null;
   if (app.kind === 'server' && index === 0 && !secure) {
     app.server.on('request', dispatch);
@@ -106,8 +109,9 @@ function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener
   }
   // A TLS listener gets an https server of the unit's own: the worker terminates TLS, and the app
   // sees what Node's https gives it (req.socket.encrypted, getPeerCertificate()).
-  const server = secure ? (require('node:https') as typeof import('node:https')).createServer(secureContextOptions(secure), dispatch)
-    : http.createServer(dispatch);
+  const server = secure ? (require('node:https') as typeof import('node:https')).createServer({
+    ...secureContextOptions(secure), SNICallback: (name, done) => done(null, sniLookup(sni.byName, name)),
+  }, dispatch) : http.createServer(dispatch);
   if (secure) secureServers.add(server);
   if (app.kind === 'server') server.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
   return server;
@@ -119,6 +123,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const requests = createDispatch(app, sockets, opts);
   const drain = createDrain(sockets);
   const secureServers = new Set<net.Server>();
+  const sni: Sni = { byName: opts.tls ? sniContexts(opts.tls.material) : new Map() };
 
   // One 'close' listener shared by every connection (no closure or `once` wrapper per connection).
   // A connection's idle clock starts at the first reap of a drain (drain.ts), so it is not read here.
@@ -134,7 +139,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   };
 
   return {
-    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener, opts.tls, secureServers), opts, onConnection)),
+    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener, opts.tls, secureServers, sni), opts, onConnection)),
     stats() {
       let inFlight = 0;
       let oldestMs: number | null = null;
@@ -151,6 +156,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     takeShed: () => requests.takeShed(),
     setFairShare: (connections) => requests.setFairShare(connections),
     setTls(material) {
+      sni.byName = sniContexts(material);
       for (const s of secureServers) (s as import('node:tls').Server).setSecureContext(secureContextOptions(material));
     },
     drain() {

@@ -168,6 +168,39 @@ test('TERM drains a TLS request in flight: it is answered, and the worker then s
   }
 });
 
+/** The CN of the certificate served to a client asking for `servername`. */
+function servedTo(port: number, servername: string): Promise<string> {
+  return new Promise((ok, fail) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
+      const cn = String(socket.getPeerCertificate().subject.CN);
+      socket.end();
+      ok(cn);
+    });
+    socket.on('error', fail);
+  });
+}
+
+test('SNI: a client asking for a configured name gets its certificate (exactly or by *.name), any other the default', async () => {
+  const dir = tempDir();
+  const a = certificate(dir.path, 'a');
+  const b = certificate(dir.path, 'b');
+  const c = certificate(dir.path, 'c');
+  writeFileSync(join(dir.path, 'forkd.config.json'), JSON.stringify({
+    app: hello, workers: 1, bind: '127.0.0.1:0', certfile: a.cert, keyfile: a.key,
+    sni: [{ servername: 'B.test', certfile: b.cert, keyfile: b.key }, { servername: '*.c.test', certfile: c.cert, keyfile: c.key }],
+  }));
+  const f = await startForkd([], { cwd: dir.path });
+  try {
+    const port = Number(/Listening at: https:\/\/127\.0\.0\.1:(\d+)/.exec(f.output())![1]);
+    assert.is(await servedTo(port, 'b.test'), 'b');
+    assert.is(await servedTo(port, 'www.c.test'), 'c');
+    assert.is(await servedTo(port, 'elsewhere.test'), 'a');
+  } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test('bad TLS input is refused at start with exit 78, naming the file and what is wrong', async () => {
   const dir = tempDir();
   try {
