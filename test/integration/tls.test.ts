@@ -201,6 +201,52 @@ test('SNI: a client asking for a configured name gets its certificate (exactly o
   }
 });
 
+test('10 rotations under load (new handshakes all along, and kept-alive connections): no request fails', async () => {
+  const dir = tempDir();
+  const pairs = [certificate(dir.path, 'r0'), certificate(dir.path, 'r1')];
+  const live = { cert: join(dir.path, 'live.pem'), key: join(dir.path, 'live.key') };
+  copyFileSync(pairs[0]!.cert, live.cert);
+  copyFileSync(pairs[0]!.key, live.key);
+  const serialOf = (pem: string) => new X509Certificate(readFileSync(pem)).serialNumber;
+  const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--certfile', live.cert, '--keyfile', live.key, hello]);
+  const fresh = new https.Agent({ keepAlive: false, rejectUnauthorized: false });
+  const kept = new https.Agent({ keepAlive: true, maxSockets: 4, rejectUnauthorized: false });
+  let running = true;
+  const counts = { ok: 0, failed: 0, errors: [] as string[] };
+  const client = async (agent: https.Agent, port: number) => {
+    while (running) {
+      await new Promise<void>((done) => {
+        const req = https.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          res.resume();
+          res.on('end', () => { if (res.statusCode === 200) counts.ok++; else counts.failed++; done(); });
+        });
+        req.on('error', (err) => { counts.failed++; counts.errors.push(err.message); done(); });
+      });
+    }
+  };
+  try {
+    const port = Number(/Listening at: https:\/\/127\.0\.0\.1:(\d+)/.exec(f.output())![1]);
+    const clients = [...Array.from({ length: 4 }, () => client(fresh, port)), ...Array.from({ length: 4 }, () => client(kept, port))];
+    for (let i = 1; i <= 10; i++) {
+      const next = pairs[i % 2]!;
+      copyFileSync(next.cert, live.cert);
+      copyFileSync(next.key, live.key);
+      await waitFor(async () => (await servedSerial(port)) === serialOf(next.cert), `rotation ${i} served`);
+      await waitFor(() => (f.output().match(/TLS certificate rotated/g)?.length ?? 0) >= i, `rotation ${i} logged`);
+    }
+    running = false;
+    await Promise.all(clients);
+    assert.is(counts.failed, 0, counts.errors.slice(0, 5).join('; '));
+    assert.ok(counts.ok > 100, `requests made through the rotations: ${counts.ok}`);
+  } finally {
+    running = false;
+    fresh.destroy();
+    kept.destroy();
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test('bad TLS input is refused at start with exit 78, naming the file and what is wrong', async () => {
   const dir = tempDir();
   try {
