@@ -111,9 +111,9 @@ async function stopTree(pid) {
   await sleep(200);
 }
 
-async function waitHttp(port) {
+async function waitHttp(port, scheme = 'http') {
   for (let i = 0; i < 400; i++) {
-    try { execFileSync('curl', ['-sf', '-o', '/dev/null', `http://127.0.0.1:${port}/`], { stdio: 'ignore' }); return; } catch { await sleep(25); }
+    try { execFileSync('curl', ['-ksf', '-o', '/dev/null', `${scheme}://127.0.0.1:${port}/`], { stdio: 'ignore' }); return; } catch { await sleep(25); }
   }
   throw new Error(`nothing answers on ${port}`);
 }
@@ -142,6 +142,16 @@ const SERVERS = {
     const timer = setInterval(scrape, 1000);
     return { ...s, stop: async () => { clearInterval(timer); await s.stop(); } };
   },
+  // TLS, terminated by forkd's workers, against https servers on the inherited fd (a certificate made
+  // with openssl for the run).
+  'forkd+tls': async (port) => {
+    const { cert, key } = benchCertificate();
+    return { ...(await SERVERS.forkd(port, ['--certfile', cert, '--keyfile', key])), scheme: 'https' };
+  },
+  'bare-https': async (port) => {
+    const { cert, key } = benchCertificate();
+    return { ...(await peer(port, 'bare-prefork.cjs', { CERT: cert, KEY: key })), scheme: 'https' };
+  },
   'bare-prefork': (port) => peer(port, 'bare-prefork.cjs', {}),
   'cluster-rr': (port) => peer(port, 'cluster.cjs', { NODE_CLUSTER_SCHED_POLICY: 'rr' }),
   'cluster-none': (port) => peer(port, 'cluster.cjs', { NODE_CLUSTER_SCHED_POLICY: 'none' }),
@@ -163,6 +173,21 @@ const SERVERS = {
   single: (port) => peer(port, 'single.cjs', {}, 1),
 };
 
+let certificateMade = null;
+/** A self-signed certificate for the TLS servers, made once a run, removed as the run ends. */
+function benchCertificate() {
+  if (!certificateMade) {
+    const dir = mkdtempSync(join(tmpdir(), 'forkd-bench-tls-'));
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
+      '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    certificateMade = { dir, cert, key };
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return certificateMade;
+}
+
 async function peer(port, script, env, workers = WORKERS) {
   const p = launch(NODE, [join(peers, script)], { env: { ...process.env, ...env, PORT: String(port), WORKERS: String(workers) } }, /ready on/);
   const startMs = await p.started;
@@ -171,11 +196,11 @@ async function peer(port, script, env, workers = WORKERS) {
 
 /** One wrk run: requests/s, p50/p99 (ms), errors, requests per worker, and the CPU time the
  *  server's processes (master and workers) spent per request, in microseconds. */
-function wrk(port, w, pids = []) {
+function wrk(port, w, pids = [], scheme = 'http') {
   const cpuBefore = pids.map(cpuUs);
   return new Promise((ok) => {
     const args = ['-t2', `-c${w.connections}`, `-d${DURATION}s`, '--latency', '-s', join(root, 'scripts', 'bench-workers.lua'),
-      ...(w.keepAlive ? [] : ['-H', 'Connection: close']), `http://127.0.0.1:${port}${w.path}`];
+      ...(w.keepAlive ? [] : ['-H', 'Connection: close']), `${scheme}://127.0.0.1:${port}${w.path}`];
     const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (c) => { out += c; });
@@ -241,7 +266,7 @@ try {
     process.stderr.write(`${name}: starting\n`);
     const flags = name.startsWith('forkd ') ? name.split(/\s+/).slice(1) : null;
     running[name] = { port, s: await (flags ? SERVERS.forkd(port, flags) : SERVERS[name](port)) };
-    await waitHttp(port);
+    await waitHttp(port, running[name].s.scheme);
     results[name] = { startMs: running[name].s.startMs, workloads: {} };
   }
   for (const w of WORKLOADS) {
@@ -251,9 +276,9 @@ try {
       // Each round starts with the next server: a server run right after another one measured lower
       // here (up to 15 %, whichever it was), so a fixed order would favour the first.
       for (const [name, { port }] of [...entries.slice(i % entries.length), ...entries.slice(0, i % entries.length)]) {
-        if ((name === 'forkd+accesslog' || name === 'forkd+metrics') && !['ka50', 'close'].includes(w.id)) continue;
+        if (['forkd+accesslog', 'forkd+metrics', 'forkd+tls', 'bare-https'].includes(name) && !['ka50', 'close'].includes(w.id)) continue;
         const { s } = running[name];
-        runs[name].push(await wrk(port, w, [s.master, ...s.workers()]));
+        runs[name].push(await wrk(port, w, [s.master, ...s.workers()], s.scheme));
       }
     }
     for (const [name, list] of Object.entries(runs)) {
@@ -332,6 +357,10 @@ for (const wid of ['ka50', 'close']) {
 for (const wid of ['ka50', 'close']) {
   const p = paired('forkd+metrics', wid);
   target(`${wid}: status listener on, scraped every second, ≥ 0.97 × forkd without it`, p?.median ?? null, p && p.median >= 0.97, fmt(p));
+}
+for (const wid of ['ka50', 'close']) {
+  const p = paired('forkd+tls', wid, 'rps', 'bare-https');
+  target(`${wid}: TLS, forkd ≥ 0.95 × https servers on the inherited fd`, p?.median ?? null, p && p.median >= 0.95, fmt(p));
 }
 const masterMb = results.forkd?.masterMb;
 const bareMb = results['bare-prefork']?.masterMb;
