@@ -143,6 +143,11 @@ export const settings = {
     section: 'TLS', flags: ['--ciphers'], metavar: 'LIST', parse: optional(text('an OpenSSL cipher list')), default: null,
     doc: 'The TLS 1.2 cipher list, in OpenSSL\'s format (Node\'s default when unset).',
   }),
+  http2: setting({
+    section: 'TLS', flags: ['--http2'], parse: bool, default: false,
+    doc: 'TLS listeners offer HTTP/2 (h2) beside HTTP/1.1 by ALPN, on the same port. Request-listener apps get '
+      + 'Node\'s HTTP/2 compatibility API; a stop or reload sends GOAWAY and lets open streams finish.',
+  }),
   sni: setting({
     section: 'TLS', fileOnly: true, parse: sniList, default: [] as SniEntry[],
     doc: 'More certificates, chosen by the name a client asks for (SNI): a list of { servername, certfile, keyfile }; '

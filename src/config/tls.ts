@@ -19,6 +19,8 @@ export interface TlsMaterial {
   readonly certReqs: 'none' | 'optional' | 'required';
   readonly ciphers: string | null;
   readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** Offer h2 beside http/1.1 by ALPN (the http2 setting). */
+  readonly http2: boolean;
 }
 
 /** What the log says of a certificate, so that an operator can tell which one is live. */
@@ -64,7 +66,10 @@ function readPair(certfile: string, keyfile: string, nowMs: number, what: string
 /** The TLS material of `config`, checked; null when it has no certfile. Throws ConfigError naming
  *  the file and what is wrong with it. */
 export function readTls(config: Config, nowMs = Date.now()): { material: TlsMaterial; facts: CertificateFacts } | null {
-  if (!config.certfile && !config.keyfile) return null;
+  if (!config.certfile && !config.keyfile) {
+    if (config.http2) throw new ConfigError('http2 needs certfile and keyfile: HTTP/2 is offered by ALPN on TLS listeners only (h2c, cleartext HTTP/2, is not served)');
+    return null;
+  }
   if (!config.certfile || !config.keyfile) {
     throw new ConfigError(`${config.certfile ? 'keyfile' : 'certfile'} is missing: TLS needs both certfile and keyfile`);
   }
@@ -76,7 +81,7 @@ export function readTls(config: Config, nowMs = Date.now()): { material: TlsMate
   });
   const notAfter = new Date(x509.validTo);
   if (config.certReqs !== 'none' && !ca) throw new ConfigError(`certReqs ${config.certReqs} needs caCerts, the CAs that client certificates are checked against`);
-  const material: TlsMaterial = { cert, key, sni, ca, certReqs: config.certReqs, ciphers: config.ciphers, minVersion: config.tlsMinVersion };
+  const material: TlsMaterial = { cert, key, sni, ca, certReqs: config.certReqs, ciphers: config.ciphers, minVersion: config.tlsMinVersion, http2: config.http2 };
   try { createSecureContext(secureContextOptions(material)); } catch (err) {
     throw new ConfigError(`TLS settings refused by OpenSSL: ${(err as Error).message}${config.ciphers ? ` (ciphers ${JSON.stringify(config.ciphers)})` : ''}`);
   }

@@ -2,6 +2,7 @@
  *  A format is compiled once into a list of parts; every request-derived value is escaped. */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { escapeQuoted } from './escape';
 
 export interface AccessEntry {
@@ -66,8 +67,30 @@ function query(req: IncomingMessage): string {
   return q >= 0 ? url.slice(q + 1) : '';
 }
 
+/** The connection a request came on. An h2 request's own socket is a proxy that no longer reaches
+ *  the connection once its stream has closed (when the line is written); the unit keeps the
+ *  connection on such a request as it arrives (keepSocket). */
+const kSocket = Symbol('forkd.socket');
+type Kept = IncomingMessage & { [kSocket]?: Socket };
+export function keepSocket(req: IncomingMessage, socket: Socket): void {
+  void socket.remoteAddress; // read now: Node keeps the peer's address once read, after the socket has gone too
+  (req as Kept)[kSocket] = socket;
+}
+const socketOf = (req: IncomingMessage): Socket => (req as Kept)[kSocket] ?? req.socket;
+
+/** The subject of the client's certificate (mutual TLS), as `CN=…, O=…`; undefined without one. */
+function clientSubject(req: IncomingMessage): string | undefined {
+  const socket = socketOf(req) as Socket & { getPeerCertificate?: () => { subject?: Record<string, string | string[]> } | null };
+  if (typeof socket.getPeerCertificate !== 'function') return undefined;
+  const subject = socket.getPeerCertificate()?.subject;
+  if (!subject) return undefined;
+  return Object.entries(subject).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`).join(', ');
+}
+
+const schemeOf = (req: IncomingMessage): string => ((socketOf(req) as Socket & { encrypted?: boolean }).encrypted ? 'https' : 'http');
+
 const ATOMS: Record<string, Atom> = {
-  h: (e) => e.req.socket.remoteAddress,
+  h: (e) => socketOf(e.req).remoteAddress,
   l: () => '-',
   u: (e) => basicAuthUser(e.req),
   t: (e) => clfTimeAt(e.startedAtMs),
@@ -86,13 +109,15 @@ const ATOMS: Record<string, Atom> = {
   M: (e) => Math.round(e.durationUs / 1000),
   L: (e) => (e.durationUs / 1e6).toFixed(6),
   p: () => `<${process.pid}>`,
+  S: (e) => schemeOf(e.req),
+  c: (e) => clientSubject(e.req),
 };
 export const ATOM_NAMES = Object.keys(ATOMS);
 /** Atoms whose text neither a client nor the app can choose: numbers, forkd's own text and the
  *  peer's address as the kernel gives it. They skip the escaping scan, which took a quarter of
  *  formatting a line (measured). The method and version are not among them: the app may rewrite
  *  req.method (method-override middleware does, from a header) before the line is written. */
-const TRUSTED = new Set(['h', 'l', 't', 's', 'B', 'b', 'T', 'D', 'M', 'L', 'p']);
+const TRUSTED = new Set(['h', 'l', 't', 's', 'B', 'b', 'T', 'D', 'M', 'L', 'p', 'S']);
 
 function headerValue(v: string | string[] | number | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v === undefined ? undefined : String(v);
@@ -113,7 +138,7 @@ function atomFor(name: string): Atom | null {
 
 function jsonLine(e: AccessEntry): string {
   const line = JSON.stringify({
-    time: new Date(e.startedAtMs).toISOString(), remote: e.req.socket.remoteAddress ?? null, method: e.req.method,
+    time: new Date(e.startedAtMs).toISOString(), remote: socketOf(e.req).remoteAddress ?? null, method: e.req.method,
     url: e.req.url, protocol: `HTTP/${e.req.httpVersion}`, status: e.res.statusCode, bytes: e.bytes,
     referer: header(e.req, 'referer') ?? null, user_agent: header(e.req, 'user-agent') ?? null,
     duration_ms: Math.round(e.durationUs) / 1000, pid: process.pid,

@@ -17,8 +17,8 @@ const fetchListener = (handler: FetchHandler): http.RequestListener =>
   (require('./fetch-adapter') as typeof import('./fetch-adapter')).fetchListener(handler);
 
 export type LoadedApp =
-  | { readonly kind: 'listener'; readonly listener: http.RequestListener; readonly shape: string }
-  | { readonly kind: 'server'; readonly server: net.Server; readonly shape: string };
+  | { readonly kind: 'listener'; readonly listener: http.RequestListener; readonly shape: string; readonly http1Only?: string }
+  | { readonly kind: 'server'; readonly server: net.Server; readonly shape: string; readonly http1Only?: undefined };
 
 export { AppLoadError };
 
@@ -105,7 +105,7 @@ function describe(value: unknown): string {
 const EXPECTED = 'a request listener (req, res) => …, an Express app, a Koa app (callback()), a Fastify instance, '
   + 'an http.Server, a fetch handler (request) => Response, or an object with fetch(request) (Hono)';
 
-type Shaped = { kind: 'listener'; listener: http.RequestListener; shape: string } | { kind: 'server'; server: net.Server; shape: string };
+type Shaped = { kind: 'listener'; listener: http.RequestListener; shape: string; http1Only?: string } | { kind: 'server'; server: net.Server; shape: string };
 
 /** Recognises what the export is. A one-parameter function, or an export named `fetch`, is a
  *  fetch handler; any other function is a Node request listener. */
@@ -114,6 +114,15 @@ async function shapeOf(value: unknown, exportName: string | null): Promise<Shape
   if (typeof value === 'function') {
     if (exportName === 'fetch' || value.length === 1) {
       return { kind: 'listener', listener: fetchListener(value as FetchHandler), shape: 'fetch handler' };
+    }
+    const fn = value as unknown as Record<string, unknown>;
+    if (typeof fn.handle === 'function' && typeof fn.set === 'function' && typeof fn.use === 'function' && typeof fn.engine === 'function') {
+      return {
+        kind: 'listener', listener: value as http.RequestListener, shape: 'Express app',
+        // Express (4 and 5) gives each request http.IncomingMessage's prototype, whose stream
+        // methods fail on an h2 stream (an uncaught TypeError in the worker).
+        http1Only: 'Express cannot run on Node\'s HTTP/2 compatibility API',
+      };
     }
     return { kind: 'listener', listener: value as http.RequestListener, shape: 'request listener' };
   }

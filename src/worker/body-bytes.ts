@@ -28,9 +28,12 @@ function byteLength(chunk: unknown, encoding: unknown): number {
   return chunk instanceof Uint8Array ? chunk.byteLength : 0;
 }
 
-/** Installs the counting wrappers; once per process or thread, however often it is called. */
-export function countBodyBytes(): void {
-  const proto = http.ServerResponse.prototype as unknown as Proto;
+/** Installs the counting wrappers on Node's HTTP/1.1 ServerResponse, or with `h2` on http2's
+ *  compatibility Http2ServerResponse (whose write takes the same arguments, and whose end() writes
+ *  its chunk through this.write(), so only write is wrapped there); once per process or thread,
+ *  however often it is called. */
+export function countBodyBytes(h2 = false): void {
+  const proto = (h2 ? (require('node:http2') as typeof import('node:http2')).Http2ServerResponse.prototype : http.ServerResponse.prototype) as unknown as Proto;
   if (proto[kBodyBytes] !== undefined) return;
   proto[kBodyBytes] = 0;
   const write = proto.write as (this: Counted, c: unknown, e: unknown, cb: unknown) => boolean;
@@ -39,6 +42,7 @@ export function countBodyBytes(): void {
     this[kBodyBytes] = (this[kBodyBytes] ?? 0) + byteLength(chunk, encoding);
     return write.call(this, chunk, encoding, cb);
   };
+  if (h2) return;
   proto.end = function countedEnd(this: Counted, chunk?: unknown, encoding?: unknown, cb?: unknown) {
     if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') this[kBodyBytes] = (this[kBodyBytes] ?? 0) + byteLength(chunk, encoding);
     return end.call(this, chunk, encoding, cb);

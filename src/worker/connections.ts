@@ -17,6 +17,9 @@ export interface Conn {
   lastBytesRead: number;
   /** Asked to reconnect elsewhere (Connection: close on its next response) by the balance. */
   shed: boolean;
+  /** An h2 connection's session, and the responses in flight on it (h2.ts); null: HTTP/1.1. */
+  session: import('node:http2').Http2Session | null;
+  streams: Set<import('node:http').ServerResponse> | null;
 }
 
 const CONN = Symbol('forkd.conn');
@@ -28,7 +31,7 @@ export class Connections {
   get size(): number { return this.list.length; }
 
   add(socket: Socket): void {
-    const conn: Conn = { socket, index: this.list.length, idleSinceMs: 0, lastBytesRead: -1, shed: false };
+    const conn: Conn = { socket, index: this.list.length, idleSinceMs: 0, lastBytesRead: -1, shed: false, session: null, streams: null };
     (socket as Tagged)[CONN] = conn;
     this.list.push(conn);
   }

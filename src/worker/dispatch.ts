@@ -10,7 +10,9 @@ import type http from 'node:http';
 import { accessRecorder, watchResponses } from './responses';
 import type { LoadedApp } from './app-loader';
 import type { Connections } from './connections';
+import { isH2, trackStream, windDown } from './h2';
 import { refusalFor } from './request-guard';
+import { keepSocket } from '../log/access';
 import type { ServeOptions } from './serve';
 import type { Logger } from '../log/logger';
 
@@ -51,7 +53,9 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
       recycleAsked = true;
       opts.onRecycle(requests);
     }
-    if (!keepAlive) res.shouldKeepAlive = false;
+    const h2 = isH2(req);
+    if (h2) h2Stream(req, res);
+    else if (!keepAlive) res.shouldKeepAlive = false;
     else if (toShed > 0) {
       const conn = sockets.get(req.socket);
       if (conn && !conn.shed) { conn.shed = true; toShed--; shed++; res.shouldKeepAlive = false; }
@@ -60,7 +64,7 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
     const refusal = refusalFor(req, opts.limits);
     if (refusal !== null) {
       res.statusCode = refusal[0];
-      res.setHeader('connection', 'close');
+      if (!h2) res.setHeader('connection', 'close'); // h2 has no such header; the stream ends
       res.setHeader('content-type', 'text/plain');
       res.end(`${refusal[1]}\n`);
       return;
@@ -69,6 +73,16 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
     if (pre) void pre(req).then(() => toApp(req, res));
     else toApp(req, res);
   };
+
+  /** An h2 stream is counted in flight on its session, and its session wound down (h2.ts) where an
+   *  HTTP/1.1 response would close its connection. */
+  function h2Stream(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const conn = trackStream(sockets, req, res);
+    if (!conn?.session) return;
+    if (access) keepSocket(req, conn.socket);
+    if (!keepAlive) windDown(conn.session);
+    else if (toShed > 0 && !conn.shed) { conn.shed = true; toShed--; shed++; windDown(conn.session); }
+  }
 
   return {
     listener: dispatch,
@@ -111,7 +125,7 @@ function appError(log: Logger, err: unknown, req: http.IncomingMessage, res: htt
   if (!res.headersSent) {
     res.statusCode = 500;
     res.setHeader('content-type', 'text/plain');
-    res.setHeader('connection', 'close');
+    if (!isH2(req)) res.setHeader('connection', 'close');
     res.end('Internal Server Error\n');
   } else res.destroy();
 }

@@ -10,6 +10,7 @@
 import type http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Connections } from './connections';
+import { windDown } from './h2';
 
 /** A kept-alive connection idle this long during a drain is closed: long enough that a request the
  *  client already sent has arrived (measured: closing at once failed ~1 request per connection). */
@@ -42,7 +43,8 @@ export function createDrain(sockets: Connections): Drain {
     const now = performance.now();
     for (const conn of sockets.all()) {
       const socket = conn.socket;
-      if (responseOn(socket)) continue;
+      // An h2 session winds down by itself (h2.ts), and closes its connection when its streams are done.
+      if (conn.session || responseOn(socket)) continue;
       if (socket.bytesRead !== conn.lastBytesRead) { conn.lastBytesRead = socket.bytesRead; conn.idleSinceMs = now; continue; }
       if (now - conn.idleSinceMs >= IDLE_REAP_MS) socket.destroy();
     }
@@ -54,6 +56,7 @@ export function createDrain(sockets: Connections): Drain {
       if (draining) return new Promise<void>((ok) => { const prev = drained; drained = () => { prev?.(); ok(); }; });
       draining = true;
       for (const conn of sockets.all()) {
+        if (conn.session) { windDown(conn.session); continue; }
         const res = responseOn(conn.socket);
         if (res && !res.headersSent) res.shouldKeepAlive = false;
         conn.lastBytesRead = -1;

@@ -23,7 +23,8 @@ function isHost(name: string): boolean {
 }
 
 export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal | null {
-  if (req.httpVersionMajor !== 1) return [505, 'HTTP version not supported'];
+  // An h2 stream (the http2 setting, by ALPN) is version 2; a request line saying HTTP/2.0 is not.
+  if (req.httpVersionMajor !== 1 && !('stream' in req)) return [505, 'HTTP version not supported'];
   const url = req.url ?? '';
   const method = req.method ?? '';
   if (limits.line > 0 && method.length + url.length + 10 > limits.line) {

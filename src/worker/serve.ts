@@ -12,12 +12,14 @@ import http from 'node:http';
 import type net from 'node:net';
 import type { Socket } from 'node:net';
 import { Accepting } from './accepting';
+import { countBodyBytes } from './body-bytes';
 import { Connections } from './connections';
 import type { LoadedApp } from './app-loader';
 import { createDispatch } from './dispatch';
 import { createDrain, responseOn } from './drain';
 import type { RequestLimits } from './request-guard';
 import { ageMs, type ResponseDone } from './responses';
+import { createH2Server, trackSessions } from './h2';
 import { secureContextOptions, sniContexts, sniLookup, type TlsMaterial } from '../config/tls';
 import type { AccessFormatter } from '../log/access';
 import type { Logger } from '../log/logger';
@@ -81,7 +83,7 @@ function checkEveryMs(opts: ServeOptions): number {
 
 /** Gives an http server the unit's timeouts, and the unit its connections. */
 function configure(server: net.Server, opts: ServeOptions, onConnection: (socket: Socket) => void): net.Server {
-  if ('keepAliveTimeout' in server) { // http.Server, https.Server
+  if ('headersTimeout' in server) { // http.Server, https.Server, and http2's serving HTTP/1.1 too
     const h = server as http.Server & { connectionsCheckingInterval: number };
     h.keepAliveTimeout = opts.keepAliveMs;
     h.requestTimeout = opts.requestTimeoutMs;
@@ -107,12 +109,15 @@ function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener
     app.server.on('request', dispatch);
     return app.server;
   }
-  // A TLS listener gets an https server of the unit's own: the worker terminates TLS, and the app
-  // sees what Node's https gives it (req.socket.encrypted, getPeerCertificate()).
-  const server = secure ? (require('node:https') as typeof import('node:https')).createServer({
-    ...secureContextOptions(secure), SNICallback: (name, done) => done(null, sniLookup(sni.byName, name)),
-  }, dispatch) : http.createServer(dispatch);
-  if (secure) secureServers.add(server);
+  // A TLS listener gets an https server of the unit's own (an http2 one offering h2 and http/1.1,
+  // with http2): the worker terminates TLS, and the app sees what Node's https gives it
+  // (req.socket.encrypted, getPeerCertificate()).
+  let server: net.Server;
+  if (secure) {
+    const options = { ...secureContextOptions(secure), SNICallback: (name: string, done: (err: Error | null, ctx?: import('node:tls').SecureContext) => void) => done(null, sniLookup(sni.byName, name)) };
+    server = secure.http2 ? createH2Server(options, dispatch) : (require('node:https') as typeof import('node:https')).createServer(options, dispatch);
+    secureServers.add(server);
+  } else server = http.createServer(dispatch);
   if (app.kind === 'server') server.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
   return server;
 }
@@ -124,6 +129,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const drain = createDrain(sockets);
   const secureServers = new Set<net.Server>();
   const sni: Sni = { byName: opts.tls ? sniContexts(opts.tls.material) : new Map() };
+  if (opts.accessLog && opts.tls?.material.http2) countBodyBytes(true);
 
   // One 'close' listener shared by every connection (no closure or `once` wrapper per connection).
   // A connection's idle clock starts at the first reap of a drain (drain.ts), so it is not read here.
@@ -139,17 +145,24 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   };
 
   return {
-    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => configure(serverFor(app, i, requests.listener, opts.tls, secureServers, sni), opts, onConnection)),
+    listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => {
+      const server = configure(serverFor(app, i, requests.listener, opts.tls, secureServers, sni), opts, onConnection);
+      if (opts.tls?.listeners[i] && opts.tls.material.http2) trackSessions(server, sockets, opts.keepAliveMs, () => drain.started);
+      return server;
+    }),
     stats() {
       let inFlight = 0;
       let oldestMs: number | null = null;
       const now = performance.now();
-      for (const conn of sockets.all()) {
-        const res = responseOn(conn.socket);
-        if (!res) continue;
+      const count = (res: http.ServerResponse) => {
         inFlight++;
         const age = ageMs(res, now);
         if (age !== null && (oldestMs === null || age > oldestMs)) oldestMs = age;
+      };
+      for (const conn of sockets.all()) {
+        if (conn.streams) { for (const res of conn.streams) count(res); continue; }
+        const res = responseOn(conn.socket);
+        if (res) count(res);
       }
       return { inFlight, requests: requests.count(), connections: sockets.size, oldestMs };
     },

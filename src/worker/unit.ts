@@ -8,7 +8,7 @@ import type { WorkerSpec } from '../ipc/messages';
 import { compileAccessFormat } from '../log/access';
 import { openLineSink } from '../log/line-sink';
 import type { Logger } from '../log/logger';
-import { loadApp, type AppLoadResult } from './app-loader';
+import { loadApp, type AppLoadResult, type LoadedApp } from './app-loader';
 import { createServing, type ListenTarget, type Serving, type ServingStats } from './serve';
 import { createUnitMetrics, type UnitReport } from './unit-metrics';
 import type { ResponseDone } from './responses';
@@ -120,7 +120,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
     responseDone,
-    tls: deps.tls ? { material: deps.tls, listeners: spec.tls } : null,
+    tls: deps.tls ? { material: tlsFor(loaded.app, deps.tls, log), listeners: spec.tls } : null,
     hooks: {
       preRequest: hooks.preRequest ? (req) => runHook(hooks.preRequest, 'preRequest', [me, req], hookOpts) : null,
       postRequest: hooks.postRequest ? (req, res) => void runHook(hooks.postRequest, 'postRequest', [me, req, res], hookOpts) : null,
@@ -149,4 +149,12 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
       await statsd?.close();
     },
   };
+}
+
+/** The TLS material as the app can be served with it: HTTP/1.1 only (no h2 offered by ALPN, said
+ *  once per unit) for an app that cannot run on Node's HTTP/2 compatibility API. */
+function tlsFor(app: LoadedApp, material: TlsMaterial, log: Logger): TlsMaterial {
+  if (!material.http2 || !app.http1Only) return material;
+  log.warning(`http2 is on, but ${app.http1Only}: the TLS listeners offer HTTP/1.1 only to this ${app.shape}`, { event: 'app.http1Only' });
+  return { ...material, http2: false };
 }

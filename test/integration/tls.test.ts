@@ -12,25 +12,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROOT, runForkd, startForkd, tempDir, waitFor } from '../helpers/forkd';
 import { request } from '../helpers/http';
+import { caAndClient, certificate } from '../helpers/tls';
 
 const hello = join(ROOT, 'examples', 'hello.js');
-
-/** A self-signed certificate for localhost and 127.0.0.1, valid `days` days (negative: expired). */
-function certificate(dir: string, name: string, days = 30): { cert: string; key: string } {
-  const cert = join(dir, `${name}.pem`);
-  const key = join(dir, `${name}.key`);
-  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
-    '-subj', `/CN=${name}`, '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'];
-  if (days > 0) {
-    execFileSync('openssl', [...args, '-days', String(days)], { stdio: 'ignore' });
-  } else {
-    // Expired on the spot: OpenSSL 3.0 sets no past dates, but a certificate valid 0 days ends as it begins.
-    const csr = join(dir, `${name}.csr`);
-    execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`], { stdio: 'ignore' });
-    execFileSync('openssl', ['x509', '-req', '-in', csr, '-signkey', key, '-out', cert, '-days', '0'], { stdio: 'ignore' });
-  }
-  return { cert, key };
-}
 
 function httpsGet(url: string, ca: string): Promise<{ status: number; body: string; protocol: string }> {
   return new Promise((ok, fail) => {
@@ -106,17 +90,6 @@ test('saving a new certificate and key over the old rotates them in every worker
   }
 });
 
-/** A CA, and a certificate it signed for `cn` (a client's). */
-function caAndClient(dir: string, cn: string): { ca: string; cert: string; key: string } {
-  const ca = certificate(dir, 'ca');
-  const key = join(dir, `${cn}.key`);
-  const csr = join(dir, `${cn}.csr`);
-  const cert = join(dir, `${cn}.pem`);
-  execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${cn}`], { stdio: 'ignore' });
-  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', '2'], { stdio: 'ignore' });
-  return { ca: ca.cert, cert, key };
-}
-
 function mtlsGet(port: number, server: string, client: { cert: string; key: string } | null): Promise<string> {
   return new Promise((ok, fail) => {
     const req = https.get({ host: '127.0.0.1', port, path: '/', agent: false, ca: readFileSync(server),
@@ -130,15 +103,20 @@ function mtlsGet(port: number, server: string, client: { cert: string; key: stri
   });
 }
 
-test('mutual TLS: certReqs required refuses a client without a certificate; the app sees the one given', async () => {
+test('mutual TLS: certReqs required refuses a client without a certificate; the app and the access log see the one given', async () => {
   const dir = tempDir();
   const server = certificate(dir.path, 'server');
   const client = caAndClient(dir.path, 'alice');
-  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--certfile', server.cert, '--keyfile', server.key,
-    '--ca-certs', client.ca, '--cert-reqs', 'required', join(ROOT, 'test', 'fixtures', 'apps', 'peer-cert.js')]);
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-b', 'http://127.0.0.1:0', '--certfile', server.cert, '--keyfile', server.key,
+    '--ca-certs', client.ca, '--cert-reqs', 'required', '--access-logfile', '-', '--access-logformat', '%(U)s %(S)s "%(c)s"',
+    join(ROOT, 'test', 'fixtures', 'apps', 'peer-cert.js')]);
   try {
     const port = Number(/Listening at: https:\/\/127\.0\.0\.1:(\d+)/.exec(f.output())![1]);
+    const plain = /Listening at: (http:\S+)/.exec(f.output())![1]!;
     assert.is(await mtlsGet(port, server.cert, client), 'tls alice');
+    await request(`${plain}/plain`);
+    await waitFor(() => /^\/plain http "-"$/m.test(f.stdout()), 'the plain request logged');
+    assert.match(f.stdout(), /^\/ https "CN=alice"$/m);
     let refused: Error | null = null;
     try { await mtlsGet(port, server.cert, null); } catch (err) { refused = err as Error; }
     assert.ok(refused, 'a client without a certificate is refused');
