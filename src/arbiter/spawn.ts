@@ -9,8 +9,7 @@ import type { Config } from '../config/settings';
 import { WORKER_SPEC_ENV } from '../env-names';
 import type { ToWorker, WorkerConfig, WorkerSpec } from '../ipc/messages';
 import type { WorkerSetup } from './worker-config';
-import type { Listener } from '../net/listeners';
-import { servesTls } from '../net/address';
+import { listenerServesTls, type Listener } from '../net/listeners';
 import { WorkerHandle } from './worker-handle';
 
 /** The worker entry, as the inspector names it (see stack-capture.ts). */
@@ -91,7 +90,7 @@ export const spawnWorker: SpawnWorker = (req) => {
     spareFds: Array.from({ length: threads }, (_, t) => Array.from({ length: copies - 1 }, (__, c) => req.listeners.map((___, i) => fdOf(t, c + 1, i)))),
     beatIntervalMs: req.beatIntervalMs, config: req.workerConfig, name: req.name,
     workerHooks: req.workerHooks, identity: req.identity,
-    tls: req.listeners.map((l) => req.tls !== null && servesTls(l.bind, req.config.certfile)),
+    tls: req.listeners.map((l) => req.tls !== null && listenerServesTls(l, req.config.certfile)),
   };
   const child = spawn(process.execPath, [...req.config.nodeArgs, WORKER_SCRIPT], {
     ...startAs(spec.identity),

@@ -18,8 +18,7 @@ import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import { createLogger, type Logger } from '../log/logger';
 import { activatedSockets, predecessorSockets } from '../net/inherited';
-import { BindError, openListeners, type Listener } from '../net/listeners';
-import { servesTls } from '../net/address';
+import { BindError, listenerServesTls, openListeners, type Listener } from '../net/listeners';
 import { EXPIRY_WARNING_DAYS } from '../config/tls';
 import { systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import { createNotifier, type Notifier } from '../systemd/notify';
@@ -83,7 +82,9 @@ async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, 
     const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default',
       { owner, reusePort: loaded.config.reusePort });
     for (const l of listeners) {
-      const url = loaded.tls && servesTls(l.bind, loaded.config.certfile) ? l.url.replace(/^http:/, 'https:') : l.url;
+      // A socket given as an fd is named by its fd: the log says it serves TLS.
+      const tls = loaded.tls !== null && listenerServesTls(l, loaded.config.certfile);
+      const url = !tls ? l.url : l.url.startsWith('http:') ? l.url.replace(/^http:/, 'https:') : `${l.url} (TLS)`;
       log.info(`Listening at: ${url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
     }
     if (loaded.tls) {

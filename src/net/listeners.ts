@@ -10,7 +10,7 @@ import { fstatSync, lchownSync, lstatSync, unlinkSync } from 'node:fs';
 import net, { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
-import { describeBind, parseBind, type BindSpec } from './address';
+import { describeBind, parseBind, servesTls, type BindSpec } from './address';
 import { BindError, createServerHandle, fail, lazyHandle, portOf, UV_TCP_REUSEPORT } from './handles';
 
 export { BindError } from './handles';
@@ -33,6 +33,16 @@ export interface Listener {
   /** The socket as a handle Node can send to a worker over IPC (to accept again after a pause). */
   handle(): object;
   close(): void;
+}
+
+/** Whether `l` serves TLS, with a certificate configured (`certfile`): a TCP bind by its scheme
+ *  (servesTls); a socket given as an fd (fd://N, systemd) when it is a TCP one, as gunicorn wraps
+ *  every socket; never a Unix socket (a local proxy in front terminates TLS). */
+export function listenerServesTls(l: Listener, certfile: string | null): boolean {
+  const written = parseBind(l.bind);
+  if (typeof written !== 'string' && written.kind === 'tcp') return servesTls(l.bind, certfile);
+  if (certfile === null) return false;
+  return l.spec.kind === 'tcp' || (l.spec.kind !== 'unix' && l.handle().constructor?.name === 'TCP');
 }
 
 /** How this master binds the sockets it creates (never applied to one it was given). */

@@ -118,7 +118,7 @@ async function shapeOf(value: unknown, exportName: string | null): Promise<Shape
     const fn = value as unknown as Record<string, unknown>;
     if (typeof fn.handle === 'function' && typeof fn.set === 'function' && typeof fn.use === 'function' && typeof fn.engine === 'function') {
       return {
-        kind: 'listener', listener: value as http.RequestListener, shape: 'Express app',
+        kind: 'listener', listener: value as http.RequestListener, shape: 'request listener',
         // Express (4 and 5) gives each request http.IncomingMessage's prototype, whose stream
         // methods fail on an h2 stream (an uncaught TypeError in the worker).
         http1Only: 'Express cannot run on Node\'s HTTP/2 compatibility API',

@@ -155,6 +155,6 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
  *  once per unit) for an app that cannot run on Node's HTTP/2 compatibility API. */
 function tlsFor(app: LoadedApp, material: TlsMaterial, log: Logger): TlsMaterial {
   if (!material.http2 || !app.http1Only) return material;
-  log.warning(`http2 is on, but ${app.http1Only}: the TLS listeners offer HTTP/1.1 only to this ${app.shape}`, { event: 'app.http1Only' });
+  log.warning(`http2 is on, but ${app.http1Only}: its TLS listeners offer HTTP/1.1 only`, { event: 'app.http1Only' });
   return { ...material, http2: false };
 }

@@ -1,11 +1,13 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, BIN, childrenOf, cleanEnv, publicInstall, runForkd, startForkd, tempDir, waitFor } from '../helpers/forkd';
 import { freePort, request, requestUnix } from '../helpers/http';
 import { listenForNotify } from '../helpers/notify';
+import { certificate } from '../helpers/tls';
 
 const probe = join(APPS, 'probe.js');
 
@@ -78,6 +80,30 @@ async function endActivated(a: { child: ChildProcess }): Promise<void> {
   for (const k of kids) { try { process.kill(k, 'SIGKILL'); } catch { /* gone */ } }
   await waitFor(() => a.child.exitCode !== null || a.child.signalCode !== null, 'forkd to exit');
 }
+
+test('socket activation with certfile: a TCP socket systemd passed (fd://NAME) serves TLS, a Unix one stays plain', async () => {
+  const dir = tempDir();
+  const port = await freePort();
+  const sock = join(dir.path, 'web.sock');
+  const { cert, key } = certificate(dir.path, 'server');
+  const a = activated(['-l', `127.0.0.1:${port}`, '-l', sock, '--fdname=https:local'],
+    ['-w', '1', '-b', 'fd://https', '-b', 'fd://local', '--certfile', cert, '--keyfile', key, probe]);
+  try {
+    await waitFor(() => a.output().includes(`Listening on 127.0.0.1:${port}`), 'systemd-socket-activate to listen');
+    const body = await new Promise<string>((ok, fail) => {
+      https.get({ host: '127.0.0.1', port, path: '/', ca: readFileSync(cert), agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => { text += c; }).on('end', () => ok(`${res.statusCode} ${text}`));
+      }).on('error', fail);
+    });
+    assert.match(body, /^200 /);
+    assert.is((await requestUnix(sock)).status, 200, 'the Unix socket is plain');
+    assert.match(a.output(), `Listening at: https://127.0.0.1:${port} (${a.child.pid}), from systemd socket https`);
+  } finally {
+    await endActivated(a);
+    dir.remove();
+  }
+});
 
 test('socket activation: forkd serves the sockets systemd passed, by name and by address', async () => {
   const dir = tempDir();

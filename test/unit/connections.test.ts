@@ -37,7 +37,7 @@ test('a record starts unseen by the drain and unshed', () => {
   const held = new Connections();
   const s = new Socket();
   held.add(s);
-  assert.equal({ ...held.get(s)!, socket: null }, { socket: null, index: 0, idleSinceMs: 0, lastBytesRead: -1, shed: false });
+  assert.equal({ ...held.get(s)!, socket: null }, { socket: null, index: 0, idleSinceMs: 0, lastBytesRead: -1, shed: false, session: null, streams: null });
 });
 
 test.run();
