@@ -80,8 +80,8 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
     const conn = trackStream(sockets, req, res);
     if (!conn?.session) return;
     if (access) keepSocket(req, conn.socket);
-    if (!keepAlive) windDown(conn.session);
-    else if (toShed > 0 && !conn.shed) { conn.shed = true; toShed--; shed++; windDown(conn.session); }
+    if (!keepAlive) windDown(conn);
+    else if (toShed > 0 && !conn.shed) { conn.shed = true; toShed--; shed++; windDown(conn); }
   }
 
   return {
@@ -122,10 +122,13 @@ function guarded(listener: http.RequestListener, log: Logger): http.RequestListe
 
 function appError(log: Logger, err: unknown, req: http.IncomingMessage, res: http.ServerResponse): void {
   log.error('app error', { event: 'app.error', method: req.method, url: req.url, error: err });
-  if (!res.headersSent) {
-    res.statusCode = 500;
-    res.setHeader('content-type', 'text/plain');
-    if (!isH2(req)) res.setHeader('connection', 'close');
-    res.end('Internal Server Error\n');
-  } else res.destroy();
+  if (res.headersSent) { res.destroy(); return; }
+  if (isH2(req)) {
+    // Node's h2 takes a connection header (transfer-encoding, keep-alive…) in setHeader and throws
+    // only when the headers go out: what the app had set may be why it failed. None of it is sent.
+    for (const name of res.getHeaderNames()) res.removeHeader(name);
+  } else res.setHeader('connection', 'close');
+  res.statusCode = 500;
+  res.setHeader('content-type', 'text/plain');
+  try { res.end('Internal Server Error\n'); } catch { res.destroy(); }
 }

@@ -43,7 +43,7 @@ export function createDrain(sockets: Connections): Drain {
     const now = performance.now();
     for (const conn of sockets.all()) {
       const socket = conn.socket;
-      // An h2 session winds down by itself (h2.ts), and closes its connection when its streams are done.
+      // An h2 session winds down by itself (h2.ts windDown, which says why it is not reaped here).
       if (conn.session || responseOn(socket)) continue;
       if (socket.bytesRead !== conn.lastBytesRead) { conn.lastBytesRead = socket.bytesRead; conn.idleSinceMs = now; continue; }
       if (now - conn.idleSinceMs >= IDLE_REAP_MS) socket.destroy();
@@ -56,7 +56,7 @@ export function createDrain(sockets: Connections): Drain {
       if (draining) return new Promise<void>((ok) => { const prev = drained; drained = () => { prev?.(); ok(); }; });
       draining = true;
       for (const conn of sockets.all()) {
-        if (conn.session) { windDown(conn.session); continue; }
+        if (conn.session) { windDown(conn); continue; }
         const res = responseOn(conn.socket);
         if (res && !res.headersSent) res.shouldKeepAlive = false;
         conn.lastBytesRead = -1;

@@ -39,7 +39,7 @@ function toRequest(req: IncomingMessage, signal: AbortSignal): Request {
 
 /** Headers of a connection, not of a response: h2 has none of them (RFC 9113 §8.2.2), and Node's
  *  h2 refuses them. */
-const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
 
 async function writeResponse(response: Response, res: ServerResponse, h2: boolean): Promise<void> {
   res.statusCode = response.status;

@@ -32,11 +32,14 @@ export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal
   }
   if (url === '*' && method !== 'OPTIONS') return [400, 'the request target * is only for OPTIONS'];
   const raw = req.rawHeaders;
-  if (limits.fields > 0 && raw.length / 2 > limits.fields) {
+  // An h2 request's raw headers start with its pseudo-headers (:method, :path…), which are no fields.
+  let first = 0;
+  while (first < raw.length && raw[first]!.charCodeAt(0) === 0x3a) first += 2;
+  if (limits.fields > 0 && (raw.length - first) / 2 > limits.fields) {
     return [431, `more than ${limits.fields} header fields (limitRequestFields)`];
   }
   let hosts = 0;
-  for (let i = 0; i < raw.length; i += 2) {
+  for (let i = first; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.length === 4 && isHost(name)) hosts++;
     if (limits.fieldSize > 0 && name.length + raw[i + 1]!.length + 4 > limits.fieldSize) {

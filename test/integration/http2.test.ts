@@ -5,6 +5,7 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -107,6 +108,37 @@ test('HUP three times and recycling by maxRequests, under h2 load (16 sessions, 
     assert.is(f.output().match(/Handling signal: HUP/g)?.length, 3);
     assert.match(f.output(), /max requests/i);
   } finally {
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('h2 edges: an app error over a connection header answers 500 and the worker serves on; a cancelled HEAD stream leaves the session to its keep-alive', async () => {
+  const dir = tempDir();
+  const { cert, key } = certificate(dir.path, 'server');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, '--http2',
+    '--keep-alive', '1', join(APPS, 'probe.js')]);
+  const session = http2.connect(httpsUrl(f.output()), { ca: readFileSync(cert, 'utf8') });
+  session.on('error', () => undefined);
+  try {
+    const url = httpsUrl(f.output());
+    const worker = f.workers()[0];
+    const te = await run('curl', ['-sS', '--cacert', cert, '--http2', '-o', '/dev/null', '-w', '%{http_code}', `${url}/te`]).done;
+    assert.is(te.stdout, '500', te.stderr);
+    const after = await run('curl', ['-sS', '--cacert', cert, '--http2', `${url}/`]).done;
+    assert.is(after.stdout, `ok ${worker}\n`, 'the same worker serves on');
+    // HEAD, cancelled before the app answers: once its stream is gone the session is idle, and
+    // keep-alive (1 s) sends GOAWAY.
+    const goaway = new Promise<number>((ok) => session.once('goaway', () => ok(performance.now())));
+    const head = session.request({ ':method': 'HEAD', ':path': '/late?ms=1500' });
+    head.on('error', () => undefined);
+    await new Promise((ok) => setTimeout(ok, 200));
+    head.close(http2.constants.NGHTTP2_CANCEL);
+    const cancelledAt = performance.now();
+    const at = await Promise.race([goaway, new Promise<number>((ok) => setTimeout(() => ok(-1), 6000))]);
+    assert.ok(at > 0 && at - cancelledAt < 4000, `GOAWAY ${at < 0 ? 'never came' : `came ${Math.round(at - cancelledAt)} ms after the cancel`}`);
+  } finally {
+    session.destroy();
     await f.kill();
     dir.remove();
   }
