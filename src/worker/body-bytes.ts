@@ -37,12 +37,12 @@ export function countBodyBytes(h2 = false): void {
   if (proto[kBodyBytes] !== undefined) return;
   proto[kBodyBytes] = 0;
   const write = proto.write as (this: Counted, c: unknown, e: unknown, cb: unknown) => boolean;
-  const end = proto.end as (this: Counted, c: unknown, e: unknown, cb: unknown) => unknown;
   proto.write = function countedWrite(this: Counted, chunk: unknown, encoding?: unknown, cb?: unknown) {
     this[kBodyBytes] = (this[kBodyBytes] ?? 0) + byteLength(chunk, encoding);
     return write.call(this, chunk, encoding, cb);
   };
   if (h2) return;
+  const end = proto.end as (this: Counted, c: unknown, e: unknown, cb: unknown) => unknown;
   proto.end = function countedEnd(this: Counted, chunk?: unknown, encoding?: unknown, cb?: unknown) {
     if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') this[kBodyBytes] = (this[kBodyBytes] ?? 0) + byteLength(chunk, encoding);
     return end.call(this, chunk, encoding, cb);

@@ -4,6 +4,7 @@
 
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
+import { isH2 } from './h2';
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 
@@ -75,7 +76,7 @@ export function fetchListener(handler: FetchHandler): RequestListener {
         if (!(response instanceof Response)) {
           throw new TypeError(`the fetch handler returned ${response === undefined ? 'undefined' : typeof response}, not a Response`);
         }
-        return writeResponse(response, res, req.httpVersionMajor === 2);
+        return writeResponse(response, res, isH2(req));
       });
   };
 }

@@ -49,17 +49,19 @@ test('with certfile, a TCP bind serves TLS from the workers; http:// and unix: b
   }
 });
 
-/** The serial number of the certificate a TLS handshake with `port` gets now. */
-function servedSerial(port: number): Promise<string> {
+/** The certificate a new TLS handshake with `port` gets now (asking for `servername`, when given). */
+function servedCertificate(port: number, servername?: string): Promise<import('node:tls').PeerCertificate> {
   return new Promise((ok, fail) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
-      const serial = socket.getPeerCertificate().serialNumber;
+    const socket = tlsConnect({ host: '127.0.0.1', port, ...(servername ? { servername } : {}), rejectUnauthorized: false }, () => {
+      const cert = socket.getPeerCertificate();
       socket.end();
-      ok(serial);
+      ok(cert);
     });
     socket.on('error', fail);
   });
 }
+const servedSerial = async (port: number) => (await servedCertificate(port)).serialNumber;
+const servedTo = async (port: number, servername: string) => String((await servedCertificate(port, servername)).subject.CN);
 
 test('saving a new certificate and key over the old rotates them in every worker, which keep running', async () => {
   const dir = tempDir();
@@ -147,17 +149,6 @@ test('TERM drains a TLS request in flight: it is answered, and the worker then s
 });
 
 /** The CN of the certificate served to a client asking for `servername`. */
-function servedTo(port: number, servername: string): Promise<string> {
-  return new Promise((ok, fail) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
-      const cn = String(socket.getPeerCertificate().subject.CN);
-      socket.end();
-      ok(cn);
-    });
-    socket.on('error', fail);
-  });
-}
-
 test('SNI: a client asking for a configured name gets its certificate (exactly or by *.name), any other the default', async () => {
   const dir = tempDir();
   const a = certificate(dir.path, 'a');
