@@ -5,6 +5,7 @@
  *  upgrade.ts hands over to a successor, watchers.ts turns file saves into reloads; what happens is
  *  emitted as lifecycle events (events.ts), which the log, the hooks and systemd follow. */
 
+import { logCertificate, readTls } from '../config/tls';
 import { resolve } from 'node:path';
 import type { MasterInfo } from '../config/hooks';
 import type { Identity } from '../config/identity';
@@ -172,7 +173,6 @@ export class Arbiter {
    *  then the old certificate serves on, and one line says why. */
   #rotateCertificates(why: string, retried = false): void {
     const { log } = this.#deps;
-    const { readTls } = require('../config/tls') as typeof import('../config/tls');
     let read;
     try {
       read = readTls(this.#generations.config);
@@ -184,9 +184,7 @@ export class Arbiter {
     if (!read) return;
     this.#generations.setTls(read.material);
     this.#pool.send({ type: 'tls', material: read.material });
-    const f = read.facts;
-    log.info(`TLS certificate rotated (${why}): ${f.subject}, serial ${f.serial}, SHA-256 ${f.fingerprint256}, valid until ${f.notAfter.toISOString()}`,
-      { event: 'tls.rotated' });
+    logCertificate(log, `TLS certificate rotated (${why})`, read.facts, this.#generations.config.certfile!, 'tls.rotated');
   }
 
   /** What the control socket's commands need of the master (control-actions.ts). */

@@ -5,6 +5,7 @@
  *  for during start-up runs once the first workers serve. Events: reload.begun (the onReload hook
  *  is awaited), then reload.done or reload.failed, unless a stop cut it short. */
 
+import { logCertificate } from '../config/tls';
 import { ConfigError } from '../config/errors';
 import type { Loaded } from '../config/load';
 import type { Identity } from '../config/identity';
@@ -170,6 +171,7 @@ export class Reloader {
       log.error(`cannot open errorLog ${loaded.config.errorLog}: ${(err as Error).message}; logging on where it was`);
     }
     if (loaded.config.pid !== this.#deps.startPidfile) log.warning('a changed pid takes effect at the next start', { event: 'reload.pid' });
+    if (loaded.tls) logCertificate(log, 'TLS certificate', loaded.tls.facts, loaded.config.certfile!, 'reload.certificate');
     process.title = `forkd: master [${gen.name}]`;
     this.#deps.watchers.update(gen.config, gen.configFile, gen.cwd);
     this.#ctx.fill();

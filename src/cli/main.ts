@@ -19,7 +19,7 @@ import { ExitCode } from '../exit-codes';
 import { createLogger, type Logger } from '../log/logger';
 import { activatedSockets, predecessorSockets } from '../net/inherited';
 import { BindError, listenerServesTls, openListeners, type Listener } from '../net/listeners';
-import { EXPIRY_WARNING_DAYS } from '../config/tls';
+import { logCertificate } from '../config/tls';
 import { systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import { createNotifier, type Notifier } from '../systemd/notify';
 import { isTypeScriptFile, typeScriptTools } from '../typescript-files';
@@ -87,13 +87,7 @@ async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, 
       const url = !tls ? l.url : l.url.startsWith('http:') ? l.url.replace(/^http:/, 'https:') : `${l.url} (TLS)`;
       log.info(`Listening at: ${url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
     }
-    if (loaded.tls) {
-      const { facts } = loaded.tls;
-      log.info(`TLS certificate: ${facts.subject}, serial ${facts.serial}, SHA-256 ${facts.fingerprint256}, valid until ${facts.notAfter.toISOString()}`,
-        { event: 'master.certificate' });
-      const daysLeft = (facts.notAfter.getTime() - Date.now()) / 86_400_000;
-      if (daysLeft < EXPIRY_WARNING_DAYS) log.warning(`TLS certificate ${loaded.config.certfile} expires in ${daysLeft.toFixed(1)} days`, { event: 'master.certificateExpiring' });
-    }
+    if (loaded.tls) logCertificate(log, 'TLS certificate', loaded.tls.facts, loaded.config.certfile!, 'master.certificate');
     return listeners;
   } catch (err) {
     if (!(err instanceof BindError)) throw err;

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { ConfigError } from './errors';
 import type { Config } from './settings';
+import type { Logger } from '../log/logger';
 
 export interface TlsMaterial {
   readonly cert: string;
@@ -31,8 +32,16 @@ export interface CertificateFacts {
   readonly notAfter: Date;
 }
 
-/** A certificate this close to its end is warned about at start and at each reload. */
+/** A certificate this close to its end is warned about at start, at each reload and each rotation. */
 export const EXPIRY_WARNING_DAYS = 14;
+
+/** Says which certificate is live (`what`: "TLS certificate", or the rotation's words), and warns
+ *  when it ends within EXPIRY_WARNING_DAYS: at start, at each reload, at each rotation. */
+export function logCertificate(log: Logger, what: string, facts: CertificateFacts, certfile: string, event: string, nowMs = Date.now()): void {
+  log.info(`${what}: ${facts.subject}, serial ${facts.serial}, SHA-256 ${facts.fingerprint256}, valid until ${facts.notAfter.toISOString()}`, { event });
+  const daysLeft = (facts.notAfter.getTime() - nowMs) / 86_400_000;
+  if (daysLeft < EXPIRY_WARNING_DAYS) log.warning(`TLS certificate ${certfile} expires in ${daysLeft.toFixed(1)} days`, { event: 'tls.expiring' });
+}
 
 function readPem(setting: string, path: string): string {
   let text: string;

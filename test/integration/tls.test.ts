@@ -86,6 +86,11 @@ test('saving a new certificate and key over the old rotates them in every worker
     copyFileSync(a.cert, live.cert);
     await f.waitForLog(/TLS certificates not rotated \(.*\): keyfile \S+ is not the key of certfile/, 10_000);
     assert.is(await servedSerial(port), serialOf(b.cert));
+    // A HUP reads the files again: the bad pair fails the reload, and the service is as it was.
+    f.signal('SIGHUP');
+    await f.waitForLog(/Reload failed: .*keyfile \S+ is not the key of certfile/);
+    assert.equal(f.workers().sort(), workers, 'the workers serve on');
+    assert.is(await servedSerial(port), serialOf(b.cert));
   } finally {
     await f.kill();
     dir.remove();
@@ -211,6 +216,21 @@ test('10 rotations under load (new handshakes all along, and kept-alive connecti
     running = false;
     fresh.destroy();
     kept.destroy();
+    await f.kill();
+    dir.remove();
+  }
+});
+
+test('a certificate ending within 14 days is warned about at start and at each reload, and a reload logs the live one', async () => {
+  const dir = tempDir();
+  const { cert, key } = certificate(dir.path, 'short', 5);
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, hello]);
+  try {
+    assert.match(f.output(), new RegExp(`WARNING\\] TLS certificate ${cert} expires in [45]\\.\\d days`));
+    f.signal('SIGHUP');
+    await waitFor(() => (f.output().match(/TLS certificate: CN=short, serial/g) ?? []).length === 2, 'the certificate logged at the reload');
+    await waitFor(() => (f.output().match(/TLS certificate \S+ expires in/g) ?? []).length === 2, 'the warning at the reload');
+  } finally {
     await f.kill();
     dir.remove();
   }
