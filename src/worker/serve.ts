@@ -98,11 +98,11 @@ function configure(server: net.Server, opts: ServeOptions, onConnection: (socket
   return server;
 }
 
-/** The first fd serves on the app's own server, when it has one; every other fd gets a server
- *  that hands its requests and upgrades to the same handlers. */
 /** The unit's SNI contexts, replaced at a rotation; every TLS server of the unit looks names up here. */
 interface Sni { byName: ReadonlyMap<string, import('node:tls').SecureContext> }
 
+/** The first fd serves on the app's own server, when it has one (and the listener is plain); every
+ *  other fd gets a server that hands its requests and upgrades to the same handlers. */
 function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener, tls: ServeOptions['tls'], secureServers: Set<net.Server>, sni: Sni): net.Server {
   const secure = tls?.listeners[index] ? tls.material : null;
   if (app.kind === 'server' && index === 0 && !secure) {
