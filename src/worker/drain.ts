@@ -1,6 +1,6 @@
 /** Owns a serving unit's graceful drain, once it has stopped accepting: the responses in flight
  *  are told to close their connections, connections left idle are reaped, and the drain ends when
- *  the unit's Connections is empty.
+ *  the unit's Connections is empty, TLS handshakes under way included.
  *
  *  Why the drain is not server.close(): Node 20's http close() also destroys every keep-alive
  *  connection idle at that instant, and under load the client's next request is usually already on
@@ -35,8 +35,10 @@ export function createDrain(sockets: Connections): Drain {
   let drained: (() => void) | null = null;
 
   const maybeDone = () => {
-    if (draining && sockets.size === 0 && drained) { const d = drained; drained = null; d(); }
+    if (draining && sockets.size === 0 && sockets.handshaking.size === 0 && drained) { const d = drained; drained = null; d(); }
   };
+  /** Each handshake the drain has looked at: its bytes read then, and since when they stand. */
+  const quietHandshakes = new WeakMap<Socket, { bytes: number; sinceMs: number }>();
   // A connection's idle clock starts at the first reap (lastBytesRead -1 never matches), so that
   // one accepted during the drain gets its IDLE_REAP_MS too.
   const reap = () => {
@@ -47,6 +49,13 @@ export function createDrain(sockets: Connections): Drain {
       if (conn.session || responseOn(socket)) continue;
       if (socket.bytesRead !== conn.lastBytesRead) { conn.lastBytesRead = socket.bytesRead; conn.idleSinceMs = now; continue; }
       if (now - conn.idleSinceMs >= IDLE_REAP_MS) socket.destroy();
+    }
+    // A TLS handshake is waited for while its client sends; one silent as long (a TCP check that
+    // never says hello) goes as an idle connection does.
+    for (const raw of sockets.handshaking) {
+      const seen = quietHandshakes.get(raw);
+      if (!seen || raw.bytesRead !== seen.bytes) quietHandshakes.set(raw, { bytes: raw.bytesRead, sinceMs: now });
+      else if (now - seen.sinceMs >= IDLE_REAP_MS) raw.destroy();
     }
   };
 

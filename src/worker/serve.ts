@@ -82,7 +82,7 @@ function checkEveryMs(opts: ServeOptions): number {
 }
 
 /** Gives an http server the unit's timeouts, and the unit its connections. */
-function configure(server: net.Server, opts: ServeOptions, onConnection: (socket: Socket) => void): net.Server {
+function configure(server: net.Server, opts: ServeOptions, sockets: Connections, onConnection: (socket: Socket) => void, onHandshakeOver: (this: Socket) => void): net.Server {
   if ('headersTimeout' in server) { // http.Server, https.Server, and http2's serving HTTP/1.1 too
     const h = server as http.Server & { connectionsCheckingInterval: number };
     h.keepAliveTimeout = opts.keepAliveMs;
@@ -92,9 +92,21 @@ function configure(server: net.Server, opts: ServeOptions, onConnection: (socket
     // which would let a slow client hold a connection 30 s past them. Read when listening starts.
     h.connectionsCheckingInterval = checkEveryMs(opts);
   }
+  if (!('setSecureContext' in server)) {
+    server.prependListener('connection', onConnection);
+    return server;
+  }
   // A TLS server's connection is its TLSSocket, on which the response is written (what the drain
-  // and the in-flight count read): told once the handshake is done, not as the TCP socket arrives.
-  server.prependListener('setSecureContext' in server ? 'secureConnection' : 'connection', onConnection);
+  // and the in-flight count read): held once the handshake is done. Until then its TCP socket is
+  // held as handshaking, so that a drain waits for it (a unit that left cut the handshake).
+  server.prependListener('connection', (raw: Socket) => {
+    sockets.handshaking.add(raw);
+    raw.on('close', onHandshakeOver);
+  });
+  server.prependListener('secureConnection', (socket: Socket) => {
+    sockets.handshaking.delete((socket as Socket & { _parent: Socket })._parent);
+    onConnection(socket);
+  });
   return server;
 }
 
@@ -138,6 +150,10 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     accepting.connectionClosed();
     drain.connectionClosed();
   }
+  // A TLS connection's TCP socket closes after its handshake failed, or once the connection is over.
+  function onHandshakeOver(this: Socket): void {
+    if (sockets.handshaking.delete(this)) drain.connectionClosed();
+  }
   const onConnection = (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', onSocketClose);
@@ -146,7 +162,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
 
   return {
     listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => {
-      const server = configure(serverFor(app, i, requests.listener, opts.tls, secureServers, sni), opts, onConnection);
+      const server = configure(serverFor(app, i, requests.listener, opts.tls, secureServers, sni), opts, sockets, onConnection, onHandshakeOver);
       if (opts.tls?.listeners[i] && opts.tls.material.http2) trackSessions(server, sockets, opts.keepAliveMs, () => drain.started);
       return server;
     }),

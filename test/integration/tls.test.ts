@@ -7,6 +7,7 @@ import { X509Certificate } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import https from 'node:https';
+import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -153,7 +154,36 @@ test('TERM drains a TLS request in flight: it is answered, and the worker then s
   }
 });
 
-/** The CN of the certificate served to a client asking for `servername`. */
+test('a TLS handshake under way at TERM is waited for and served; a TCP connection that never says hello does not hold the stop', async () => {
+  const dir = tempDir();
+  const { cert, key } = certificate(dir.path, 'server');
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, '--graceful-timeout', '30', hello]);
+  const early = new net.Socket();
+  const silent = new net.Socket();
+  try {
+    const port = Number(/Listening at: https:\/\/127\.0\.0\.1:(\d+)/.exec(f.output())![1]);
+    const worker = f.workers()[0]!;
+    for (const s of [early, silent]) await new Promise<void>((ok, fail) => { s.once('error', fail); s.connect(port, '127.0.0.1', ok); });
+    // Accepted by the worker (its process holds them), not only queued by the kernel.
+    await waitFor(() => (execFileSync('ss', ['-tnpH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' })
+      .match(new RegExp(`pid=${worker},`, 'g')) ?? []).length === 2, 'the worker to accept both connections');
+    f.signal('SIGTERM');
+    const body = await new Promise<string>((ok, fail) => {
+      https.get({ path: '/', createConnection: () => tlsConnect({ socket: early, ca: readFileSync(cert), servername: 'localhost' }) }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => { text += c; }).on('end', () => ok(`${res.statusCode} ${text}`));
+      }).on('error', fail);
+    });
+    assert.match(body, /^200 Hello from forkd worker/);
+    assert.equal(await f.waitExit(10_000), { code: 0, signal: null }, 'stopped well before gracefulTimeout (30 s)');
+  } finally {
+    early.destroy();
+    silent.destroy();
+    await f.kill();
+    dir.remove();
+  }
+});
+
 test('SNI: a client asking for a configured name gets its certificate (exactly or by *.name), any other the default', async () => {
   const dir = tempDir();
   const a = certificate(dir.path, 'a');
