@@ -1,7 +1,10 @@
 /** Owns the checks a request passes before the app sees it, beyond Node's own parser: gunicorn's
- *  request limits, and the RFC 9112 rules Node's parser lets through (a second Host header, an
- *  HTTP major version other than 1, `*` outside OPTIONS). A refused request gets a 4xx/505 and
- *  `Connection: close`, and never reaches the app. */
+ *  request limits, and the RFC 9110/9112 rules Node's parser lets through: an HTTP major version
+ *  other than 1, `*` outside OPTIONS, a second field of a kind Node keeps only the first of (Host,
+ *  Content-Type…), a name with `_` that means a framing field to a server mapping `_` to `-`,
+ *  Transfer-Encoding in HTTP/1.0, and (once the body ends) a trailer field that may not be one. A
+ *  refused request gets a 4xx/505 and `Connection: close`, and never reaches the app; a forbidden
+ *  trailer fails the body the app is reading, as a malformed chunk does. */
 
 import type { IncomingMessage } from 'node:http';
 
@@ -22,6 +25,20 @@ function isHost(name: string): boolean {
     && (name.charCodeAt(2) | 0x20) === 0x73 && (name.charCodeAt(3) | 0x20) === 0x74;
 }
 
+/** Fields a request has at most one of (RFC 9110 §5.3) and of which Node keeps only the first:
+ *  a proxy that keeps the last would disagree with the app about what was sent. */
+const SINGLE = ['host', 'content-type', 'content-length', 'authorization', 'proxy-authorization', 'from', 'referer',
+  'user-agent', 'max-forwards', 'if-modified-since', 'if-unmodified-since'];
+/** Their lengths, and transfer-encoding's (17): only a name of one of these lengths is lower-cased. */
+const LENGTHS = new Set([...SINGLE, 'transfer-encoding'].map((n) => n.length));
+/** What a name with `_` must not become when `_` is read as `-` (CGI, WSGI, PHP): a framing field or Host. */
+const NO_UNDERSCORE = new Set(['content-length', 'transfer-encoding', 'host']);
+/** Trailer fields RFC 9110 §6.5.1 forbids: framing, routing, request modifiers, authentication and
+ *  content processing, which a recipient must not take from after the body. */
+const NOT_TRAILERS = new Set(['host', 'content-length', 'transfer-encoding', 'trailer', 'te', 'content-type',
+  'content-encoding', 'content-range', 'authorization', 'proxy-authorization', 'cookie', 'expect', 'range',
+  'max-forwards', 'cache-control', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range']);
+
 export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal | null {
   // An h2 stream (the http2 setting, by ALPN) is version 2; a request line saying HTTP/2.0 is not.
   if (req.httpVersionMajor !== 1 && !('stream' in req)) return [505, 'HTTP version not supported'];
@@ -38,14 +55,53 @@ export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal
   if (limits.fields > 0 && (raw.length - first) / 2 > limits.fields) {
     return [431, `more than ${limits.fields} header fields (limitRequestFields)`];
   }
-  let hosts = 0;
+  let seen = 0; // a bit per SINGLE field
+  let chunked = false;
   for (let i = first; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (name.length === 4 && isHost(name)) hosts++;
     if (limits.fieldSize > 0 && name.length + raw[i + 1]!.length + 4 > limits.fieldSize) {
       return [431, `a header field longer than ${limits.fieldSize} bytes (limitRequestFieldSize)`];
     }
+    if (name.indexOf('_') >= 0 && NO_UNDERSCORE.has(name.toLowerCase().replace(/_/g, '-'))) {
+      return [400, `the header name ${name} reads as a framing field where _ means - (RFC 9110 §5.1)`];
+    }
+    if (!LENGTHS.has(name.length)) continue;
+    const lower = name.length === 4 && isHost(name) ? 'host' : name.toLowerCase();
+    if (lower === 'transfer-encoding') { chunked = true; continue; }
+    const bit = SINGLE.indexOf(lower);
+    if (bit < 0) continue;
+    if (seen & (1 << bit)) return [400, `more than one ${name} header (RFC 9110 §5.3)`];
+    seen |= 1 << bit;
   }
-  if (hosts > 1) return [400, 'more than one Host header'];
+  if (chunked) {
+    // RFC 9112 §6.1: Transfer-Encoding is HTTP/1.1's; in an HTTP/1.0 message the framing is faulty.
+    if (req.httpVersionMinor === 0 && !('stream' in req)) return [400, 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)'];
+    watchTrailers(req);
+  }
   return null;
+}
+
+/** Node adds a chunked body's trailer fields to the request just before its end: one RFC 9110
+ *  §6.5.1 forbids fails the request instead, as a malformed chunk does (the app's body stream
+ *  errors, the client gets a 400 when nothing was sent yet, and the connection closes). */
+function watchTrailers(req: IncomingMessage): void {
+  type Adding = IncomingMessage & { _addHeaderLines(headers: string[], n: number): void };
+  const r = req as Adding;
+  const add = r._addHeaderLines;
+  if (typeof add !== 'function') return;
+  r._addHeaderLines = function (headers, n) {
+    if (this.complete) {
+      for (let i = 0; i < n; i += 2) {
+        const name = headers[i]!;
+        if (!NOT_TRAILERS.has(name.toLowerCase())) continue;
+        const err = Object.assign(new Error(`the trailer field ${name} is forbidden (RFC 9110 §6.5.1)`), { code: 'HPE_FORBIDDEN_TRAILER' });
+        // The socket's error is Node's path for a bad request: a 400 unless the response has
+        // begun, then the connection closes. The request destroyed then never ends.
+        this.socket.emit('error', err);
+        this.destroy(err);
+        return;
+      }
+    }
+    add.call(this, headers, n);
+  };
 }
