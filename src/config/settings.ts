@@ -279,6 +279,12 @@ export const settings = {
     section: 'Security', flags: ['--limit-request-field-size'], metavar: 'BYTES', parse: integer(), default: 8190,
     doc: 'Longest header field line (name, value and line end) accepted; longer ones get 431 (0: no limit).',
   }),
+  limitRequestBody: setting({
+    section: 'Security', flags: ['--limit-request-body'], metavar: 'BYTES', parse: byteSize, default: 0,
+    doc: 'Largest request body (bytes, or a size such as 10M; 0: no limit). A larger Content-Length gets 413 and '
+      + 'Connection: close before the app runs; a chunked body that grows past it is cut (413 if nothing was '
+      + 'sent yet) and its connection closed. The app never reads more than the limit.',
+  }),
   name: setting({
     section: 'Process', flags: ['-n', '--name'], metavar: 'NAME', parse: optional(text()), default: null,
     doc: 'Name in process titles ("forkd: master [NAME]"); the app by default.',

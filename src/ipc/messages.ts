@@ -22,6 +22,7 @@ export interface WorkerConfig {
   readonly limitRequestLine: number;
   readonly limitRequestFields: number;
   readonly limitRequestFieldSize: number;
+  readonly limitRequestBody: number;
   /** How long an idle connection is kept open (0: not at all). */
   readonly keepAliveMs: number;
   readonly requestTimeoutMs: number;

@@ -61,7 +61,7 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
       if (conn && !conn.shed) { conn.shed = true; toShed--; shed++; res.shouldKeepAlive = false; }
     }
     if (record) record(res);
-    const refusal = refusalFor(req, opts.limits);
+    const refusal = refusalFor(req, res, opts.limits);
     if (refusal !== null) {
       res.statusCode = refusal[0];
       if (!h2) res.setHeader('connection', 'close'); // h2 has no such header; the stream ends

@@ -6,7 +6,8 @@
  *  refused request gets a 4xx/505 and `Connection: close`, and never reaches the app; a forbidden
  *  trailer fails the body the app is reading, as a malformed chunk does. */
 
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 
 export interface RequestLimits {
   /** Longest request line, in bytes (0: no limit). */
@@ -15,6 +16,8 @@ export interface RequestLimits {
   readonly fields: number;
   /** Longest header field line: name, ": ", value and CRLF (0: no limit). */
   readonly fieldSize: number;
+  /** Largest request body, in bytes (0: no limit). */
+  readonly body: number;
 }
 
 export type Refusal = readonly [status: number, reason: string];
@@ -39,7 +42,10 @@ const NOT_TRAILERS = new Set(['host', 'content-length', 'transfer-encoding', 'tr
   'content-encoding', 'content-range', 'authorization', 'proxy-authorization', 'cookie', 'expect', 'range',
   'max-forwards', 'cache-control', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range']);
 
-export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal | null {
+/** Why `req` is refused (its response `res` not begun), or null. A request that passes with a body
+ *  of unknown length (chunked, or h2 without Content-Length) has that body counted against the
+ *  body limit as it arrives. */
+export function refusalFor(req: IncomingMessage, res: ServerResponse, limits: RequestLimits): Refusal | null {
   // An h2 stream (the http2 setting, by ALPN) is version 2; a request line saying HTTP/2.0 is not.
   if (req.httpVersionMajor !== 1 && !('stream' in req)) return [505, 'HTTP version not supported'];
   const url = req.url ?? '';
@@ -57,6 +63,7 @@ export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal
   }
   let seen = 0; // a bit per SINGLE field
   let chunked = false;
+  let length = -1; // Content-Length
   for (let i = first; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (limits.fieldSize > 0 && name.length + raw[i + 1]!.length + 4 > limits.fieldSize) {
@@ -72,6 +79,11 @@ export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal
     if (bit < 0) continue;
     if (seen & (1 << bit)) return [400, `more than one ${name} header (RFC 9110 §5.3)`];
     seen |= 1 << bit;
+    if (lower === 'content-length') length = Number(raw[i + 1]);
+  }
+  if (limits.body > 0) {
+    if (length > limits.body) return [413, `a body of ${length} bytes, over ${limits.body} (limitRequestBody)`];
+    if (length < 0 && (chunked || 'stream' in req)) countBody(req, res, limits.body);
   }
   if (chunked) {
     // RFC 9112 §6.1: Transfer-Encoding is HTTP/1.1's; in an HTTP/1.0 message the framing is faulty.
@@ -79,6 +91,44 @@ export function refusalFor(req: IncomingMessage, limits: RequestLimits): Refusal
     watchTrailers(req);
   }
   return null;
+}
+
+/** Counts a body of unknown length as Node pushes it to the app: the chunk that would take it over
+ *  `limit` is never pushed. The client gets 413 when the response has not begun, and the
+ *  connection (an h2 stream) is closed; the app's body stream errors. */
+function countBody(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  let bytes = 0;
+  req.push = function (chunk: unknown, encoding?: BufferEncoding) {
+    if (chunk !== null && (bytes += (chunk as Buffer).length) > limit) {
+      if (!this.destroyed) overLimit(this, res, limit);
+      return false;
+    }
+    return Readable.prototype.push.call(this, chunk, encoding);
+  };
+}
+
+function overLimit(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  const err = Object.assign(new Error(`the request body is over ${limit} bytes (limitRequestBody)`), { code: 'ERR_FORKD_BODY_LIMIT', status: 413 });
+  const stream = (req as IncomingMessage & { stream?: import('node:http2').ServerHttp2Stream }).stream;
+  if (stream) {
+    // h2: the 413 ends the stream, and RST_STREAM NO_ERROR tells the client to stop sending
+    // (RFC 9113 §8.1); other streams of the session go on.
+    if (!res.headersSent) {
+      res.statusCode = 413;
+      res.end(`${err.message}\n`, () => stream.close());
+    } else stream.close();
+    req.destroy(err);
+    return;
+  }
+  const socket = req.socket;
+  const text = `${err.message}\n`;
+  if (!res.headersSent && (socket as typeof socket & { _httpMessage?: unknown })._httpMessage === res && socket.writable) {
+    // Written on the socket, and the response destroyed: what the app writes after it goes nowhere.
+    socket.write(`HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    res.statusCode = 413;
+  }
+  res.destroy();
+  req.destroy(err);
 }
 
 /** Node adds a chunked body's trailer fields to the request just before its end: one RFC 9110

@@ -112,7 +112,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     requestTimeoutMs: config.requestTimeoutMs,
     headersTimeoutMs: config.headersTimeoutMs,
     backlog: config.backlog,
-    limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize },
+    limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize, body: config.limitRequestBody },
     maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
     onRecycle: deps.onRecycle,
     maxConnections: config.workerConnections,
