@@ -111,6 +111,10 @@ function workerMetrics(registry: Registry, ctx: MasterContext): void {
     name: 'forkd_balance_closed_total', help: 'Kept-alive connections the balance asked to close, to even out the workers.', registers: [registry],
     collect() { this.reset(); this.inc(totals.all().shed); },
   });
+  new Counter({
+    name: 'forkd_proxy_protocol_refused_total', help: 'Connections closed for their PROXY protocol header: an untrusted peer, a malformed or missing header.', registers: [registry],
+    collect() { this.reset(); this.inc(totals.all().proxyRefused); },
+  });
 }
 
 /** What the master knows of its pool and its life: workers by state, the generation, exits, reloads. */

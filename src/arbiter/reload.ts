@@ -11,7 +11,7 @@ import type { Loaded } from '../config/load';
 import type { Identity } from '../config/identity';
 import { preflight } from '../config/preflight';
 import { resolveWorkerCount } from '../config/values';
-import { BindError, listenersFor, type Listener } from '../net/listeners';
+import { BindError, bindOptions, keptSocketAccess, listenersFor, logWhoCanConnect, type BindOptions, type Listener } from '../net/listeners';
 import type { MasterContext } from './context';
 import type { Generation, Pool } from './pool';
 import type { Watchers } from './watchers';
@@ -66,7 +66,7 @@ export interface ReloadDeps {
 
 const STOPPED: unique symbol = Symbol('stopped');
 type Stopped = typeof STOPPED;
-interface Opened { loaded: Loaded; identity: Identity | null; listeners: readonly Listener[]; opened: readonly Listener[] }
+interface Opened { loaded: Loaded; identity: Identity | null; listeners: readonly Listener[]; opened: readonly Listener[]; bind: BindOptions }
 
 export class Reloader {
   readonly #ctx: MasterContext;
@@ -127,7 +127,7 @@ export class Reloader {
     if (result === STOPPED) { generations.settle(gen); return { ok: false, reason: 'stopping' }; }
     if (!result.ok) { this.#abandon(gen, prev, opened.opened, before); return result; }
     const kept = new Set(opened.listeners);
-    this.#commit(gen, loaded, prev.listeners.filter((l) => !kept.has(l)));
+    this.#commit(gen, loaded, prev.listeners.filter((l) => !kept.has(l)), opened);
     return { ok: true, generation: gen.id, workers: count };
   }
 
@@ -136,7 +136,9 @@ export class Reloader {
     const read = await readConfig(this.#deps, prev, this.#orStop.bind(this));
     if (read === STOPPED || typeof read === 'string') return read;
     const { loaded, identity } = read;
-    const opening = listenersFor(loaded.config.bind, prev.listeners, { owner: identity, reusePort: loaded.config.reusePort });
+    let bind: BindOptions;
+    try { bind = bindOptions(loaded.config, identity); } catch (err) { return (err as Error).message; }
+    const opening = listenersFor(loaded.config.bind, prev.listeners, bind);
     let sockets: Awaited<typeof opening> | Stopped;
     try {
       sockets = await this.#orStop(opening);
@@ -148,7 +150,7 @@ export class Reloader {
       void opening.then((s) => { for (const l of s.opened) l.close(); }, () => undefined);
       return STOPPED;
     }
-    return { loaded, identity, listeners: sockets.listeners, opened: sockets.opened };
+    return { loaded, identity, listeners: sockets.listeners, opened: sockets.opened, bind };
   }
 
   /** `gen` becomes the generation new workers start in, and its workers start. */
@@ -162,10 +164,16 @@ export class Reloader {
   }
 
   /** Every new worker serves: retire the old generation and adopt the new config. */
-  #commit(gen: Generation, loaded: Loaded, dropped: readonly Listener[]): void {
+  #commit(gen: Generation, loaded: Loaded, dropped: readonly Listener[], opened: Opened): void {
     const { pool, generations, sockets, log } = this.#ctx;
     generations.settle(gen);
     sockets.close(dropped);
+    // Unix socket files: a kept one takes the new socketMode and socketGroup now, and the log says
+    // who can connect to each (a new one got them at its bind).
+    for (const l of opened.listeners) {
+      if (!opened.opened.includes(l)) keptSocketAccess(l, opened.bind, log);
+      else if (l.spec.kind === 'unix') logWhoCanConnect(log, l.spec.path);
+    }
     pool.stopAll(stopPlans.graceful(generations.gracefulMs), 'reloaded', (h) => h.generation < gen.id && h.state === 'replacing');
     try { log.reconfigure({ target: loaded.config.errorLog, level: loaded.config.logLevel }); } catch (err) {
       log.error(`cannot open errorLog ${loaded.config.errorLog}: ${(err as Error).message}; logging on where it was`);

@@ -36,6 +36,7 @@ export function workerSetupFor({ config, durationsMs, snapshot, tls = null }: Pi
     app: config.app, threads: config.threads, workerConnections: workerClass.workerConnections, backlog: config.backlog,
     maxRequests: config.maxRequests, maxRequestsJitter: config.maxRequestsJitter,
     limitRequestLine: config.limitRequestLine, limitRequestFields: config.limitRequestFields, limitRequestFieldSize: config.limitRequestFieldSize, limitRequestBody: config.limitRequestBody,
+    proxyProtocol: config.proxyProtocol, proxyAllowIps: config.proxyAllowIps, forwardedAllowIps: config.forwardedAllowIps,
     keepAliveMs: workerClass.keepAlive ? durationsMs.keepAlive : 0, requestTimeoutMs: durationsMs.requestTimeout,
     headersTimeoutMs: durationsMs.headersTimeout, hookTimeoutMs: durationsMs.hookTimeout, gracefulTimeoutMs: durationsMs.gracefulTimeout,
     timeoutStack: config.timeoutStack, errorLog: config.errorLog, logLevel: config.logLevel,

@@ -18,7 +18,7 @@ import { resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import { createLogger, type Logger } from '../log/logger';
 import { activatedSockets, predecessorSockets } from '../net/inherited';
-import { BindError, listenerServesTls, openListeners, type Listener } from '../net/listeners';
+import { BindError, bindOptions, listenerServesTls, logWhoCanConnect, openListeners, type Listener } from '../net/listeners';
 import { logCertificate } from '../config/tls';
 import { systemdLifecycle, type Lifecycle } from '../systemd/lifecycle';
 import { createNotifier, type Notifier } from '../systemd/notify';
@@ -79,13 +79,13 @@ function keepMasterAlive(log: Logger): void {
 async function bindAll(loaded: Loaded, log: Logger, successorOf: number | null, owner: Identity | null): Promise<Listener[] | null> {
   const given = [...activatedSockets(process.env), ...(successorOf ? predecessorSockets(process.env, successorOf) : [])];
   try {
-    const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default',
-      { owner, reusePort: loaded.config.reusePort });
+    const listeners = await openListeners(loaded.config.bind, given, loaded.origins.bind.layer !== 'default', bindOptions(loaded.config, owner));
     for (const l of listeners) {
       // A socket given as an fd is named by its fd: the log says it serves TLS.
       const tls = loaded.tls !== null && listenerServesTls(l, loaded.config.certfile);
       const url = !tls ? l.url : l.url.startsWith('http:') ? l.url.replace(/^http:/, 'https:') : `${l.url} (TLS)`;
       log.info(`Listening at: ${url} (${process.pid})${l.origin ? `, from ${l.origin}` : ''}`);
+      if (l.spec.kind === 'unix') logWhoCanConnect(log, l.spec.path);
     }
     if (loaded.tls) logCertificate(log, 'TLS certificate', loaded.tls.facts, loaded.config.certfile!, 'master.certificate');
     return listeners;

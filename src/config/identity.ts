@@ -30,3 +30,16 @@ export function resolveIdentity(user: string | null, group: string | null): Iden
   if (!Number.isInteger(gid)) throw new ConfigError(`group ${JSON.stringify(group ?? name)} does not exist (getent group found none)`);
   return { uid, gid, user: name };
 }
+
+/** The gid of `group` (a name or a gid); a ConfigError naming `setting` when there is none. */
+export function resolveGroup(group: string, setting: string): number {
+  const gid = /^\d+$/.test(group) ? Number(group) : Number(run('getent', ['group', group])?.split(':')[2] ?? NaN);
+  if (!Number.isInteger(gid)) throw new ConfigError(`${setting}: group ${JSON.stringify(group)} does not exist (getent group found none)`);
+  return gid;
+}
+
+/** A uid's user name, or the number when the name service has none. */
+export function userName(uid: number): string { return run('getent', ['passwd', String(uid)])?.split(':')[0] || String(uid); }
+
+/** A gid's group name, or the number when the name service has none. */
+export function groupName(gid: number): string { return run('getent', ['group', String(gid)])?.split(':')[0] || String(gid); }

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, constants, fchownSync, fstatSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from './errors';
-import { resolveIdentity, type Identity } from './identity';
+import { resolveGroup, resolveIdentity, type Identity } from './identity';
 import { describeOrigin, type Resolved } from './layers';
 import { reusePortUnsupported } from '../net/handles';
 
@@ -87,6 +87,7 @@ export function preflight(resolved: Resolved, cwd: string): Identity | null {
   }
   if (identity && process.getuid?.() === 0 && identity.uid !== 0 && !config.initgroups) checkRunnableBy(identity);
   checkReusePort(resolved);
+  if (config.socketGroup !== null) resolveGroup(config.socketGroup, 'socketGroup');
   if (config.errorLog !== '-') ensureLogFile('errorLog', config.errorLog, identity);
   if (config.accessLog && config.accessLog !== '-') ensureLogFile('accessLog', config.accessLog, identity);
   return identity;

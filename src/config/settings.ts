@@ -2,7 +2,7 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  bindList, certReqs, sniList, type SniEntry, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
+  addressRanges, bindList, certReqs, sniList, type SniEntry, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
@@ -108,6 +108,36 @@ export const settings = {
     parse: bindList, default: ['127.0.0.1:8000'],
     doc: 'Address to listen on, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. '
       + 'PORT in the environment means 0.0.0.0:$PORT.',
+  }),
+  socketMode: setting({
+    section: 'Server socket', flags: ['--socket-mode'], metavar: 'MODE', parse: optional(umaskValue), default: null,
+    doc: 'The mode of the Unix socket files forkd creates (octal, e.g. 0o660 or "660"); a client needs write '
+      + 'permission to connect. Unset: 0666 (any local user, as any local user can reach 127.0.0.1), less the umask setting\'s bits.',
+  }),
+  socketGroup: setting({
+    section: 'Server socket', flags: ['--socket-group'], metavar: 'GROUP', parse: optional(text('a group name or gid')), default: null,
+    doc: 'The group of the Unix socket files forkd creates (name or gid), e.g. the proxy\'s (www-data) with '
+      + 'socketMode 0o660; the workers\' group by default.',
+  }),
+  proxyProtocol: setting({
+    section: 'Server socket', flags: ['--proxy-protocol'], metavar: 'VERSION', parse: oneOf(['off', 'v1', 'v2', 'auto'] as const), default: 'off',
+    doc: 'Every connection on the serving listeners starts with a PROXY protocol header (HAProxy\'s send-proxy, '
+      + 'an AWS NLB): v1 (text), v2 (binary) or auto (either). The app, the access log and the balance see the '
+      + 'client it names. A header from a peer outside proxyAllowIps, a malformed one, or none within 5 s closes '
+      + 'the connection before HTTP (and TLS).',
+  }),
+  proxyAllowIps: setting({
+    section: 'Server socket', flags: ['--proxy-allow-from'], metavar: 'RANGES', parse: addressRanges,
+    default: ['127.0.0.1', '::1'] as string[],
+    doc: 'The peers that may send a PROXY header: addresses and CIDR ranges, comma-separated or repeated; * for any. '
+      + 'On a Unix listener the socket file\'s permissions decide instead.',
+  }),
+  forwardedAllowIps: setting({
+    section: 'Server socket', flags: ['--forwarded-allow-ips'], metavar: 'RANGES', parse: addressRanges,
+    default: ['127.0.0.1', '::1'] as string[],
+    doc: 'The proxies whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers are believed for the access '
+      + 'log\'s client (%(h)s) and scheme (%(S)s); from any other peer they are plain headers. * for any. '
+      + 'A peer on a Unix listener is trusted.',
   }),
   backlog: setting({
     section: 'Server socket', flags: ['--backlog'], metavar: 'INT', parse: integer({ min: 1 }), default: 2048,
@@ -303,7 +333,7 @@ export const settings = {
   }),
   umask: setting({
     section: 'Process', flags: ['-m', '--umask'], metavar: 'INT', parse: optional(umaskValue), default: null,
-    doc: 'The file mode mask of the master and workers (octal, e.g. 0o027 or "027"); also the mode of Unix socket files.',
+    doc: 'The file mode mask of the master and workers (octal, e.g. 0o027 or "027"); Unix socket files get 0666 less it, unless socketMode is set.',
   }),
   pid: setting({
     section: 'Process', flags: ['-p', '--pid'], metavar: 'FILE', parse: optional(text('a file path')), default: null,

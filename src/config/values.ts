@@ -114,6 +114,33 @@ export function oneOf<const T extends string>(choices: readonly T[]): Parser<T> 
   });
 }
 
+/** An address (IPv4 or IPv6), a CIDR range (ADDRESS/BITS), or `*` for any. */
+export const addressRange: Parser<string> = parser('an IP address, a CIDR range such as 10.0.0.0/8 or fd00::/8, or *', (input) => {
+  const allowed = addressRange.allowed;
+  if (typeof input !== 'string') throw new Invalid(allowed);
+  const text = input.trim();
+  if (text === '*') return text;
+  const [address, bits, extra] = text.split('/');
+  const family = require('node:net').isIP(address) as number;
+  if (!family || extra !== undefined) throw new Invalid(allowed);
+  if (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > (family === 4 ? 32 : 128))) throw new Invalid(allowed);
+  return text;
+});
+
+/** Addresses and ranges (addressRange), comma-separated in one value or given as several (a
+ *  repeated flag, a list in a config file): gunicorn's forwarded_allow_ips is written "a,b". */
+export const addressRanges: Parser<string[]> = parser(`a list of addresses and CIDR ranges, comma-separated (${addressRange.allowed})`, (input) => {
+  const items = (Array.isArray(input) ? input : [input]).flatMap((v) => (typeof v === 'string' ? v.split(',') : [v]))
+    .map((v) => (typeof v === 'string' ? v.trim() : v)).filter((v) => v !== '');
+  if (items.length === 0) throw new Invalid(addressRanges.allowed);
+  return items.map((raw) => {
+    try { return addressRange(raw); } catch (err) {
+      if (err instanceof Invalid) throw new Invalid(addressRanges.allowed, `${JSON.stringify(raw)} is not valid (${err.message})`);
+      throw err;
+    }
+  });
+}, { repeats: true });
+
 /** `auto`, or how many worker processes to keep alive. */
 export const workerCount: Parser<'auto' | number> = parser('"auto" or an integer ≥ 1', (input) => {
   if (input === 'auto') return 'auto';

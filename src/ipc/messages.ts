@@ -23,6 +23,9 @@ export interface WorkerConfig {
   readonly limitRequestFields: number;
   readonly limitRequestFieldSize: number;
   readonly limitRequestBody: number;
+  readonly proxyProtocol: 'off' | 'v1' | 'v2' | 'auto';
+  readonly proxyAllowIps: readonly string[];
+  readonly forwardedAllowIps: readonly string[];
   /** How long an idle connection is kept open (0: not at all). */
   readonly keepAliveMs: number;
   readonly requestTimeoutMs: number;

@@ -20,10 +20,12 @@ export interface Tally {
   sumS: number;
   /** Connections the balance asked to close (Connection: close on their next response). */
   shed: number;
+  /** Connections closed for their PROXY protocol header (untrusted peer, malformed, missing). */
+  proxyRefused: number;
 }
 
 export function emptyTally(): Tally {
-  return { codes: CODE_CLASSES.map(() => 0), buckets: [...DURATION_BUCKETS_S.map(() => 0), 0], sumS: 0, shed: 0 };
+  return { codes: CODE_CLASSES.map(() => 0), buckets: [...DURATION_BUCKETS_S.map(() => 0), 0], sumS: 0, shed: 0, proxyRefused: 0 };
 }
 
 /** The class index of a status code; one outside 100..599 counts as a 5xx. */
@@ -48,6 +50,7 @@ export function addTally(into: Tally, from: Tally): void {
   for (let i = 0; i < into.buckets.length; i++) into.buckets[i]! += from.buckets[i] ?? 0;
   into.sumS += from.sumS;
   into.shed += from.shed;
+  into.proxyRefused += from.proxyRefused ?? 0;
 }
 
 /** A tally as it came over a channel, or null when it is not one (a worker is not trusted to
@@ -57,5 +60,8 @@ export function readTally(x: unknown): Tally | null {
   const nums = (a: unknown, n: number) => Array.isArray(a) && a.length === n && a.every((v) => typeof v === 'number' && v >= 0 && Number.isFinite(v));
   if (!t || typeof t !== 'object' || !nums(t.codes, CODE_CLASSES.length) || !nums(t.buckets, DURATION_BUCKETS_S.length + 1)) return null;
   if (typeof t.sumS !== 'number' || !(t.sumS >= 0) || typeof t.shed !== 'number' || !(t.shed >= 0)) return null;
+  // Absent from a master of an earlier release (its totals at a USR2 handover).
+  if (t.proxyRefused === undefined) (t as { proxyRefused: number }).proxyRefused = 0;
+  else if (typeof t.proxyRefused !== 'number' || !(t.proxyRefused >= 0)) return null;
   return t as Tally;
 }

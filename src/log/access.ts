@@ -2,7 +2,7 @@
  *  A format is compiled once into a list of parts; every request-derived value is escaped. */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { escapeQuoted } from './escape';
 
 export interface AccessEntry {
@@ -87,10 +87,79 @@ function clientSubject(req: IncomingMessage): string | undefined {
   return Object.entries(subject).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`).join(', ');
 }
 
-const schemeOf = (req: IncomingMessage): string => ((socketOf(req) as Socket & { encrypted?: boolean }).encrypted ? 'https' : 'http');
+/** Whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers are believed (forwardedAllowIps);
+ *  null: nobody's. Set once per serving unit, before its first request. */
+let forwardedTrust: ((address: string | undefined) => boolean) | null = null;
+export function trustForwarded(check: ((address: string | undefined) => boolean) | null): void { forwardedTrust = check; }
+
+/** A peer whose forwarded headers are believed: a trusted address, or a Unix socket's (none). */
+function fromTrusted(req: IncomingMessage): boolean {
+  if (forwardedTrust === null) return false;
+  const peer = socketOf(req).remoteAddress;
+  return peer === undefined || forwardedTrust(peer);
+}
+
+/** The address a Forwarded `for=` or an X-Forwarded-For item names: an IP address (a port, IPv6
+ *  brackets and quotes dropped), or null (`unknown`, an obfuscated name, anything else). */
+function hopAddress(item: string): string | null {
+  let v = item.trim();
+  if (v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
+  if (v.startsWith('[')) v = v.slice(1, v.indexOf(']') >>> 0);
+  else if (v.indexOf(':') === v.lastIndexOf(':')) v = v.split(':')[0]!; // IPv4 with a port
+  // A zone (fe80::1%eth0) is the sender's own business, and text of its choosing: never kept.
+  return v.indexOf('%') < 0 && isIP(v) ? v : null;
+}
+
+/** The hops a request passed, client first: RFC 7239 Forwarded's `for=` (when the request has it),
+ *  else X-Forwarded-For's items; and the scheme the first proxy was reached with, if one says. */
+function forwardedHops(req: IncomingMessage): { hops: string[]; proto: string | undefined } | null {
+  const forwarded = header(req, 'forwarded');
+  if (forwarded !== undefined) {
+    const hops: string[] = [];
+    let proto: string | undefined;
+    for (const element of forwarded.split(',')) {
+      for (const pair of element.split(';')) {
+        const eq = pair.indexOf('=');
+        const key = pair.slice(0, eq).trim().toLowerCase();
+        if (key === 'for') hops.push(pair.slice(eq + 1));
+        else if (key === 'proto') proto = pair.slice(eq + 1).trim().replace(/^"|"$/g, '').toLowerCase();
+      }
+    }
+    return { hops, proto };
+  }
+  const xff = header(req, 'x-forwarded-for');
+  const xfp = header(req, 'x-forwarded-proto');
+  if (xff === undefined && xfp === undefined) return null;
+  return { hops: xff?.split(',') ?? [], proto: xfp?.split(',').pop()!.trim().toLowerCase() };
+}
+
+/** The client's address: the peer's, or from a trusted peer the rightmost forwarded hop that is
+ *  not itself a trusted proxy (a hop that is no address stops the walk at the last trusted one). */
+function clientOf(req: IncomingMessage): string | undefined {
+  const peer = socketOf(req).remoteAddress;
+  if (!fromTrusted(req)) return peer;
+  const fwd = forwardedHops(req);
+  if (!fwd) return peer;
+  let client = peer;
+  for (let i = fwd.hops.length - 1; i >= 0; i--) {
+    const hop = hopAddress(fwd.hops[i]!);
+    if (hop === null) break;
+    client = hop;
+    if (!forwardedTrust!(hop)) break;
+  }
+  return client;
+}
+
+function schemeOf(req: IncomingMessage): string {
+  if (fromTrusted(req)) {
+    const proto = forwardedHops(req)?.proto;
+    if (proto === 'https' || proto === 'http') return proto;
+  }
+  return (socketOf(req) as Socket & { encrypted?: boolean }).encrypted ? 'https' : 'http';
+}
 
 const ATOMS: Record<string, Atom> = {
-  h: (e) => socketOf(e.req).remoteAddress,
+  h: (e) => clientOf(e.req),
   l: () => '-',
   u: (e) => basicAuthUser(e.req),
   t: (e) => clfTimeAt(e.startedAtMs),
@@ -113,8 +182,9 @@ const ATOMS: Record<string, Atom> = {
   c: (e) => clientSubject(e.req),
 };
 export const ATOM_NAMES = Object.keys(ATOMS);
-/** Atoms whose text neither a client nor the app can choose: numbers, forkd's own text and the
- *  peer's address as the kernel gives it. They skip the escaping scan, which took a quarter of
+/** Atoms whose text neither a client nor the app can choose: numbers, forkd's own text, the
+ *  peer's address (as the kernel gives it, or a forwarded one only once net.isIP took it) and the
+ *  scheme (one of two words). They skip the escaping scan, which took a quarter of
  *  formatting a line (measured). The method and version are not among them: the app may rewrite
  *  req.method (method-override middleware does, from a header) before the line is written. */
 const TRUSTED = new Set(['h', 'l', 't', 's', 'B', 'b', 'T', 'D', 'M', 'L', 'p', 'S']);
@@ -138,7 +208,7 @@ function atomFor(name: string): Atom | null {
 
 function jsonLine(e: AccessEntry): string {
   const line = JSON.stringify({
-    time: new Date(e.startedAtMs).toISOString(), remote: socketOf(e.req).remoteAddress ?? null, method: e.req.method,
+    time: new Date(e.startedAtMs).toISOString(), remote: clientOf(e.req) ?? null, method: e.req.method,
     url: e.req.url, protocol: `HTTP/${e.req.httpVersion}`, status: e.res.statusCode, bytes: e.bytes,
     referer: header(e.req, 'referer') ?? null, user_agent: header(e.req, 'user-agent') ?? null,
     duration_ms: Math.round(e.durationUs) / 1000, pid: process.pid,

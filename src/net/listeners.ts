@@ -6,12 +6,14 @@
  *  Closing a Unix socket handle this master bound unlinks the socket file: only the master that
  *  created it may do that, at its exit. */
 
-import { fstatSync, lchownSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, fstatSync, lchownSync, lstatSync, statSync, unlinkSync } from 'node:fs';
 import net, { isIP } from 'node:net';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { describeBind, parseBind, servesTls, type BindSpec } from './address';
 import { BindError, createServerHandle, fail, lazyHandle, portOf, UV_TCP_REUSEPORT } from './handles';
+import { groupName, resolveGroup, userName } from '../config/identity';
+import type { Logger } from '../log/logger';
 
 export { BindError } from './handles';
 
@@ -51,9 +53,23 @@ export interface BindOptions {
   readonly owner: Owner | null;
   /** SO_REUSEPORT on TCP sockets (the reusePort setting). */
   readonly reusePort: boolean;
+  /** The mode of the Unix socket files it creates, and their group (null: the owner's, or the master's). */
+  readonly socketMode: number;
+  readonly socketGid: number | null;
 }
 
-const NO_OPTIONS: BindOptions = { owner: null, reusePort: false };
+const NO_OPTIONS: BindOptions = { owner: null, reusePort: false, socketMode: 0o666, socketGid: null };
+
+/** How a master with `config` binds: socketMode, else 0666 less the umask setting's bits (a
+ *  connecting client needs write permission on the file, and the kernel's umask of the master is
+ *  no setting of the operator's). */
+export function bindOptions(config: { reusePort: boolean; socketMode: number | null; socketGroup: string | null; umask: number | null }, owner: Owner | null): BindOptions {
+  return {
+    owner, reusePort: config.reusePort,
+    socketMode: config.socketMode ?? (0o666 & ~(config.umask ?? 0)),
+    socketGid: config.socketGroup === null ? null : resolveGroup(config.socketGroup, 'socketGroup'),
+  };
+}
 const STALE_PROBE_MS = 1000;
 /** A host name's address. The resolver is loaded only for binds that name a host (it costs the
  *  master half a megabyte it would keep). */
@@ -114,19 +130,84 @@ export async function clearStaleSocket(bind: string, path: string): Promise<void
 /** Who a socket file is given to: the workers' user, so that it matches what they run as. */
 export interface Owner { readonly uid: number; readonly gid: number }
 
-async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>, { owner }: BindOptions): Promise<Listener> {
+async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>, opts: BindOptions): Promise<Listener> {
   const path = resolve(spec.path);
   await clearStaleSocket(bind, path);
   const handle = createServerHandle()(path, -1, -1);
   if (typeof handle === 'number') fail(bind, handle);
-  if (owner) {
-    try { lchownSync(path, owner.uid, owner.gid); } catch (err) {
-      handle.close();
-      throw new BindError(`cannot give ${path} to uid ${owner.uid}: ${(err as NodeJS.ErrnoException).code}`);
-    }
+  try { setSocketAccess(path, opts); } catch (err) {
+    handle.close();
+    throw err;
   }
   const actual: BindSpec = { kind: 'unix', path };
   return { bind, spec: actual, fd: handle.fd, url: describeBind(actual), handle: () => handle, close: once(() => handle.close()) };
+}
+
+/** A reload's new socketMode and socketGroup for a Unix socket it keeps, when this master bound it
+ *  (not one systemd or a predecessor passed); then says who can connect. */
+export function keptSocketAccess(l: Listener, opts: BindOptions, log: Logger): void {
+  if (l.spec.kind !== 'unix' || l.origin || l.systemdName !== undefined) return;
+  try { setSocketAccess(l.spec.path, opts); } catch (err) {
+    log.error(`${(err as Error).message}; it keeps its access`, { event: 'reload.socketAccess' });
+  }
+  logWhoCanConnect(log, l.spec.path);
+}
+
+/** Says in the log who can connect to the Unix socket file at `path`: a warning when only its owner can. */
+export function logWhoCanConnect(log: Logger, path: string): void {
+  let who;
+  try { who = whoCanConnect(path); } catch (err) {
+    log.warning(`cannot tell who can connect to unix:${path}: ${(err as Error).message}`, { event: 'master.socketAccess' });
+    return;
+  }
+  if (who.narrow) log.warning(who.text, { event: 'master.socketAccess' });
+  else log.info(who.text, { event: 'master.socketAccess' });
+}
+
+/** Gives the socket file at `path` its mode, owner and group. No one listens on it yet. */
+function setSocketAccess(path: string, { owner, socketMode, socketGid }: BindOptions): void {
+  if (owner || socketGid !== null) {
+    const uid = owner?.uid ?? -1;
+    const gid = socketGid ?? owner?.gid ?? -1;
+    try { lchownSync(path, uid, gid); } catch (err) {
+      throw new BindError(`cannot give ${path} to uid ${uid}, gid ${gid}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+  }
+  try { chmodSync(path, socketMode); } catch (err) {
+    throw new BindError(`cannot set the mode of ${path} to ${socketMode.toString(8).padStart(4, '0')}: ${(err as NodeJS.ErrnoException).code}`);
+  }
+}
+
+function modeText(mode: number, kind: string): string {
+  let out = kind;
+  for (let shift = 6; shift >= 0; shift -= 3) {
+    const bits = (mode >> shift) & 7;
+    out += `${bits & 4 ? 'r' : '-'}${bits & 2 ? 'w' : '-'}${bits & 1 ? 'x' : '-'}`;
+  }
+  return out;
+}
+
+/** Who can connect to the Unix socket file at `path` (write permission on it, and search permission
+ *  on every directory above it), in a line for the log; `narrow` when only its owner (and root) can. */
+export function whoCanConnect(path: string): { text: string; narrow: boolean } {
+  const st = statSync(path);
+  const owner = userName(st.uid);
+  const group = groupName(st.gid);
+  let others = (st.mode & 0o002) !== 0;
+  let members = (st.mode & 0o020) !== 0;
+  let blocker = '';
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const d = statSync(dir);
+    const groupPasses = (d.mode & 0o001) !== 0 || (d.gid === st.gid && (d.mode & 0o010) !== 0);
+    if ((others && !(d.mode & 0o001)) || (members && !groupPasses)) {
+      blocker ||= `, as ${dir} (${modeText(d.mode & 0o777, 'd')} ${userName(d.uid)}:${groupName(d.gid)}) lets ${d.mode & 0o001 ? 'them' : groupPasses ? `only group ${groupName(d.gid)}` : `only ${userName(d.uid)}`} through`;
+      others &&= (d.mode & 0o001) !== 0;
+      members &&= groupPasses;
+    }
+    if (dir === dirname(dir)) break;
+  }
+  const who = others ? 'any local user' : members ? `${owner}${owner === 'root' ? '' : ', root'} and group ${group}` : `only ${owner}${owner === 'root' ? '' : ' and root'}`;
+  return { text: `unix:${path} is ${modeText(st.mode & 0o777, 's')} ${owner}:${group}: ${who} can connect${blocker} (socketMode, socketGroup)`, narrow: !others && !members };
 }
 
 function adoptFd(bind: string, spec: Extract<BindSpec, { kind: 'fd' }>): Listener {

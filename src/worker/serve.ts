@@ -20,6 +20,7 @@ import { createDrain, responseOn } from './drain';
 import type { RequestLimits } from './request-guard';
 import { ageMs, type ResponseDone } from './responses';
 import { createH2Server, trackSessions } from './h2';
+import { carryClient, requireProxyHeader, type ProxyOptions } from './proxy-protocol';
 import { secureContextOptions, sniContexts, sniLookup, type TlsMaterial } from '../config/tls';
 import type { AccessFormatter } from '../log/access';
 import type { Logger } from '../log/logger';
@@ -46,6 +47,8 @@ export interface ServeOptions {
   readonly responseDone: readonly ResponseDone[];
   /** The listeners that serve TLS (by index), and what with; null: none does. */
   readonly tls?: { readonly material: TlsMaterial; readonly listeners: readonly boolean[] } | null;
+  /** The PROXY protocol on every listener: which version, and whose header to believe (null: off). */
+  readonly proxy?: Pick<ProxyOptions, 'version' | 'trusted'> | null;
   /** The preRequest and postRequest hooks, when the config file has them. */
   readonly hooks?: {
     readonly preRequest: ((req: http.IncomingMessage) => Promise<void>) | null;
@@ -68,6 +71,8 @@ export interface Serving {
   stats(): ServingStats;
   /** Connections the balance asked to close since the last call. */
   takeShed(): number;
+  /** Connections closed for their PROXY header since the last call. */
+  takeRefused(): number;
   /** The master's fair share of connections for this unit: shed above it (never a pause). */
   setFairShare(connections: number): void;
   /** New certificates for the TLS listeners: new handshakes get them; open connections keep theirs. */
@@ -104,7 +109,9 @@ function configure(server: net.Server, opts: ServeOptions, sockets: Connections,
     raw.on('close', onHandshakeOver);
   });
   server.prependListener('secureConnection', (socket: Socket) => {
-    sockets.handshaking.delete((socket as Socket & { _parent: Socket })._parent);
+    const raw = (socket as Socket & { _parent: Socket })._parent;
+    sockets.handshaking.delete(raw);
+    if (opts.proxy) carryClient(raw, socket);
     onConnection(socket);
   });
   return server;
@@ -142,6 +149,15 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const secureServers = new Set<net.Server>();
   const sni: Sni = { byName: opts.tls ? sniContexts(opts.tls.material) : new Map() };
   if (opts.accessLog && opts.tls?.material.http2) countBodyBytes(true);
+  let refused = 0;
+  const proxy: ProxyOptions | null = opts.proxy ? {
+    ...opts.proxy,
+    tls: false,
+    refused(reason, peer) {
+      refused++;
+      opts.log.debug(`connection closed: ${reason}`, { event: 'worker.proxyRefused', peer });
+    },
+  } : null;
 
   // One 'close' listener shared by every connection (no closure or `once` wrapper per connection).
   // A connection's idle clock starts at the first reap of a drain (drain.ts), so it is not read here.
@@ -162,7 +178,10 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
 
   return {
     listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => {
-      const server = configure(serverFor(app, i, requests.listener, opts.tls, secureServers, sni), opts, sockets, onConnection, onHandshakeOver);
+      const bare = serverFor(app, i, requests.listener, opts.tls, secureServers, sni);
+      // Before configure: the unit counts a connection at once, and HTTP (or TLS) has it once its header is read.
+      if (proxy) requireProxyHeader(bare, { ...proxy, tls: Boolean(opts.tls?.listeners[i]) });
+      const server = configure(bare, opts, sockets, onConnection, onHandshakeOver);
       if (opts.tls?.listeners[i] && opts.tls.material.http2) trackSessions(server, sockets, opts.keepAliveMs, () => drain.started);
       return server;
     }),
@@ -183,6 +202,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       return { inFlight, requests: requests.count(), connections: sockets.size, oldestMs };
     },
     takeShed: () => requests.takeShed(),
+    takeRefused() { const n = refused; refused = 0; return n; },
     setFairShare: (connections) => requests.setFairShare(connections),
     setTls(material) {
       sni.byName = sniContexts(material);

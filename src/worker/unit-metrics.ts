@@ -16,8 +16,9 @@ export interface UnitReport {
 
 export interface UnitMetrics {
   readonly responseDone: ResponseDone;
-  /** What was counted since the last call, the balance's closes (`shed`) added; starts again. */
-  take(shed: number): UnitReport;
+  /** What was counted since the last call, the balance's closes (`shed`) and the connections closed
+   *  for their PROXY header (`proxyRefused`) added; starts again. */
+  take(shed: number, proxyRefused: number): UnitReport;
 }
 
 /** The loop delay is sampled every LAG_RESOLUTION_MS. */
@@ -31,9 +32,10 @@ export function createUnitMetrics(): UnitMetrics {
     // A response whose connection went before it was sent is no response finished: its status
     // would be the default 200. The access log still has its line.
     responseDone: (res, durationMs) => { if (res.writableFinished) observe(tally, res.statusCode, durationMs); },
-    take(shed) {
+    take(shed, proxyRefused) {
       const out = tally;
       out.shed += shed;
+      out.proxyRefused += proxyRefused;
       tally = emptyTally();
       let lagMs: readonly [number, number] | null = null;
       // The histogram records each timer period as it was, the resolution included: subtract it.

@@ -5,7 +5,7 @@
 import type { ConfigSnapshot } from '../config/compile';
 import { runHook, type HookName, type Hooks, type WorkerInfo } from '../config/hooks';
 import type { WorkerSpec } from '../ipc/messages';
-import { compileAccessFormat } from '../log/access';
+import { compileAccessFormat, trustForwarded } from '../log/access';
 import { openLineSink } from '../log/line-sink';
 import type { Logger } from '../log/logger';
 import { loadApp, type AppLoadResult, type LoadedApp } from './app-loader';
@@ -14,6 +14,7 @@ import { createUnitMetrics, type UnitReport } from './unit-metrics';
 import type { ResponseDone } from './responses';
 import type { Statsd } from '../log/statsd';
 import type { TlsMaterial } from '../config/tls';
+import { allowList } from '../net/allow-list';
 
 export interface UnitDeps {
   readonly spec: WorkerSpec;
@@ -96,6 +97,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   const me: WorkerInfo = { pid: process.pid, nr: spec.nr, generation: spec.generation };
   const hookOpts = { timeoutMs: config.hookTimeoutMs, log };
   const accessFormat = config.accessLog ? compileAccessFormat(config.accessLogFormat) : null;
+  if (config.accessLog) trustForwarded(allowList(config.forwardedAllowIps));
   const accessSink = config.accessLog ? openLineSink(config.accessLog, 1, { buffered: true }) : null;
   const metrics = config.metrics ? createUnitMetrics() : null;
   const responseDone: ResponseDone[] = metrics ? [metrics.responseDone] : [];
@@ -121,6 +123,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,
     responseDone,
     tls: deps.tls ? { material: tlsFor(loaded.app, deps.tls, log), listeners: spec.tls } : null,
+    proxy: config.proxyProtocol === 'off' ? null : { version: config.proxyProtocol, trusted: allowList(config.proxyAllowIps) },
     hooks: {
       preRequest: hooks.preRequest ? (req) => runHook(hooks.preRequest, 'preRequest', [me, req], hookOpts) : null,
       postRequest: hooks.postRequest ? (req, res) => void runHook(hooks.postRequest, 'postRequest', [me, req, res], hookOpts) : null,
@@ -132,7 +135,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   return {
     shape: loaded.app.shape,
     stats: () => serving.stats(),
-    report: () => metrics?.take(serving.takeShed()) ?? null,
+    report: () => metrics?.take(serving.takeShed(), serving.takeRefused()) ?? null,
     setFairShare: (n) => serving.setFairShare(n),
     setTls: (material) => serving.setTls(material),
     reopenLogs() {
