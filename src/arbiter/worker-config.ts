@@ -33,7 +33,7 @@ export function statsdTarget(config: Loaded['config']): StatsdTarget | null {
 export function workerSetupFor({ config, durationsMs, snapshot, tls = null }: Pick<Loaded, 'config' | 'durationsMs' | 'snapshot'> & { tls?: Loaded['tls'] }): WorkerSetup {
   const workerClass = workerClassMeaning(config);
   const workerConfig: WorkerConfig = {
-    app: config.app, threads: config.threads, workerConnections: workerClass.workerConnections, backlog: config.backlog,
+    app: config.app, threads: config.threads, workerConnections: workerClass.workerConnections, makeRoom: workerClass.makeRoom, backlog: config.backlog,
     maxRequests: config.maxRequests, maxRequestsJitter: config.maxRequestsJitter,
     limitRequestLine: config.limitRequestLine, limitRequestFields: config.limitRequestFields, limitRequestFieldSize: config.limitRequestFieldSize, limitRequestBody: config.limitRequestBody,
     proxyProtocol: config.proxyProtocol, proxyAllowIps: config.proxyAllowIps, forwardedAllowIps: config.forwardedAllowIps,

@@ -228,8 +228,9 @@ export const settings = {
   }),
   workerConnections: setting({
     section: 'Workers', flags: ['--worker-connections'], metavar: 'INT', parse: integer(), default: 0,
-    doc: 'Most connections one worker (or thread) holds at once (0: no cap). At the cap it stops '
-      + 'accepting; further connections wait in the kernel\'s backlog for one with room, never refused.',
+    doc: 'Most connections one worker (or thread) holds at once (0: no cap). At the cap it closes its oldest '
+      + 'connection still sending its first request, if it has one, to take the next; otherwise it stops '
+      + 'accepting, and further connections wait in the kernel\'s backlog for one with room, never refused.',
   }),
   workerClass: setting({
     section: 'Workers', flags: ['-k', '--worker-class'], metavar: 'CLASS', parse: oneOf(WORKER_CLASSES), default: 'async',

@@ -16,11 +16,15 @@ export interface WorkerClassMeaning {
   readonly keepAlive: boolean;
   /** Most serving threads a worker may have; null: any. */
   readonly maxThreads: number | null;
+  /** At the workerConnections cap, whether a unit makes room for a new connection by closing the
+   *  oldest one still sending its first request (a slow client cannot hold every slot); a sync
+   *  unit keeps its one connection. */
+  readonly makeRoom: boolean;
 }
 
 const MEANINGS: { readonly [K in WorkerClass]: (workerConnections: number) => WorkerClassMeaning } = {
-  async: (workerConnections) => ({ workerConnections, keepAlive: true, maxThreads: null }),
-  sync: () => ({ workerConnections: 1, keepAlive: false, maxThreads: 1 }),
+  async: (workerConnections) => ({ workerConnections, keepAlive: true, maxThreads: null, makeRoom: true }),
+  sync: () => ({ workerConnections: 1, keepAlive: false, maxThreads: 1, makeRoom: false }),
 };
 
 /** What serving with `config`'s worker class comes to, given its workerConnections. */

@@ -23,6 +23,8 @@ export interface WorkerConfig {
   readonly limitRequestFields: number;
   readonly limitRequestFieldSize: number;
   readonly limitRequestBody: number;
+  /** At the workerConnections cap, close the oldest connection still sending its first request to take a new one. */
+  readonly makeRoom: boolean;
   readonly proxyProtocol: 'off' | 'v1' | 'v2' | 'auto';
   readonly proxyAllowIps: readonly string[];
   readonly forwardedAllowIps: readonly string[];

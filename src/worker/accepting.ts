@@ -1,7 +1,8 @@
 /** Owns when a serving unit accepts connections: its servers listening on the inherited fds, the
- *  extra acceptors on spare copies of those fds, the pause at the workerConnections cap and the
- *  listening again below it (on a fresh fd from the master), and the stop for good when the unit
- *  drains. What it accepts is counted in the unit's Connections, which it reads and never changes.
+ *  extra acceptors on spare copies of those fds, the pause at the workerConnections cap (when no
+ *  connection can make room, serve.ts) and the listening again below it (on a fresh fd from the
+ *  master), and the stop for good when the unit drains. What it accepts is counted in the unit's
+ *  Connections, which it reads and never changes.
  *
  *  The balance does not pause: were every unit's view of its share stale at once (connections still
  *  arriving), all would stop and connections would wait for nothing. */
@@ -24,7 +25,8 @@ export class Accepting {
   private stopped = false;
   private resuming: Promise<void> | null = null;
 
-  constructor(private readonly sockets: Connections, private readonly opts: AcceptingOptions) {}
+  /** `makeRoom` closes a connection to make room for another at the cap, when one may go (false: none). */
+  constructor(private readonly sockets: Connections, private readonly opts: AcceptingOptions, private readonly makeRoom: () => boolean = () => false) {}
 
   /** Listens with `serverFor(i)` on `fds[i]`, and with an acceptor for it on each spare copy. */
   async listen(fds: readonly number[], spareFds: readonly (readonly number[])[], serverFor: (index: number) => net.Server): Promise<void> {
@@ -38,8 +40,9 @@ export class Accepting {
     }
   }
 
-  /** After a connection was added to the unit's Connections. */
-  connectionOpened(): void { if (this.overCap()) this.pause(); }
+  /** After a connection was added to the unit's Connections. At the cap the unit makes room if it
+   *  can, and stops accepting only if it cannot. */
+  connectionOpened(): void { if (this.overCap() && (this.stopped || !this.makeRoom())) this.pause(); }
 
   /** After a connection was removed from the unit's Connections. */
   connectionClosed(): void { if (this.paused && !this.stopped && !this.overCap()) this.resume(); }

@@ -12,6 +12,8 @@ export interface Conn {
   readonly socket: Socket;
   /** Where it is in the array (moves when another is removed). */
   index: number;
+  /** The order it was accepted in: a lower one is older. */
+  readonly seq: number;
   /** When the drain first saw it idle, and its bytesRead then (-1: not looked at yet). */
   idleSinceMs: number;
   lastBytesRead: number;
@@ -27,6 +29,7 @@ type Tagged = Socket & { [CONN]?: Conn };
 
 export class Connections {
   private readonly list: Conn[] = [];
+  private seq = 0;
 
   /** TLS connections accepted whose handshake has not ended yet, by their TCP socket: their
    *  TLSSocket joins the list once it has. A drain waits for them too (drain.ts). A Set here is
@@ -37,7 +40,7 @@ export class Connections {
   get size(): number { return this.list.length; }
 
   add(socket: Socket): void {
-    const conn: Conn = { socket, index: this.list.length, idleSinceMs: 0, lastBytesRead: -1, shed: false, session: null, streams: null };
+    const conn: Conn = { socket, index: this.list.length, seq: ++this.seq, idleSinceMs: 0, lastBytesRead: -1, shed: false, session: null, streams: null };
     (socket as Tagged)[CONN] = conn;
     this.list.push(conn);
   }
@@ -50,6 +53,9 @@ export class Connections {
     if (last !== conn) { this.list[conn.index] = last; last.index = conn.index; }
     return true;
   }
+
+  /** The seq of the one accepted last. */
+  get lastSeq(): number { return this.seq; }
 
   get(socket: Socket): Conn | undefined {
     const conn = (socket as Tagged)[CONN];

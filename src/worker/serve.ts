@@ -37,9 +37,12 @@ export interface ServeOptions {
   /** Requests after which `onRecycle` is called once (0: never). */
   readonly maxRequests: number;
   readonly onRecycle: (requests: number) => void;
-  /** Most connections at once (0: no cap). At the cap the unit stops accepting; connections wait
-   *  in the kernel's backlog for a unit with room. */
+  /** Most connections at once (0: no cap). At the cap the unit makes room (makeRoom) or stops
+   *  accepting; connections then wait in the kernel's backlog for a unit with room. */
   readonly maxConnections: number;
+  /** At the cap, close the oldest connection still sending its first request (never answered, no
+   *  request in flight) to take the new one: slow clients cannot hold every slot. */
+  readonly makeRoom?: boolean;
   /** A fresh way to accept on listener `index` again after a pause (the fd was closed). */
   readonly relisten: (index: number) => Promise<ListenTarget>;
   readonly accessLog: { format: AccessFormatter; write: (line: string) => void } | null;
@@ -143,13 +146,14 @@ function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener
 
 export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const sockets = new Connections();
-  const accepting = new Accepting(sockets, opts);
+  const accepting = new Accepting(sockets, opts, opts.makeRoom ? () => makeRoom() : undefined);
   const requests = createDispatch(app, sockets, opts);
   const drain = createDrain(sockets);
   const secureServers = new Set<net.Server>();
   const sni: Sni = { byName: opts.tls ? sniContexts(opts.tls.material) : new Map() };
   if (opts.accessLog && opts.tls?.material.http2) countBodyBytes(true);
   let refused = 0;
+  let roomMade = 0;
   const proxy: ProxyOptions | null = opts.proxy ? {
     ...opts.proxy,
     tls: false,
@@ -169,6 +173,21 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   // A TLS connection's TCP socket closes after its handshake failed, or once the connection is over.
   function onHandshakeOver(this: Socket): void {
     if (sockets.handshaking.delete(this)) drain.connectionClosed();
+  }
+  /** Closes the oldest HTTP/1.1 connection that has had no answer yet and has no request in flight
+   *  (a client still sending its first request's headers), other than the one just accepted. */
+  function makeRoom(): boolean {
+    let oldest: import('./connections').Conn | null = null;
+    for (const conn of sockets.all()) {
+      const s = conn.socket;
+      if (conn.seq === sockets.lastSeq || conn.session || s.bytesWritten > 0 || s.destroyed || responseOn(s) !== null) continue;
+      if (oldest === null || conn.seq < oldest.seq) oldest = conn;
+    }
+    if (!oldest) return false;
+    sockets.remove(oldest.socket);
+    oldest.socket.destroy();
+    roomMade++;
+    return true;
   }
   const onConnection = (socket: Socket) => {
     sockets.add(socket);

@@ -118,6 +118,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
     onRecycle: deps.onRecycle,
     maxConnections: config.workerConnections,
+    makeRoom: config.makeRoom,
     relisten: deps.relisten,
     accessLog: accessFormat && typeof accessFormat !== 'string' && accessSink
       ? { format: accessFormat, write: (line) => accessSink.write(line) } : null,

@@ -1,12 +1,15 @@
-/** Hostile and oversized requests: the body limit (limitRequestBody). */
+/** Hostile and oversized requests: the body limit (limitRequestBody), and slow clients (slowloris
+ *  headers, slow bodies) with and without a workerConnections cap, driven by scripts/slow-clients.mjs
+ *  (whose figures the closing notes quote; here only what must hold on a noisy machine is checked). */
 
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { APPS, startForkd, tempDir } from '../helpers/forkd';
+import { APPS, ROOT, startForkd, tempDir } from '../helpers/forkd';
 import { rawExchange, request } from '../helpers/http';
 import { certificate } from '../helpers/tls';
 
@@ -115,6 +118,69 @@ test('limitRequestBody over h2: a body past it gets 413 on its stream, and the s
     session.destroy();
     await f.kill();
     dir.remove();
+  }
+});
+
+interface SlowRun {
+  normal: { requests: number; failed: number; p50Ms: number; p99Ms: number; maxMs: number };
+  slow: { connections: number; connected: number; closedByServer: number; stillOpen: number; lifetimeMs: { min: number; median: number; max: number } | null; answered: Record<string, number> };
+}
+
+/** Runs scripts/slow-clients.mjs against `url` (it bounds itself in time); killed by pid if the test ends first. */
+async function slowClients(url: string, args: readonly string[]): Promise<SlowRun> {
+  const child = spawn(process.execPath, [join(ROOT, 'scripts', 'slow-clients.mjs'), '--url', url, '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c; });
+  child.stderr.setEncoding('utf8').on('data', (c: string) => { out += c; });
+  try {
+    const code = await new Promise<number | null>((ok) => child.once('exit', ok));
+    if (code !== 0) throw new Error(`slow-clients.mjs exited ${code}: ${out}`);
+    return JSON.parse(out) as SlowRun;
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+}
+
+test('2,000 slowloris connections (a header byte a second) beside a normal client: every normal request is served, and every slow connection is closed at headersTimeout with 408', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--headers-timeout', '3', '--request-timeout', '6', reader]);
+  try {
+    const run = await slowClients(`${f.url}/`, ['--slow', '2000', '--every', '1000', '--duration', '4000', '--wait', '8000']);
+    assert.is(run.normal.failed, 0, JSON.stringify(run));
+    assert.ok(run.normal.requests > 20, JSON.stringify(run));
+    assert.is(run.slow.connected, 2000);
+    assert.is(run.slow.closedByServer, 2000, JSON.stringify(run.slow));
+    assert.equal(run.slow.answered, { 408: 2000 });
+    // At headersTimeout, checked every 750 ms (a quarter of it): never before, and not long after.
+    assert.ok(run.slow.lifetimeMs!.min >= 2900 && run.slow.lifetimeMs!.max <= 6000, JSON.stringify(run.slow.lifetimeMs));
+    assert.not.match(f.output(), /Worker \(pid:\d+\) (exited|was killed)/);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('500 slow bodies (a byte a second) beside a normal client: every normal request is served, and every slow request is closed at requestTimeout', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--headers-timeout', '2', '--request-timeout', '3', reader]);
+  try {
+    const run = await slowClients(`${f.url}/`, ['--slow', '500', '--mode', 'body', '--every', '1000', '--duration', '3000', '--wait', '8000']);
+    assert.is(run.normal.failed, 0, JSON.stringify(run));
+    assert.is(run.slow.closedByServer, 500, JSON.stringify(run.slow));
+    assert.equal(run.slow.answered, { 408: 500 });
+    assert.ok(run.slow.lifetimeMs!.min >= 2900 && run.slow.lifetimeMs!.max <= 6000, JSON.stringify(run.slow.lifetimeMs));
+  } finally {
+    await f.kill();
+  }
+});
+
+test('--worker-connections 100 on one worker and 1,000 slowloris connections: the slow ones cannot take every slot, and every normal request is served', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--worker-connections', '100', reader]);
+  try {
+    const run = await slowClients(`${f.url}/`, ['--slow', '1000', '--every', '1000', '--duration', '3000', '--wait', '500']);
+    // Before makeRoom every one of them waited behind the slow connections and timed out (10 s).
+    assert.is(run.normal.failed, 0, JSON.stringify(run));
+    assert.ok(run.normal.requests > 20, JSON.stringify(run));
+    assert.ok(run.slow.closedByServer >= 900 - 100, `slow connections made room: ${JSON.stringify(run.slow)}`);
+  } finally {
+    await f.kill();
   }
 });
 
