@@ -16,6 +16,10 @@ import { keepSocket } from '../log/access';
 import type { ServeOptions } from './serve';
 import type { Logger } from '../log/logger';
 
+/** Marks a connection on which a request was refused. */
+const REFUSED = Symbol('forkd.refused');
+type Refusing = import('node:net').Socket & { [REFUSED]?: true };
+
 /** How far above its fair share of connections a unit may be before it sheds. */
 const SHARE_SLACK = 0.1;
 
@@ -48,6 +52,10 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
   let shed = 0;
 
   const dispatch: http.RequestListener = (req, res) => {
+    // A request pipelined behind a refused one on its connection: the refusal said
+    // Connection: close, so nothing after it is processed (RFC 9112 §9.6); the socket closes
+    // once the refusal is sent.
+    if ((req.socket as Refusing)[REFUSED] === true) return;
     requests++;
     if (opts.maxRequests > 0 && requests >= opts.maxRequests && !recycleAsked) {
       recycleAsked = true;
@@ -64,7 +72,10 @@ export function createDispatch(app: LoadedApp, sockets: Connections, opts: Dispa
     const refusal = refusalFor(req, res, opts.limits);
     if (refusal !== null) {
       res.statusCode = refusal[0];
-      if (!h2) res.setHeader('connection', 'close'); // h2 has no such header; the stream ends
+      if (!h2) { // h2 has no such header; the stream ends
+        res.setHeader('connection', 'close');
+        (req.socket as Refusing)[REFUSED] = true;
+      }
       res.setHeader('content-type', 'text/plain');
       res.end(`${refusal[1]}\n`);
       return;
