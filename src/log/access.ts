@@ -137,9 +137,10 @@ function forwardedHops(req: IncomingMessage): { hops: string[]; proto: string | 
  *  not itself a trusted proxy (a hop that is no address stops the walk at the last trusted one). */
 function clientOf(req: IncomingMessage): string | undefined {
   const peer = socketOf(req).remoteAddress;
-  if (!fromTrusted(req)) return peer;
+  if (forwardedTrust === null) return peer;
+  // The headers first: most requests have none, and reading them costs less than checking the peer.
   const fwd = forwardedHops(req);
-  if (!fwd) return peer;
+  if (!fwd || !fromTrusted(req)) return peer;
   let client = peer;
   for (let i = fwd.hops.length - 1; i >= 0; i--) {
     const hop = hopAddress(fwd.hops[i]!);
@@ -151,9 +152,9 @@ function clientOf(req: IncomingMessage): string | undefined {
 }
 
 function schemeOf(req: IncomingMessage): string {
-  if (fromTrusted(req)) {
+  if (forwardedTrust !== null) {
     const proto = forwardedHops(req)?.proto;
-    if (proto === 'https' || proto === 'http') return proto;
+    if ((proto === 'https' || proto === 'http') && fromTrusted(req)) return proto;
   }
   return (socketOf(req) as Socket & { encrypted?: boolean }).encrypted ? 'https' : 'http';
 }
