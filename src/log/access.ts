@@ -110,10 +110,27 @@ function hopAddress(item: string): string | null {
   return v.indexOf('%') < 0 && isIP(v) ? v : null;
 }
 
-/** The hops a request passed, client first: RFC 7239 Forwarded's `for=` (when the request has it),
- *  else X-Forwarded-For's items; and the scheme the first proxy was reached with, if one says. */
+/** Every field `lowerName` of a request, joined in order with commas (a proxy adds its own after
+ *  the client's: the first alone would be the client's choice). */
+function headerAll(req: IncomingMessage, lowerName: string): string | undefined {
+  const raw = req.rawHeaders;
+  let out: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) out = out === undefined ? raw[i + 1] : `${out},${raw[i + 1]}`;
+  }
+  return out;
+}
+
+/** The hops a request passed, client first: X-Forwarded-For's items (nginx's and HAProxy's),
+ *  else RFC 7239 Forwarded's `for=` (a proxy that writes X-Forwarded-For passes a client's own
+ *  Forwarded through untouched: it is read only without X-Forwarded-For); and the scheme the last
+ *  proxy says it was reached with. */
 function forwardedHops(req: IncomingMessage): { hops: string[]; proto: string | undefined } | null {
-  const forwarded = header(req, 'forwarded');
+  const xff = headerAll(req, 'x-forwarded-for');
+  const xfp = headerAll(req, 'x-forwarded-proto');
+  if (xff !== undefined) return { hops: xff.split(','), proto: xfp?.split(',').pop()!.trim().toLowerCase() };
+  const forwarded = headerAll(req, 'forwarded');
   if (forwarded !== undefined) {
     const hops: string[] = [];
     let proto: string | undefined;
@@ -127,10 +144,8 @@ function forwardedHops(req: IncomingMessage): { hops: string[]; proto: string | 
     }
     return { hops, proto };
   }
-  const xff = header(req, 'x-forwarded-for');
-  const xfp = header(req, 'x-forwarded-proto');
-  if (xff === undefined && xfp === undefined) return null;
-  return { hops: xff?.split(',') ?? [], proto: xfp?.split(',').pop()!.trim().toLowerCase() };
+  if (xfp === undefined) return null;
+  return { hops: [], proto: xfp.split(',').pop()!.trim().toLowerCase() };
 }
 
 /** The client's address: the peer's, or from a trusted peer the rightmost forwarded hop that is

@@ -133,9 +133,13 @@ export interface Owner { readonly uid: number; readonly gid: number }
 async function bindUnix(bind: string, spec: Extract<BindSpec, { kind: 'unix' }>, opts: BindOptions): Promise<Listener> {
   const path = resolve(spec.path);
   await clearStaleSocket(bind, path);
-  const handle = createServerHandle()(path, -1, -1);
+  // The file is made with its mode (bind() applies the umask): never a moment more open, and no
+  // chmod by path that a planted symlink could redirect.
+  const before = process.umask(0o777 & ~opts.socketMode);
+  let handle;
+  try { handle = createServerHandle()(path, -1, -1); } finally { process.umask(before); }
   if (typeof handle === 'number') fail(bind, handle);
-  try { setSocketAccess(path, opts); } catch (err) {
+  try { setSocketAccess(path, opts, false); } catch (err) {
     handle.close();
     throw err;
   }
@@ -164,8 +168,10 @@ export function logWhoCanConnect(log: Logger, path: string): void {
   else log.info(who.text, { event: 'master.socketAccess' });
 }
 
-/** Gives the socket file at `path` its mode, owner and group. No one listens on it yet. */
-function setSocketAccess(path: string, { owner, socketMode, socketGid }: BindOptions): void {
+/** Gives the socket file at `path` its owner and group, and (`chmod`: a kept one) its mode; never
+ *  through a symlink, nor to anything but a socket. */
+function setSocketAccess(path: string, { owner, socketMode, socketGid }: BindOptions, chmod = true): void {
+  if (!lstatSync(path).isSocket()) throw new BindError(`${path} is no longer a socket`);
   if (owner || socketGid !== null) {
     const uid = owner?.uid ?? -1;
     const gid = socketGid ?? owner?.gid ?? -1;
@@ -173,7 +179,7 @@ function setSocketAccess(path: string, { owner, socketMode, socketGid }: BindOpt
       throw new BindError(`cannot give ${path} to uid ${uid}, gid ${gid}: ${(err as NodeJS.ErrnoException).code}`);
     }
   }
-  try { chmodSync(path, socketMode); } catch (err) {
+  if (chmod) try { chmodSync(path, socketMode & 0o777); } catch (err) {
     throw new BindError(`cannot set the mode of ${path} to ${socketMode.toString(8).padStart(4, '0')}: ${(err as NodeJS.ErrnoException).code}`);
   }
 }

@@ -19,6 +19,8 @@ import type { Logger } from '../log/logger';
 /** Marks a connection on which a request was refused. */
 const REFUSED = Symbol('forkd.refused');
 type Refusing = import('node:net').Socket & { [REFUSED]?: true };
+/** Whether a request was refused on `socket` (it closes once the refusal is sent). */
+export const refusedOn = (socket: import('node:net').Socket): boolean => (socket as Refusing)[REFUSED] === true;
 
 /** How far above its fair share of connections a unit may be before it sheds. */
 const SHARE_SLACK = 0.1;

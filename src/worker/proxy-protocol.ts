@@ -10,6 +10,7 @@
  *  served with the proxy's address. On a Unix listener there is no peer address to check: the
  *  socket file's permissions decide who may connect, and the header is believed. */
 
+import http from 'node:http';
 import { isIPv4, isIPv6, type Socket } from 'node:net';
 
 export type ProxyProtocol = 'off' | 'v1' | 'v2' | 'auto';
@@ -62,7 +63,8 @@ function parseV1(buf: Buffer): ProxyHeader | 'more' | { error: string } {
   const [, proto, src, , sport, dport] = parts as [string, string, string, string, string, string];
   const family = proto === 'TCP4' ? 'IPv4' : proto === 'TCP6' ? 'IPv6' : null;
   if (!family) return { error: `a PROXY v1 header with protocol ${JSON.stringify(proto.slice(0, 16))} (TCP4, TCP6 or UNKNOWN)` };
-  if (!(family === 'IPv4' ? isIPv4(src) && isIPv4(parts[3]!) : isIPv6(src) && isIPv6(parts[3]!))) {
+  // isIPv6 takes a zone (fe80::1%eth0): text of the proxy's choosing, never an address here.
+  if (!(family === 'IPv4' ? isIPv4(src) && isIPv4(parts[3]!) : isIPv6(src) && isIPv6(parts[3]!) && !line.includes('%'))) {
     return { error: `a PROXY v1 header whose addresses are not ${family}` };
   }
   if (!PORT.test(sport) || !PORT.test(dport) || Number(sport) > 65535 || Number(dport) > 65535) {
@@ -127,9 +129,6 @@ export interface ProxyOptions {
   readonly trusted: (address: string | undefined) => boolean;
   /** A connection closed for its header: why, and the peer. */
   readonly refused: (reason: string, peer: string) => void;
-  /** Whether the bytes after the header go back into the socket's stream (a TLS server reads them
-   *  from there) or are handed to an HTTP server's parser as data. */
-  readonly tls: boolean;
 }
 
 type Peered = Socket & { _peername?: { address: string; port: number; family: string }; [PROXIED]?: true };
@@ -146,6 +145,10 @@ export function carryClient(raw: Socket, tls: Socket): void {
 /** Takes `server`'s own 'connection' listeners (the HTTP or TLS server's) and gives them each
  *  connection only once its PROXY header is read; closes the others. */
 export function requireProxyHeader(server: import('node:net').Server, opts: ProxyOptions): void {
+  // An http.Server reads the socket's handle itself, past the stream: the bytes after the header
+  // are handed to it as the 'data' event it listens to. Any other server (TLS, h2, h2c) reads what
+  // the stream holds first: they are put back there.
+  const asData = server instanceof http.Server;
   const serve = server.listeners('connection') as ((socket: Socket) => void)[];
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
@@ -160,11 +163,17 @@ export function requireProxyHeader(server: import('node:net').Server, opts: Prox
       if (parsed !== 'more') done(parsed);
     };
     const onEnd = () => done({ error: buf === null ? 'closed before a PROXY header' : 'a truncated PROXY header' });
-    const done = (parsed: ProxyHeader | { error: string }) => {
-      clearTimeout(timer);
+    // Closed by the unit meanwhile (the drain, makeRoom): no header is awaited any more.
+    const onClose = () => { clearTimeout(timer); stop(); };
+    const stop = () => {
       socket.off('data', onData);
       socket.off('end', onEnd);
       socket.off('error', onEnd);
+      socket.off('close', onClose);
+    };
+    const done = (parsed: ProxyHeader | { error: string }) => {
+      clearTimeout(timer);
+      stop();
       if ('error' in parsed) { refuse(socket, opts, parsed.error); return; }
       const s = socket as Peered;
       if (parsed.client) {
@@ -172,21 +181,19 @@ export function requireProxyHeader(server: import('node:net').Server, opts: Prox
         s[PROXIED] = true;
       }
       const rest = buf!.subarray(parsed.length);
-      if (opts.tls) {
-        // A TLSSocket takes over the socket's handle, and first reads what the stream holds.
+      if (asData) {
+        for (const l of serve) l.call(server, socket);
+        if (rest.length && !socket.destroyed) socket.emit('data', rest);
+      } else {
         socket.pause();
         if (rest.length) socket.unshift(rest);
         for (const l of serve) l.call(server, socket);
-      } else {
-        // An HTTP server reads the handle itself (it bypasses the stream): the rest is handed to it
-        // as the data event it listens to.
-        for (const l of serve) l.call(server, socket);
-        if (rest.length && !socket.destroyed) socket.emit('data', rest);
       }
     };
     socket.on('data', onData);
     socket.on('end', onEnd);
     socket.on('error', onEnd);
+    socket.on('close', onClose);
   });
 }
 

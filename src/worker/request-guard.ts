@@ -22,18 +22,24 @@ export interface RequestLimits {
 
 export type Refusal = readonly [status: number, reason: string];
 
-/** `name` is "host" in any case, without making a lower-case copy for every request. */
-function isHost(name: string): boolean {
-  return (name.charCodeAt(0) | 0x20) === 0x68 && (name.charCodeAt(1) | 0x20) === 0x6f
-    && (name.charCodeAt(2) | 0x20) === 0x73 && (name.charCodeAt(3) | 0x20) === 0x74;
-}
-
 /** Fields a request has at most one of (RFC 9110 §5.3) and of which Node keeps only the first:
  *  a proxy that keeps the last would disagree with the app about what was sent. */
 const SINGLE = ['host', 'content-type', 'content-length', 'authorization', 'proxy-authorization', 'from', 'referer',
   'user-agent', 'max-forwards', 'if-modified-since', 'if-unmodified-since'];
-/** Their lengths, and transfer-encoding's (17): only a name of one of these lengths is lower-cased. */
-const LENGTHS = new Set([...SINGLE, 'transfer-encoding'].map((n) => n.length));
+const TRANSFER_ENCODING = SINGLE.length;
+const CONTENT_LENGTH = SINGLE.indexOf('content-length');
+/** The names looked for (SINGLE's, by index, and transfer-encoding's), listed by length: a header
+ *  name is compared only with those of its own length, by character code, with no lower-cased copy. */
+const NAMES = [...SINGLE, 'transfer-encoding'];
+const BY_LENGTH: (number[] | undefined)[] = [];
+NAMES.forEach((name, i) => (BY_LENGTH[name.length] ??= []).push(i));
+
+/** `name` equals `lower` (lower-case letters and `-`) in any case. */
+function sameName(name: string, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
 /** What a name with `_` must not become when `_` is read as `-` (CGI, WSGI, PHP): a framing field or Host. */
 const NO_UNDERSCORE = new Set(['content-length', 'transfer-encoding', 'host']);
 /** Trailer fields RFC 9110 §6.5.1 forbids: framing, routing, request modifiers, authentication and
@@ -42,10 +48,10 @@ const NOT_TRAILERS = new Set(['host', 'content-length', 'transfer-encoding', 'tr
   'content-encoding', 'content-range', 'authorization', 'proxy-authorization', 'cookie', 'expect', 'range',
   'max-forwards', 'cache-control', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range']);
 
-/** Why `req` is refused (its response `res` not begun), or null. A request that passes with a body
+/** Why `req` is refused (its response `res` not begun; null for an upgrade, which has none), or null. A request that passes with a body
  *  of unknown length (chunked, or h2 without Content-Length) has that body counted against the
  *  body limit as it arrives. */
-export function refusalFor(req: IncomingMessage, res: ServerResponse, limits: RequestLimits): Refusal | null {
+export function refusalFor(req: IncomingMessage, res: ServerResponse | null, limits: RequestLimits): Refusal | null {
   // An h2 stream (the http2 setting, by ALPN) is version 2; a request line saying HTTP/2.0 is not.
   if (req.httpVersionMajor !== 1 && !('stream' in req)) return [505, 'HTTP version not supported'];
   const url = req.url ?? '';
@@ -72,24 +78,23 @@ export function refusalFor(req: IncomingMessage, res: ServerResponse, limits: Re
     if (name.indexOf('_') >= 0 && NO_UNDERSCORE.has(name.toLowerCase().replace(/_/g, '-'))) {
       return [400, `the header name ${name} reads as a framing field where _ means - (RFC 9110 §5.1)`];
     }
-    if (!LENGTHS.has(name.length)) continue;
-    const lower = name.length === 4 && isHost(name) ? 'host' : name.toLowerCase();
-    if (lower === 'transfer-encoding') { chunked = true; continue; }
-    const bit = SINGLE.indexOf(lower);
-    if (bit < 0) continue;
-    if (seen & (1 << bit)) return [400, `more than one ${name} header (RFC 9110 §5.3)`];
-    seen |= 1 << bit;
-    if (lower === 'content-length') length = Number(raw[i + 1]);
+    const candidates = BY_LENGTH[name.length];
+    if (candidates === undefined) continue;
+    let which = -1;
+    for (const c of candidates) if (sameName(name, NAMES[c]!)) { which = c; break; }
+    if (which < 0) continue;
+    if (which === TRANSFER_ENCODING) { chunked = true; continue; }
+    if (seen & (1 << which)) return [400, `more than one ${name} header (RFC 9110 §5.3)`];
+    seen |= 1 << which;
+    if (which === CONTENT_LENGTH) length = Number(raw[i + 1]);
   }
+  // RFC 9112 §6.1: Transfer-Encoding is HTTP/1.1's; in an HTTP/1.0 message the framing is faulty.
+  if (chunked && req.httpVersionMinor === 0 && !('stream' in req)) return [400, 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)'];
   if (limits.body > 0) {
     if (length > limits.body) return [413, `a body of ${length} bytes, over ${limits.body} (limitRequestBody)`];
-    if (length < 0 && (chunked || 'stream' in req)) countBody(req, res, limits.body);
+    if (length < 0 && res !== null && (chunked || 'stream' in req)) countBody(req, res, limits.body);
   }
-  if (chunked) {
-    // RFC 9112 §6.1: Transfer-Encoding is HTTP/1.1's; in an HTTP/1.0 message the framing is faulty.
-    if (req.httpVersionMinor === 0 && !('stream' in req)) return [400, 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)'];
-    watchTrailers(req);
-  }
+  if (chunked) watchTrailers(req);
   return null;
 }
 
@@ -117,7 +122,8 @@ function overLimit(req: IncomingMessage, res: ServerResponse, limit: number): vo
       res.statusCode = 413;
       res.end(`${err.message}\n`, () => stream.close());
     } else stream.close();
-    req.destroy(err);
+    // An h2 request emits 'error' with no listener too (an uncaught exception): only to an app that listens.
+    req.destroy(req.listenerCount('error') > 0 ? err : undefined);
     return;
   }
   const socket = req.socket;
@@ -128,7 +134,7 @@ function overLimit(req: IncomingMessage, res: ServerResponse, limit: number): vo
     res.statusCode = 413;
   }
   res.destroy();
-  req.destroy(err);
+  req.destroy(req.listenerCount('error') > 0 ? err : undefined);
 }
 
 /** Node adds a chunked body's trailer fields to the request just before its end: one RFC 9110
@@ -148,7 +154,7 @@ function watchTrailers(req: IncomingMessage): void {
         // The socket's error is Node's path for a bad request: a 400 unless the response has
         // begun, then the connection closes. The request destroyed then never ends.
         this.socket.emit('error', err);
-        this.destroy(err);
+        this.destroy(this.listenerCount('error') > 0 ? err : undefined);
         return;
       }
     }

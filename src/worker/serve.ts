@@ -15,9 +15,9 @@ import { Accepting } from './accepting';
 import { countBodyBytes } from './body-bytes';
 import { Connections } from './connections';
 import type { LoadedApp } from './app-loader';
-import { createDispatch } from './dispatch';
+import { createDispatch, refusedOn } from './dispatch';
 import { createDrain, responseOn } from './drain';
-import type { RequestLimits } from './request-guard';
+import { refusalFor, type RequestLimits } from './request-guard';
 import { ageMs, type ResponseDone } from './responses';
 import { createH2Server, trackSessions } from './h2';
 import { carryClient, requireProxyHeader, type ProxyOptions } from './proxy-protocol';
@@ -120,6 +120,36 @@ function configure(server: net.Server, opts: ServeOptions, sockets: Connections,
   return server;
 }
 
+/** Marks a connection taken over by the app ('upgrade', 'connect'): it is the app's, never closed to make room. */
+const TAKEN = Symbol('forkd.taken');
+type Taken = Socket & { [TAKEN]?: true };
+
+/** Node's parser emits 'upgrade' and 'connect' on the server, past the dispatch: the request
+ *  checks (request-guard.ts) are made here, and nothing behind a refused request on its
+ *  connection reaches the app. A refusal is written on the socket, which then closes. */
+function guardTakeovers(server: net.Server, limits: RequestLimits): void {
+  const emit = server.emit;
+  server.emit = function (this: net.Server, event: string | symbol) {
+    if (event === 'upgrade' || event === 'connect') {
+      // eslint-disable-next-line prefer-rest-params
+      const req = arguments[1] as http.IncomingMessage;
+      // eslint-disable-next-line prefer-rest-params
+      const socket = arguments[2] as Taken;
+      socket[TAKEN] = true;
+      if (refusedOn(socket)) { socket.destroy(); return true; }
+      const refusal = refusalFor(req, null, limits);
+      if (refusal) {
+        const text = `${refusal[1]}\n`;
+        socket.end(`HTTP/1.1 ${refusal[0]} ${http.STATUS_CODES[refusal[0]] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain\r\n`
+          + `Content-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+        return true;
+      }
+    }
+    // eslint-disable-next-line prefer-rest-params
+    return emit.apply(this, arguments as unknown as Parameters<net.Server['emit']>);
+  } as net.Server['emit'];
+}
+
 /** The unit's SNI contexts, replaced at a rotation; every TLS server of the unit looks names up here. */
 interface Sni { byName: ReadonlyMap<string, import('node:tls').SecureContext> }
 
@@ -156,7 +186,6 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   let roomMade = 0;
   const proxy: ProxyOptions | null = opts.proxy ? {
     ...opts.proxy,
-    tls: false,
     refused(reason, peer) {
       refused++;
       opts.log.debug(`connection closed: ${reason}`, { event: 'worker.proxyRefused', peer });
@@ -180,7 +209,7 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     let oldest: import('./connections').Conn | null = null;
     for (const conn of sockets.all()) {
       const s = conn.socket;
-      if (conn.seq === sockets.lastSeq || conn.session || s.bytesWritten > 0 || s.destroyed || responseOn(s) !== null) continue;
+      if (conn.seq === sockets.lastSeq || conn.session || s.bytesWritten > 0 || s.destroyed || responseOn(s) !== null || (s as Taken)[TAKEN]) continue;
       if (oldest === null || conn.seq < oldest.seq) oldest = conn;
     }
     if (!oldest) return false;
@@ -199,7 +228,8 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     listen: (fds, spareFds = []) => accepting.listen(fds, spareFds, (i) => {
       const bare = serverFor(app, i, requests.listener, opts.tls, secureServers, sni);
       // Before configure: the unit counts a connection at once, and HTTP (or TLS) has it once its header is read.
-      if (proxy) requireProxyHeader(bare, { ...proxy, tls: Boolean(opts.tls?.listeners[i]) });
+      if (proxy) requireProxyHeader(bare, proxy);
+      guardTakeovers(bare, opts.limits);
       const server = configure(bare, opts, sockets, onConnection, onHandshakeOver);
       if (opts.tls?.listeners[i] && opts.tls.material.http2) trackSessions(server, sockets, opts.keepAliveMs, () => drain.started);
       return server;

@@ -117,6 +117,26 @@ test('limitRequestBody over h2: a body past it gets 413 on its stream, and the s
   } finally {
     session.destroy();
     await f.kill();
+  }
+  // An app that reads bodies without an 'error' listener: the cut is no uncaught exception.
+  const g = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, '--http2', '--limit-request-body', String(LIMIT), join(APPS, 'upgrades.js')]);
+  const again = http2.connect(/Listening at: (https:\/\/127\.0\.0\.1:\d+)/.exec(g.output())![1]!, { ca: readFileSync(cert, 'utf8') });
+  again.on('error', () => undefined);
+  try {
+    const [worker] = g.workers();
+    const status = await new Promise<number>((ok) => {
+      const stream = again.request({ ':method': 'POST', ':path': '/up' });
+      stream.on('response', (h) => ok(Number(h[':status'])));
+      stream.on('error', () => ok(-1));
+      stream.write('x'.repeat(LIMIT + 100));
+    });
+    assert.is(status, 413);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(g.workers(), [worker], 'the worker lives on');
+    assert.not.match(g.output(), /uncaught|crashed/i);
+  } finally {
+    again.destroy();
+    await g.kill();
     dir.remove();
   }
 });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, startForkd, tempDir, waitFor, type Forkd } from '../helpers/forkd';
-import { freePort, request } from '../helpers/http';
+import { freePort, rawExchange, request } from '../helpers/http';
 import { parseMetrics, sumOf } from '../helpers/metrics';
 import { childUsers, startHaproxy, startNginx, type Peer } from '../helpers/peers';
 import { certificate } from '../helpers/tls';
@@ -177,6 +177,14 @@ test('forwardedAllowIps: X-Forwarded-For and Forwarded from a trusted peer give 
     await trusting.waitForLog(/^2001:db8::1 https "GET \/b HTTP\/1\.1" 200$/m);
     await request(`${trusting.url}/c`, { headers: { 'x-forwarded-for': 'unknown, 127.0.0.1' } });
     await trusting.waitForLog(/^127\.0\.0\.1 http "GET \/c HTTP\/1\.1" 200$/m);
+    // A client's own Forwarded, passed through by a proxy that writes X-Forwarded-For: not read.
+    await request(`${trusting.url}/e`, { headers: { forwarded: 'for=6.6.6.6;proto=https', 'x-forwarded-for': '198.51.100.7' } });
+    await trusting.waitForLog(/^198\.51\.100\.7 http "GET \/e HTTP\/1\.1" 200$/m);
+    // The client's X-Forwarded-For line first, the proxy's own after it (HAProxy's option forwardfor): the proxy's counts.
+    const twoLines = await rawExchange(Number(new URL(trusting.url).port),
+      'GET /f HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.8\r\nConnection: close\r\n\r\n', 500);
+    assert.match(twoLines.data, /^HTTP\/1\.1 200 /);
+    await trusting.waitForLog(/^198\.51\.100\.8 http "GET \/f HTTP\/1\.1" 200$/m);
     await request(`${strict.url}/d`, { headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', forwarded: 'for=6.6.6.6' } });
     await strict.waitForLog(/^127\.0\.0\.1 http "GET \/d HTTP\/1\.1" 200$/m);
   } finally {

@@ -111,4 +111,23 @@ test('the classic desync requests, through nginx and straight to forkd: the app 
   }
 });
 
+test('an upgrade is checked as a request is, and one pipelined behind a refused request never reaches the app\'s upgrade listener', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', join(APPS, 'upgrades.js')]);
+  try {
+    const port = Number(new URL(f.url).port);
+    const upgrades = async () => Number((await request(`${f.url}/__upgrades`)).body);
+    const upgrade = 'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n';
+    assert.match((await rawExchange(port, upgrade, 300)).data, /^HTTP\/1\.1 101 /, 'an upgrade is taken');
+    assert.is(await upgrades(), 1);
+    const behind = await rawExchange(port, `POST /x HTTP/1.1\r\nHost: x\r\nContent_Length: 1\r\n\r\n${upgrade}`, 300);
+    assert.match(behind.data, /^HTTP\/1\.1 400 /);
+    assert.not.match(behind.data, / 101 /, 'the upgrade behind the refusal was not taken');
+    const twoHosts = await rawExchange(port, 'GET /ws HTTP/1.1\r\nHost: x\r\nHost: y\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n', 300);
+    assert.match(twoHosts.data, /^HTTP\/1\.1 400 [^]*more than one Host header/, 'an upgrade with two Host fields is refused');
+    assert.is(await upgrades(), 1, 'the app took no other upgrade');
+  } finally {
+    await f.kill();
+  }
+});
+
 test.run();

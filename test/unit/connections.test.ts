@@ -37,7 +37,11 @@ test('a record starts unseen by the drain and unshed', () => {
   const held = new Connections();
   const s = new Socket();
   held.add(s);
-  assert.equal({ ...held.get(s)!, socket: null }, { socket: null, index: 0, idleSinceMs: 0, lastBytesRead: -1, shed: false, session: null, streams: null });
+  assert.equal({ ...held.get(s)!, socket: null }, { socket: null, index: 0, seq: 1, idleSinceMs: 0, lastBytesRead: -1, shed: false, session: null, streams: null });
+  const t = new Socket();
+  held.add(t);
+  assert.is(held.get(t)!.seq, 2, 'accepted later, a higher seq');
+  assert.is(held.lastSeq, 2);
 });
 
 test.run();
