@@ -77,6 +77,11 @@ test('HAProxy with send-proxy-v2 to a TCP listener and send-proxy (v1) to a Unix
       assert.equal(r.seen, { ip: CLIENT, remoteAddress: CLIENT, remotePort: r.port, protocol: scheme }, `through ${path}`);
       await f.waitForLog(new RegExp(`^${CLIENT.replace(/\./g, '\\.')} ${scheme} "GET ${path} HTTP/1\\.1" 200$`, 'm'));
     }
+    // A LOCAL header (a proxy's health check): served with the proxy's own address.
+    const local = await rawExchange(forkdPort, Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a20000000', 'hex'),
+      Buffer.from('GET /local HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]), 500);
+    assert.match(local.data, /^HTTP\/1\.1 200 /);
+    await f.waitForLog(/^127\.0\.0\.1 http "GET \/local HTTP\/1\.1" 200$/m);
     // Straight to forkd, no header: closed before HTTP, logged at debug with the peer, counted.
     const direct = await request(f.url).then((r) => `answered ${r.status}`, (err: Error) => err.message);
     assert.match(direct, /socket hang up|ECONNRESET/);
@@ -85,6 +90,12 @@ test('HAProxy with send-proxy-v2 to a TCP listener and send-proxy (v1) to a Unix
     await waitFor(async () => sumOf(parseMetrics((await request(`${status}/metrics`)).body), 'forkd_proxy_protocol_refused_total') >= 1,
       'forkd_proxy_protocol_refused_total to count it');
     assert.not.match(f.output(), /GET \/ HTTP\/1\.1/, 'the app never had it');
+    // A connection that says nothing is closed at the header's deadline, 5 s.
+    const opened = performance.now();
+    const silent = await rawExchange(forkdPort, '', 8000);
+    const after = performance.now() - opened;
+    assert.ok(silent.closed && after >= 4900 && after < 7900, `a silent connection was ${silent.closed ? `closed after ${Math.round(after)} ms` : 'never closed'}`);
+    await f.waitForLog(/connection closed: no PROXY header within 5 s/);
   } finally {
     for (const p of peers) await p.stop();
     await f.kill();
@@ -126,8 +137,11 @@ test('nginx (workers as www-data) over forkd\'s Unix socket: reachable with the 
   const dir = tempDir();
   const sock = join(dir.path, 'app.sock');
   const port = await freePort();
+  // The README's example, with this test's socket and port.
   const conf = (socket: string) => ({
-    http: `server { listen 127.0.0.1:${port}; location / { proxy_pass http://unix:${socket}:; `
+    http: `upstream app { server unix:${socket}; keepalive 32; }\n`
+      + `server { listen 127.0.0.1:${port}; location / { proxy_pass http://app; proxy_http_version 1.1; `
+      + 'proxy_set_header Connection ""; proxy_set_header Host $host; '
       + 'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; } }',
   });
   let nginx: Peer | null = null;
@@ -141,11 +155,11 @@ test('nginx (workers as www-data) over forkd\'s Unix socket: reachable with the 
     const r = await ask(`http://127.0.0.1:${port}/xff`);
     assert.is(r.status, 200, r.body);
     assert.is(r.seen?.ip, CLIENT, 'Express (trust proxy 1) reads the client from X-Forwarded-For');
-    await f.waitForLog(/^127\.0\.0\.77 http "GET \/xff HTTP\/1\.0" 200$/m);
+    await f.waitForLog(/^127\.0\.0\.77 http "GET \/xff HTTP\/1\.1" 200$/m);
     // The client's own X-Forwarded-For comes first in nginx's: neither Express nor forkd believes it.
     const spoof = await ask(`http://127.0.0.1:${port}/spoof`, { 'x-forwarded-for': '6.6.6.6' });
     assert.is(spoof.seen?.ip, CLIENT);
-    await f.waitForLog(/^127\.0\.0\.77 http "GET \/spoof HTTP\/1\.0" 200$/m);
+    await f.waitForLog(/^127\.0\.0\.77 http "GET \/spoof HTTP\/1\.1" 200$/m);
   } finally {
     await nginx?.stop();
     await f.kill();
