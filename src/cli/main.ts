@@ -14,7 +14,7 @@ import { AppLoadError, ConfigError, UsageError } from '../config/errors';
 import { loadConfig, type Loaded } from '../config/load';
 import type { Identity } from '../config/identity';
 import { checkReusePort, preflight } from '../config/preflight';
-import { resolveWorkerCount } from '../config/values';
+import { autoWorkers, resolveWorkerCount } from '../config/values';
 import { ExitCode } from '../exit-codes';
 import { createLogger, type Logger } from '../log/logger';
 import { activatedSockets, predecessorSockets } from '../net/inherited';
@@ -146,6 +146,16 @@ async function serve(early: Early, loaded: Loaded, readConfig: () => Promise<Loa
   const name = config.name ?? config.app!;
   process.title = `forkd: master [${name}]`;
   log.info(`Starting forkd ${VERSION}${successorOf ? `, succeeding master ${successorOf}` : ''}`, { config: loaded.file ?? undefined });
+  if (process.pid === 1) {
+    // A container started without an init (docker run without --init): the kernel sends PID 1 only
+    // the signals it handles, which forkd does, but orphans re-parented to it are never reaped.
+    log.warning('forkd is PID 1: signals work as anywhere, but processes orphaned by the app\'s children are never reaped '
+      + '(they stay zombies); run it under an init: docker run --init, or tini as the entrypoint', { event: 'master.pid1' });
+  }
+  if (config.workers === 'auto') {
+    const auto = autoWorkers();
+    if (auto.source.startsWith('cgroup')) log.info(`workers auto: ${auto.count}, the container's CPU quota (${auto.source})`, { event: 'master.autoWorkers' });
+  }
   // The master's lifecycle events start here, so that onStarting runs before the sockets are bound;
   // once the master runs, its hooks see the generation new workers start in.
   let hooksSee = (): HookContext => ({

@@ -218,8 +218,9 @@ export const settings = {
   workers: setting({
     section: 'Workers', flags: ['-w', '--workers'], metavar: 'INT', env: [{ name: 'WEB_CONCURRENCY' }],
     parse: workerCount, default: 'auto',
-    doc: 'Worker processes to keep alive. "auto" is one per CPU this process may run on: a Node worker '
-      + 'multiplexes I/O on its event loop, so more workers than cores add memory, not throughput.',
+    doc: 'Worker processes to keep alive. "auto" is one per CPU this process may run on, or its container\'s CPU '
+      + 'quota (cgroup v2 cpu.max, v1 cpu.cfs_quota_us) rounded up when that is fewer: a Node worker multiplexes '
+      + 'I/O on its event loop, so more workers than cores add memory, not throughput.',
   }),
   threads: setting({
     section: 'Workers', flags: ['--threads'], metavar: 'INT', parse: integer({ min: 1, max: 64 }), default: 1,

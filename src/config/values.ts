@@ -5,6 +5,7 @@
 import os from 'node:os';
 import { overlappingBind, parseBind, type BindSpec } from '../net/address';
 import { hostPort, STATSD_FORMS } from '../log/statsd';
+import { cgroupCpuLimit, type CpuLimit } from './cpu-limit';
 
 export class Invalid extends Error {
   /** `allowed` completes "expected …": it describes every acceptable value. */
@@ -278,7 +279,15 @@ export const envMap: Parser<Record<string, string>> = parser('KEY=VALUE pairs (a
  *  multiplexes I/O on its event loop, so it does not need gunicorn's 2 × CPU + 1 to hide blocking;
  *  measured here, 5 workers on 2 cores served no more than 2 did. */
 export function resolveWorkerCount(workers: 'auto' | number): number {
-  return workers === 'auto' ? Math.max(1, cpusAvailable()) : workers;
+  return workers === 'auto' ? autoWorkers().count : workers;
+}
+
+/** What `auto` comes to, and why: the CPUs this process may run on, or its container's CPU quota
+ *  when that is smaller (cpu-limit.ts). */
+export function autoWorkers(limit: CpuLimit | null = cgroupCpuLimit()): { count: number; source: string } {
+  const cpus = Math.max(1, cpusAvailable());
+  if (limit && limit.cpus < cpus) return { count: limit.cpus, source: `${limit.source}, rounded up` };
+  return { count: cpus, source: `os.availableParallelism()${limit ? `; the cgroup's quota allows ${limit.cpus}` : ''}` };
 }
 
 /** os.availableParallelism() (Node 18.14+, 19.4+) counts the CPUs this process may run on (its
