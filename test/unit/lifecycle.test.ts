@@ -91,7 +91,10 @@ test('the event stream tells subscribers in order, waits for promises, and survi
 
 /** A master over fake workers: every worker reports ready at once unless `failBoot` says not. */
 function master(opts: { readConfig?: () => Promise<Loaded>; failBoot?: (req: SpawnRequest) => boolean; also?: Subscriber } = {}) {
-  const resolved = resolveLayers({ cli: { app: { value: 'app.js', flag: 'APP' }, workers: { value: '2', flag: '--workers' }, errorLog: { value: '/dev/null', flag: '--error-logfile' } }, env: {}, file: null });
+  // Port 0: a reload opens the config's binds for real (these fake workers hold none), and the
+  // default 127.0.0.1:8000 may be in use on the machine (a README example running), failing it.
+  const resolved = resolveLayers({ cli: { app: { value: 'app.js', flag: 'APP' }, workers: { value: '2', flag: '--workers' }, errorLog: { value: '/dev/null', flag: '--error-logfile' },
+    bind: { value: ['127.0.0.1:0'], flag: '--bind' } }, env: {}, file: null });
   const loaded: Loaded = { ...resolved, file: null, durationsMs: durationsMs(resolved.config), snapshot: null, tls: null };
   let now = 0;
   const events: LifecycleEvent[] = [];
