@@ -96,7 +96,7 @@ test('workers auto is one per CPU forkd may run on: taskset to one CPU gives one
     const prefix = ['taskset', '-c', set.join(',')];
     const printed = await runForkd(['--print-config', probe], { prefix });
     assert.is(printed.code, 0, printed.stderr);
-    assert.match(printed.stdout, new RegExp(`^workers +"auto" \\(= ${set.length}\\) +# the default$`, 'm'));
+    assert.match(printed.stdout, new RegExp(`^workers +"auto" \\(= ${set.length}: os\\.availableParallelism\\(\\)\\) +# the default$`, 'm'));
     const f = await startForkd(['-b', '127.0.0.1:0', probe], { prefix });
     try {
       assert.match(f.output(), new RegExp(`Ready: ${set.length} workers? serving`));
