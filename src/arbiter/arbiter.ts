@@ -82,6 +82,9 @@ export class Arbiter {
   readonly #deadlines: { stop(): void };
   readonly #startedAtMs: number;
   #phase: Phase = 'starting';
+  /** While a TERM waits out shutdownDelay: when the graceful stop begins (wall clock), and its timer. */
+  #stopAtMs: number | null = null;
+  #leaving: NodeJS.Timeout | null = null;
   #exitCode: ExitCode = ExitCode.Ok;
   #finished = false;
   #fillTimer: NodeJS.Timeout | null = null;
@@ -113,7 +116,7 @@ export class Arbiter {
     });
     this.#ctx = {
       log, clock, events: this.#events, pool: this.#pool, generations: this.#generations, scale: this.#scale,
-      sockets: this.#sockets, totals: this.#totals, phase: () => this.#phase, status: () => this.#status(), fill: () => this.#fill(),
+      sockets: this.#sockets, totals: this.#totals, phase: () => this.#phase, leaving: () => this.#leavingS(), status: () => this.#status(), fill: () => this.#fill(),
     };
 
     this.#subscribe();
@@ -232,7 +235,7 @@ export class Arbiter {
   #cwdFor(loaded: Loaded): string { return resolve(this.#deps.startCwd, loaded.config.chdir ?? '.'); }
   #status(): MasterStatus {
     const g = this.#generations;
-    return { serving: this.#pool.serving().length, wanted: this.#scale.target, generation: g.current.id, lastReload: g.lastReload };
+    return { serving: this.#pool.serving().length, wanted: this.#scale.target, generation: g.current.id, lastReload: g.lastReload, leavingS: this.#leavingS() };
   }
   #master(): MasterInfo {
     return { pid: process.pid, name: this.#generations.current.name, generation: this.#generations.current.id, workers: this.#scale.target };
@@ -290,12 +293,28 @@ export class Arbiter {
     this.#stopAll(stopPlans.quick(this.#generations.gracefulMs), 'master giving up');
   }
 
+  /** TERM with shutdownDelay: /readyz answers 503 from now on (a load balancer stops sending here)
+   *  while the workers serve on; the graceful stop begins when the delay is over, or at once on
+   *  another TERM, INT or QUIT. */
+  #leave(delayMs: number): void {
+    this.#stopAtMs = Date.now() + delayMs;
+    this.#leaving = setTimeout(() => { this.#leaving = null; this.#deps.loop.push('SIGTERM'); }, delayMs);
+    this.#deps.log.info(`TERM: /readyz answers 503 from now; the workers serve on for ${delayMs / 1000} s (shutdownDelay), `
+      + 'then stop gracefully (TERM again, INT or QUIT: now)', { event: 'master.leaving', shutdownDelayMs: delayMs });
+    void this.#events.emit({ type: 'master.status', status: this.#status() });
+  }
+
+  #leavingS(): number | null {
+    return this.#stopAtMs === null || this.#phase === 'stopping' ? null : Math.max(0, Math.ceil((this.#stopAtMs - Date.now()) / 1000));
+  }
+
   /** Stopping closes the master's sockets first, so that new connections are refused at once
    *  instead of waiting in a backlog no worker will accept from again. */
   #stopAll(plan: StopPlan, reason: string): void {
     const already = this.#phase === 'stopping';
     // The phase first: whoever follows master.stopping (a control command waiting) sees it.
     this.#phase = 'stopping';
+    if (this.#leaving) { clearTimeout(this.#leaving); this.#leaving = null; }
     if (!already) void this.#events.emit({ type: 'master.stopping', status: this.#status(), reason });
     this.#watchers.close();
     this.#upgrader.abort();
@@ -349,7 +368,13 @@ export class Arbiter {
 
   /** What each signal runs (signal-table.ts says what each is for, and when it runs). */
   readonly #commands: Record<ManagedSignal, Command> = {
-    SIGTERM: () => { if (this.#phase !== 'stopping') this.#stopAll(stopPlans.graceful(this.#generations.gracefulMs), 'TERM'); },
+    SIGTERM: () => {
+      if (this.#phase === 'stopping') return;
+      const delayMs = this.#generations.current.durationsMs.shutdownDelay;
+      // The first TERM with a shutdownDelay: leave first; a second (or the delay's end) stops.
+      if (delayMs > 0 && this.#stopAtMs === null) { this.#leave(delayMs); return; }
+      this.#stopAll(stopPlans.graceful(this.#generations.gracefulMs), 'TERM');
+    },
     SIGINT: () => this.#stopAll(stopPlans.quick(this.#generations.gracefulMs), 'INT'),
     SIGQUIT: () => this.#stopAll(stopPlans.quick(this.#generations.gracefulMs), 'QUIT'),
     SIGTTIN: () => this.#resize(true),

@@ -25,6 +25,8 @@ export interface MasterContext {
   /** The counts behind forkd's counters, for the master's lifetime (and its predecessors'). */
   readonly totals: Totals;
   phase(): Phase;
+  /** Seconds until the graceful stop while a TERM waits out shutdownDelay (the master is leaving), else null. */
+  leaving(): number | null;
   status(): MasterStatus;
   /** Brings the pool to the target now (what `requestFill` runs). */
   fill(): void;

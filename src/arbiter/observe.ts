@@ -235,6 +235,8 @@ export class Observability {
    *  until the new one does, so either counts. */
   #notReady(): string | null {
     if (this.#ctx.phase() === 'stopping') return 'the master is stopping';
+    const leaving = this.#ctx.leaving();
+    if (leaving !== null) return `the master is leaving: the graceful stop begins in ${leaving} s (shutdownDelay)`;
     if (!this.#ctx.pool.live().some((h) => h.accepting)) return 'no worker serves';
     return null;
   }

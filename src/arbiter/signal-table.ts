@@ -17,7 +17,9 @@ export interface SignalRow {
 export const SIGNAL_ROWS = [
   {
     signals: ['SIGTERM'], summary: 'graceful stop', interrupts: true,
-    doc: 'Graceful stop: new connections are refused, in-flight requests get `gracefulTimeout` to finish; exit 0.',
+    doc: 'Graceful stop: with `shutdownDelay`, /readyz answers 503 at once while the workers serve on for that long (a '
+      + 'second TERM skips it); then the connections already queued on the sockets are served, new connections are '
+      + 'refused, in-flight requests get `gracefulTimeout` to finish; exit 0.',
   },
   { signals: ['SIGINT', 'SIGQUIT'], summary: 'quick stop', interrupts: true, doc: 'Quick stop: the workers exit at once.' },
   {

@@ -287,6 +287,11 @@ export const settings = {
     section: 'Timeouts', flags: ['--graceful-timeout'], metavar: 'SECONDS', parse: duration(), default: 30,
     doc: 'How long a stopping worker has to finish its requests before it is killed.',
   }),
+  shutdownDelay: setting({
+    section: 'Timeouts', flags: ['--shutdown-delay'], metavar: 'SECONDS', parse: duration(), default: 0,
+    doc: 'On TERM, /readyz answers 503 at once while the workers keep serving for this long (the time a load '
+      + 'balancer or Kubernetes takes to stop sending here); then the graceful stop. A second TERM, INT or QUIT skips it.',
+  }),
   keepAlive: setting({
     section: 'Timeouts', flags: ['--keep-alive'], metavar: 'SECONDS', parse: duration(), default: 5,
     doc: 'How long an idle keep-alive connection is kept open (0: no keep-alive).',

@@ -12,6 +12,8 @@ export interface MasterStatus {
   readonly generation: number;
   /** The last reload's result, if there was one. */
   readonly lastReload: { readonly ok: boolean; readonly reason?: string } | null;
+  /** Seconds until the graceful stop while a TERM waits out shutdownDelay; null (or absent): not leaving. */
+  readonly leavingS?: number | null;
 }
 
 /** Lifecycle events the arbiter reports; every method is optional to call and cheap. */
@@ -31,7 +33,8 @@ export interface Lifecycle {
 export function statusLine(s: MasterStatus): string {
   const reload = s.lastReload === null ? '' : s.lastReload.ok ? '; last reload ok'
     : `; last reload failed: ${s.lastReload.reason ?? 'unknown'}`;
-  return `${s.serving}/${s.wanted} workers serving, generation ${s.generation}${reload}`;
+  const leaving = s.leavingS == null ? '' : `leaving: /readyz 503, graceful stop in ${s.leavingS} s (shutdownDelay); `;
+  return `${leaving}${s.serving}/${s.wanted} workers serving, generation ${s.generation}${reload}`;
 }
 
 /** `successor`: this master was started by USR2; on ready it tells systemd it is the main process. */

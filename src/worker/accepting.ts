@@ -12,6 +12,11 @@ import type { Socket } from 'node:net';
 import type { Connections } from './connections';
 import type { ListenTarget, ServeOptions } from './serve';
 import type { Logger } from '../log/logger';
+import { listenQueues } from '../net/listen-queue';
+
+/** How long a stopping unit goes on accepting what is queued on its listeners, at most. */
+const QUEUE_DRAIN_MS = 2000;
+const QUEUE_POLL_MS = 10;
 
 export type AcceptingOptions = Pick<ServeOptions, 'backlog' | 'maxConnections' | 'relisten' | 'log'>;
 
@@ -23,6 +28,7 @@ export class Accepting {
   private readonly acceptors: net.Server[] = [];
   private paused = false;
   private stopped = false;
+  private stopping: Promise<void> | null = null;
   private resuming: Promise<void> | null = null;
 
   /** `makeRoom` closes a connection to make room for another at the cap, when one may go (false: none). */
@@ -47,10 +53,33 @@ export class Accepting {
   /** After a connection was removed from the unit's Connections. */
   connectionClosed(): void { if (this.paused && !this.stopped && !this.overCap()) this.resume(); }
 
-  /** Stops accepting for good (the drain); the connections stay. */
-  stop(): void {
+  /** Stops accepting for good (the drain); the connections stay. First the connections already
+   *  waiting in the listen queue are taken (and served, with Connection: close): closing the last
+   *  fd of a socket resets them. Resolves once the listening fds are closed. */
+  stop(): Promise<void> {
+    if (this.stopping) return this.stopping;
     this.stopped = true;
-    if (!this.paused) this.closeAll(); // a pause has closed them all already
+    // A pause has closed them all already.
+    this.stopping = this.paused ? Promise.resolve() : this.acceptQueued().then(() => this.closeAll());
+    return this.stopping;
+  }
+
+  /** Waits until no TCP listener of the unit has a connection in its queue (the kernel shows it in
+   *  /proc; a Unix socket's it does not), for at most QUEUE_DRAIN_MS. The event loop accepts them
+   *  meanwhile, as it always does. */
+  private async acceptQueued(): Promise<void> {
+    const until = performance.now() + QUEUE_DRAIN_MS;
+    for (;;) {
+      const fds: number[] = [];
+      for (const s of [...this.servers, ...this.acceptors]) {
+        const fd = (s as net.Server & { _handle?: { fd?: number } | null })._handle?.fd;
+        if (typeof fd === 'number' && fd >= 0) fds.push(fd);
+      }
+      let waiting = 0;
+      for (const q of listenQueues(fds).values()) waiting += q;
+      if (waiting === 0 || performance.now() > until) return;
+      await new Promise((ok) => setTimeout(ok, QUEUE_POLL_MS));
+    }
   }
 
   private overCap(): boolean { return this.opts.maxConnections > 0 && this.sockets.size >= this.opts.maxConnections; }

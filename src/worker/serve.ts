@@ -257,11 +257,12 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
       sni.byName = sniContexts(material);
       for (const s of secureServers) (s as import('node:tls').Server).setSecureContext(secureContextOptions(material));
     },
-    drain() {
-      // What brings more work stops first: new connections, and keep-alive on the open ones.
+    async drain() {
+      // What brings more work stops first: keep-alive on the open connections, and new connections
+      // once those already queued on the listeners are taken (accepting.ts).
       if (!drain.started) {
-        accepting.stop();
         requests.endKeepAlive();
+        await accepting.stop();
       }
       return drain.run();
     },
