@@ -70,9 +70,9 @@ test('durations take seconds or units', () => {
 });
 
 test('durations become milliseconds once: every duration setting of the table, and only those', () => {
-  const { config } = layers({ cli: cli('--keep-alive', '500ms', '-t', '2m', '--hook-timeout', '0.25') });
+  const { config } = layers({ cli: cli('--keep-alive', '500ms', '-t', '2m', '--hook-timeout', '0.25', '--shutdown-delay', '5s') });
   assert.equal(durationsMs(config), {
-    timeout: 120_000, bootTimeout: 30_000, hookTimeout: 250, gracefulTimeout: 30_000, keepAlive: 500,
+    timeout: 120_000, bootTimeout: 30_000, hookTimeout: 250, gracefulTimeout: 30_000, shutdownDelay: 5000, keepAlive: 500,
     requestTimeout: 300_000, headersTimeout: 60_000,
   });
 });
