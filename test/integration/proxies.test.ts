@@ -45,6 +45,12 @@ function ask(url: string, headers: Record<string, string> = {}, ca?: string): Pr
 /** The access log lines of requests from CLIENT's forkd, as `%(h)s %(S)s "%(r)s" %(s)s`. */
 const FORMAT = ['--access-logfile', '-', '--access-logformat', '%(h)s %(S)s "%(r)s" %(s)s'];
 
+/** nginx's workers run as www-data: each starts as root, for the moment between its fork and its setuid. */
+async function workersAreWwwData(nginx: Peer): Promise<void> {
+  await waitFor(() => { const c = childUsers(nginx.pid); return (c.length > 0 && c.every((w) => w.user === 'www-data')) || null; },
+    'nginx\'s workers to run as www-data');
+}
+
 async function statusUrl(f: Forkd): Promise<string> {
   return (await f.waitForLog(/Status at: (http:\/\/\S+)/))[1]!;
 }
@@ -118,7 +124,7 @@ test('nginx\'s stream module with proxy_protocol on (its workers as www-data): t
       stream: `server { listen 127.0.0.1:${a}; proxy_pass 127.0.0.1:${new URL(f.url).port}; proxy_protocol on; }\n`
         + `server { listen 127.0.0.1:${b}; proxy_pass 127.0.0.1:${new URL(untrusted.url).port}; proxy_protocol on; }`,
     }, [a, b]);
-    assert.ok(childUsers(nginx.pid).every((c) => c.user === 'www-data'), 'nginx\'s workers run as www-data');
+    await workersAreWwwData(nginx);
     const r = await ask(`http://127.0.0.1:${a}/stream`);
     assert.equal(r.seen, { ip: CLIENT, remoteAddress: CLIENT, remotePort: r.port, protocol: 'http' });
     await f.waitForLog(/^127\.0\.0\.77 http "GET \/stream HTTP\/1\.1" 200$/m);
@@ -150,7 +156,7 @@ test('nginx (workers as www-data) over forkd\'s Unix socket: reachable with the 
   const f = await startForkd(['-w', '1', '-b', `unix:${sock}`, ...FORMAT, app]).catch((err: Error) => { dir.remove(); throw err; });
   try {
     nginx = await startNginx(dir.path, conf(sock), [port]);
-    assert.ok(childUsers(nginx.pid).every((c) => c.user === 'www-data'), 'nginx\'s workers run as www-data');
+    await workersAreWwwData(nginx);
     assert.match(f.output(), /is srw-rw-rw- root:root: any local user can connect/);
     const r = await ask(`http://127.0.0.1:${port}/xff`);
     assert.is(r.status, 200, r.body);
