@@ -46,6 +46,18 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** `n` distinct TCP ports on 127.0.0.1 that were free a moment ago: each is held until all are
+ *  found (freePort twice may hand out the same port). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => net.createServer());
+  try {
+    for (const s of servers) await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
+    return servers.map((s) => (s.address() as net.AddressInfo).port);
+  } finally {
+    for (const s of servers) await new Promise<void>((ok) => s.close(() => ok()));
+  }
+}
+
 /** A request over a Unix socket. */
 export function requestUnix(socketPath: string, path = '/'): Promise<Reply> {
   return request(`http://localhost${path}`, { socketPath });

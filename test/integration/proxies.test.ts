@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { APPS, startForkd, tempDir, waitFor, type Forkd } from '../helpers/forkd';
-import { freePort, rawExchange, request } from '../helpers/http';
+import { freePort, freePorts, rawExchange, request } from '../helpers/http';
 import { parseMetrics, sumOf } from '../helpers/metrics';
 import { childUsers, startHaproxy, startNginx, type Peer } from '../helpers/peers';
 import { certificate } from '../helpers/tls';
@@ -66,7 +66,7 @@ test('HAProxy with send-proxy-v2 to a TCP listener and send-proxy (v1) to a Unix
   try {
     const forkdPort = Number(new URL(f.url).port);
     const tlsPort = Number(/Listening at: https:\/\/127\.0\.0\.1:(\d+)/.exec(f.output())![1]);
-    const [v2, v1, v2tls] = [await freePort(), await freePort(), await freePort()];
+    const [v2, v1, v2tls] = await freePorts(3) as [number, number, number];
     peers.push(await startHaproxy(dir.path, [
       `frontend v2\n  bind 127.0.0.1:${v2}\n  default_backend forkd_tcp`,
       `backend forkd_tcp\n  server s1 127.0.0.1:${forkdPort} send-proxy-v2`,
@@ -119,7 +119,7 @@ test('nginx\'s stream module with proxy_protocol on (its workers as www-data): t
     const untrusted = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--proxy-protocol', 'v1', '--proxy-allow-from', '10.0.0.0/8,fd00::/8',
       '--log-level', 'debug', ...FORMAT, app]);
     started.push(untrusted);
-    const [a, b] = [await freePort(), await freePort()];
+    const [a, b] = await freePorts(2) as [number, number];
     nginx = await startNginx(dir.path, {
       stream: `server { listen 127.0.0.1:${a}; proxy_pass 127.0.0.1:${new URL(f.url).port}; proxy_protocol on; }\n`
         + `server { listen 127.0.0.1:${b}; proxy_pass 127.0.0.1:${new URL(untrusted.url).port}; proxy_protocol on; }`,
