@@ -2,6 +2,7 @@
  *  environment string, or whatever a config file holds) and returns the typed value, or throws
  *  Invalid saying what is allowed. The layer that called it adds which setting and where from. */
 
+import { isIP } from 'node:net';
 import os from 'node:os';
 import { overlappingBind, parseBind, type BindSpec } from '../net/address';
 import { hostPort, STATSD_FORMS } from '../log/statsd';
@@ -122,7 +123,7 @@ export const addressRange: Parser<string> = parser('an IP address, a CIDR range 
   const text = input.trim();
   if (text === '*') return text;
   const [address, bits, extra] = text.split('/');
-  const family = require('node:net').isIP(address) as number;
+  const family = isIP(address ?? '');
   if (!family || extra !== undefined) throw new Invalid(allowed);
   if (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > (family === 4 ? 32 : 128))) throw new Invalid(allowed);
   return text;

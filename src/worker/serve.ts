@@ -183,7 +183,6 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const sni: Sni = { byName: opts.tls ? sniContexts(opts.tls.material) : new Map() };
   if (opts.accessLog && opts.tls?.material.http2) countBodyBytes(true);
   let refused = 0;
-  let roomMade = 0;
   const proxy: ProxyOptions | null = opts.proxy ? {
     ...opts.proxy,
     refused(reason, peer) {
@@ -215,7 +214,6 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
     if (!oldest) return false;
     sockets.remove(oldest.socket);
     oldest.socket.destroy();
-    roomMade++;
     return true;
   }
   const onConnection = (socket: Socket) => {
