@@ -139,7 +139,7 @@ test('nginx\'s stream module with proxy_protocol on (its workers as www-data): t
   }
 });
 
-test('nginx (workers as www-data) over forkd\'s Unix socket: reachable with the default socketMode, X-Forwarded-For gives Express and the access log the client, a spoofed one is not believed; a socket only root may use gets 502 and a warning that says so', async () => {
+test('nginx (workers as www-data) over forkd\'s Unix socket: reachable with the default socketMode, X-Forwarded-For gives Express and the access log the client, a spoofed one is not believed; a socket only root may use gets 502 and a warning that says so; one of group www-data is reached', async () => {
   const dir = tempDir();
   const sock = join(dir.path, 'app.sock');
   const port = await freePort();
@@ -182,6 +182,18 @@ test('nginx (workers as www-data) over forkd\'s Unix socket: reachable with the 
   } finally {
     await nginx?.stop();
     await g.kill();
+  }
+  // Narrowed to nginx's group, as the README shows: www-data's workers connect, and the log says who can.
+  const shared = join(dir.path, 'shared.sock');
+  const h = await startForkd(['-w', '1', '-b', `unix:${shared}`, '--socket-mode', '660', '--socket-group', 'www-data', app])
+    .catch((err: Error) => { dir.remove(); throw err; });
+  try {
+    assert.match(h.output(), /unix:\S+shared\.sock is srw-rw---- root:www-data: root and group www-data can connect/);
+    nginx = await startNginx(dir.path, conf(shared), [port]);
+    assert.is((await ask(`http://127.0.0.1:${port}/group`)).seen?.ip, CLIENT);
+  } finally {
+    await nginx?.stop();
+    await h.kill();
     dir.remove();
   }
 });
