@@ -6,12 +6,13 @@
 // node:cluster server that reloads the usual way (fork new workers, disconnect the old ones).
 // Usage: npm run build && node scripts/reload-under-load.mjs [--seconds 20] [--hups 10] [--connections 50]
 // Needs wrk (Debian: apt-get install wrk). Every process it starts is ended by pid; loopback only.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { needWrk, startWrk } from './lib/wrk.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0 ? Number(process.argv[i + 1]) : dflt; };
@@ -19,9 +20,7 @@ const SECONDS = arg('--seconds', 20);
 const HUPS = arg('--hups', 10);
 const CONNECTIONS = arg('--connections', 50);
 
-try { execFileSync('wrk', ['--version'], { stdio: 'ignore' }); } catch (err) {
-  if (err.code === 'ENOENT') { console.error('wrk is not installed (apt-get install wrk)'); process.exit(2); }
-}
+needWrk();
 
 const freePort = () => new Promise((ok) => { const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)); }); });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -48,19 +47,8 @@ function stop(proc) {
 }
 
 function wrk(port, keepAlive) {
-  return new Promise((ok) => {
-    const args = ['-t2', `-c${CONNECTIONS}`, `-d${SECONDS}s`, ...(keepAlive ? [] : ['-H', 'Connection: close']), `http://127.0.0.1:${port}/`];
-    const w = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    w.stdout.on('data', (c) => { out += c; });
-    w.on('exit', () => {
-      const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
-      const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-      const errors = socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
-      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-      ok({ requests, errors, errorDetail: socket ? socket[0] : 'Socket errors: none', non2xx, rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN) });
-    });
-  });
+  const args = ['-t2', `-c${CONNECTIONS}`, `-d${SECONDS}s`, ...(keepAlive ? [] : ['-H', 'Connection: close']), `http://127.0.0.1:${port}/`];
+  return startWrk(args).done;
 }
 
 /** Runs wrk for SECONDS while `actions` fire, spread evenly over the first 90 % of the run. */
