@@ -1,8 +1,10 @@
-/** The container and Kubernetes examples cannot be applied on these machines: this checks what
- *  must hold between them and forkd's config, so that they cannot rot. The config file is valid
- *  for forkd; the Deployment's probes, ports and annotations name forkd's listeners; its grace
- *  period outlasts shutdownDelay + gracefulTimeout; the Containerfile runs tini, as a non-root
- *  user, with production dependencies only, and health-checks /livez on the status port. */
+/** The container, Kubernetes and cloud load balancer examples cannot be applied on these machines:
+ *  this checks what must hold between them and forkd's config, so that they cannot rot. The config
+ *  file is valid for forkd; the Deployment's probes, ports and annotations name forkd's listeners;
+ *  its grace period outlasts shutdownDelay + gracefulTimeout; the Containerfile runs tini, as a
+ *  non-root user, with production dependencies only, and health-checks /livez on the status port.
+ *  The balancers' examples (examples/balancers) agree with the same config; HAProxy's and nginx's
+ *  also run, in test/integration/fleet.test.ts. The README's snippets are taken from these files. */
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -74,6 +76,66 @@ test('the Containerfile: tini as the entrypoint, a non-root user, npm ci --omit=
   assert.equal(directive('EXPOSE')[0]!.split(' ').slice(1).map(Number).sort(), [appPort, statusPort].sort());
   assert.match(file, new RegExp(`HEALTHCHECK [^]*127\\.0\\.0\\.1:${statusPort}/livez`));
   assert.match(directive('CMD')[0]!, /"node_modules\/forkd\/bin\/forkd\.js", "-c", "forkd\.config\.json"/);
+});
+
+const balancer = (name: string) => readFileSync(join(dir, 'balancers', name), 'utf8');
+
+test('HAProxy (examples/balancers/haproxy.cfg): checks /readyz on the status port, takes a host out within shutdownDelay, sends to the app port', () => {
+  const cfg = balancer('haproxy.cfg');
+  assert.match(cfg, /^\s*option httpchk$/m);
+  assert.match(cfg, /^\s*http-check send meth GET uri \/readyz$/m);
+  assert.match(cfg, /^\s*http-check expect status 200$/m);
+  const check = /^\s*default-server check port (\d+) inter (\d+)s fall (\d+) rise \d+$/m.exec(cfg)!;
+  assert.ok(check, 'default-server checks a port');
+  assert.is(Number(check[1]), statusPort);
+  const outS = Number(check[2]) * Number(check[3]);
+  assert.ok(outS * 1000 < ms.shutdownDelay, `out of the pool in ${outS} s, within shutdownDelay`);
+  const servers = [...cfg.matchAll(/^\s*server \S+ [\d.]+:(\d+)$/gm)].map((m) => Number(m[1]));
+  assert.is(servers.length, 3);
+  for (const port of servers) assert.is(port, appPort);
+});
+
+test('nginx (examples/balancers/nginx.conf): sends to the app port, keeps upstream connections alive, passes a failed attempt to the next host', () => {
+  const conf = balancer('nginx.conf');
+  const servers = [...conf.matchAll(/^\s*server [\d.]+:(\d+)\b/gm)].map((m) => Number(m[1]));
+  assert.is(servers.length, 3);
+  for (const port of servers) assert.is(port, appPort);
+  assert.match(conf, /^\s*proxy_next_upstream error timeout\b/m);
+  // Upstream keep-alive needs HTTP/1.1 and no Connection header passed on.
+  assert.match(conf, /^\s*keepalive \d+;$/m);
+  assert.match(conf, /^\s*proxy_http_version 1\.1;$/m);
+  assert.match(conf, /^\s*proxy_set_header Connection "";$/m);
+});
+
+test('an AWS load balancer (examples/balancers/aws-alb.yaml): health checks on /readyz at the status port notice a TERM within shutdownDelay, deregistration outlasts shutdownDelay + gracefulTimeout, its idle timeout is below keepAlive', () => {
+  const { Resources: r } = yaml.loadAll(balancer('aws-alb.yaml'))[0] as { Resources: Record<string, { Type: string; Properties: any }> };
+  const targets = Object.values(r).find((x) => x.Type === 'AWS::ElasticLoadBalancingV2::TargetGroup')!.Properties;
+  const lb = Object.values(r).find((x) => x.Type === 'AWS::ElasticLoadBalancingV2::LoadBalancer')!.Properties;
+  const attr = (list: { Key: string; Value: string }[], key: string) => Number(list.find((a) => a.Key === key)!.Value);
+  assert.is(targets.Port, appPort);
+  assert.is(Number(targets.HealthCheckPort), statusPort);
+  assert.is(targets.HealthCheckPath, '/readyz');
+  const outS = targets.HealthCheckIntervalSeconds * targets.UnhealthyThresholdCount;
+  assert.ok(outS * 1000 < ms.shutdownDelay, `out of the pool in ${outS} s, within shutdownDelay`);
+  const deregisterS = attr(targets.TargetGroupAttributes, 'deregistration_delay.timeout_seconds');
+  assert.ok(deregisterS * 1000 >= ms.shutdownDelay + ms.gracefulTimeout, `deregistration_delay ${deregisterS} s`);
+  const idleS = attr(lb.LoadBalancerAttributes, 'idle_timeout.timeout_seconds');
+  assert.ok(idleS * 1000 < ms.keepAlive, `idle timeout ${idleS} s below keepAlive ${ms.keepAlive / 1000} s`);
+});
+
+test('the README\'s snippets of the examples are taken from them: each line, in order', () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(/```\w*\n# (examples\/\S+)\n([^]*?)```/g)];
+  assert.ok(blocks.length >= 3, `${blocks.length} snippets name their example`);
+  for (const [, file, body] of blocks) {
+    const lines = readFileSync(join(ROOT, file!), 'utf8').split('\n');
+    let at = 0;
+    for (const line of body!.split('\n').filter((l) => l.trim() !== '' && l.trim() !== '...')) {
+      const found = lines.indexOf(line, at);
+      assert.ok(found >= 0, `${file}: README line ${JSON.stringify(line)} is in the file, after the one before`);
+      at = found + 1;
+    }
+  }
 });
 
 test.run();
