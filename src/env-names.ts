@@ -12,6 +12,8 @@ export function envName(setting: string): string {
 
 /** A worker's WorkerSpec, as JSON; the worker deletes it on start. */
 export const WORKER_SPEC_ENV = `${ENV_PREFIX}WORKER`;
+/** A service's ServiceSpec, as JSON; the service deletes it on start. */
+export const SERVICE_SPEC_ENV = `${ENV_PREFIX}SERVICE`;
 /** To a USR2 successor: the fds of the listening sockets it is handed, comma-separated. */
 export const HANDOVER_FDS_ENV = `${ENV_PREFIX}FDS`;
 /** To a USR2 successor: what each of those sockets is (HandedOver in net/inherited.ts), as a JSON list. */
@@ -22,5 +24,18 @@ export const HANDOVER_STATUS_ENV = `${ENV_PREFIX}STATUS_FDS`;
 /** To a USR2 successor: the pid of the master that started it. */
 export const UPGRADE_FROM_ENV = `${ENV_PREFIX}SUCCESSOR_OF`;
 
-/** The FORKD_* variables forkd sets for itself: never taken for an unknown setting. */
-export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, HANDOVER_FDS_ENV, HANDOVER_BINDS_ENV, HANDOVER_STATUS_ENV, UPGRADE_FROM_ENV];
+/** To the app, in each worker: its number, 1..workers, kept by the worker that replaces it (the N
+ *  of its process title). */
+export const WORKER_NUMBER_ENV = `${ENV_PREFIX}WORKER_NUMBER`;
+/** To the app, in each worker: the generation it belongs to (1 at start, one more per reload). */
+export const GENERATION_ENV = `${ENV_PREFIX}GENERATION`;
+/** To the app, in each serving thread: its index, 1..threads (1 in a worker without threads). */
+export const THREAD_ENV = `${ENV_PREFIX}THREAD`;
+/** To the app, in each worker: the worker number less one, PM2's name for it (which the `config`
+ *  package reads); not forkd's own, so not FORKD_*. */
+export const APP_INSTANCE_ENV = 'NODE_APP_INSTANCE';
+
+/** The FORKD_* variables forkd sets for itself: never taken for an unknown setting (an app's
+ *  worker that starts a forkd of its own passes its identity on to it). */
+export const INTERNAL_ENV: readonly string[] = [WORKER_SPEC_ENV, SERVICE_SPEC_ENV, HANDOVER_FDS_ENV, HANDOVER_BINDS_ENV, HANDOVER_STATUS_ENV, UPGRADE_FROM_ENV,
+  WORKER_NUMBER_ENV, GENERATION_ENV, THREAD_ENV];

@@ -24,6 +24,7 @@ import type { Command, Loop, ManagedSignal } from './loop';
 import { monotonicClock, Pool, type Clock } from './pool';
 import { Reloader } from './reload';
 import { Scale } from './scale';
+import { Services } from './services';
 import { rowOf, shortName } from './signal-table';
 import type { SpawnWorker } from './spawn';
 import { masterEventStream, type HookContext, type MasterEvents } from './subscribers';
@@ -80,6 +81,7 @@ export class Arbiter {
   readonly #reloader: Reloader;
   readonly #upgrader: Upgrader;
   readonly #deadlines: { stop(): void };
+  readonly #services: Services;
   readonly #startedAtMs: number;
   #phase: Phase = 'starting';
   /** While a TERM waits out shutdownDelay: when the graceful stop begins (wall clock), and its timer. */
@@ -109,6 +111,7 @@ export class Arbiter {
     }));
     this.#scale = new Scale(resolveWorkerCount(loaded.config.workers), (e) => this.#events.emit(e));
     this.#sockets = new OpenSockets(deps.listeners);
+    this.#services = new Services(log, () => this.#requestFill());
     this.#pool = new Pool({
       log, clock, spawn: deps.spawn, emit: (e) => this.#events.emit(e), control: this.#poolControl(),
       tally: (nr, t) => { this.#totals.add(nr, t); this.#upgrader.forward({ type: 'tally', nr, tally: t }); },
@@ -116,7 +119,7 @@ export class Arbiter {
     });
     this.#ctx = {
       log, clock, events: this.#events, pool: this.#pool, generations: this.#generations, scale: this.#scale,
-      sockets: this.#sockets, totals: this.#totals, phase: () => this.#phase, leaving: () => this.#leavingS(), status: () => this.#status(), fill: () => this.#fill(),
+      sockets: this.#sockets, services: this.#services, totals: this.#totals, phase: () => this.#phase, leaving: () => this.#leavingS(), status: () => this.#status(), fill: () => this.#fill(),
     };
 
     this.#subscribe();
@@ -144,7 +147,7 @@ export class Arbiter {
       this.#totals.follow(e);
       if (e.type === 'worker.exited') this.#upgrader.forward({ type: 'exit', reason: exitReason(e) });
       this.#observe.follow(e);
-      if (e.type === 'reload.done') void this.#observe.update(this.#generations.config);
+      if (e.type === 'reload.done') { void this.#observe.update(this.#generations.config); this.#services.reload(this.#generations.current); }
       for (const check of [...this.#waiters]) check();
     });
     for (const s of this.#deps.subscribers ?? []) this.#events.subscribe(s);
@@ -275,7 +278,7 @@ export class Arbiter {
   }
 
   #fill(): void {
-    if (this.#phase === 'stopping') { if (this.#pool.size === 0) void this.#finish(); return; }
+    if (this.#phase === 'stopping') { if (this.#pool.size === 0 && this.#services.size === 0) void this.#finish(); return; }
     const g = this.#generations;
     const target = this.#scale.target;
     this.#pool.fill(target, g.current, g.gracefulMs, g.pending === null);
@@ -322,6 +325,7 @@ export class Arbiter {
     this.#sockets.close(this.#sockets.all().filter((l) => !kept?.has(l.bind)));
     if (this.#fillTimer) { clearTimeout(this.#fillTimer); this.#fillTimer = null; }
     this.#pool.stopAll(plan, reason);
+    void this.#services.stopAll(plan.killAfterMs);
     this.#requestFill();
   }
 
@@ -348,6 +352,7 @@ export class Arbiter {
       log.error(`cannot reopen the error log: ${(err as Error).message}; writing on to the file it had`, { event: 'master.reopenFailed' });
     } finally {
       this.#pool.send({ type: 'reopenLogs' });
+      this.#services.reopenLogs();
     }
     void this.#events.emit({ type: 'logs.reopened' });
   }
@@ -400,6 +405,7 @@ export class Arbiter {
     );
     this.#watchers.update(this.#generations.config, this.#generations.current.configFile, this.#generations.current.cwd);
     void this.#openObserve(true);
+    this.#services.start(this.#generations.current);
     this.#requestFill();
   }
 

@@ -10,6 +10,7 @@ import type { EventStream } from './events';
 import type { Generations } from './generations';
 import type { Clock, Pool } from './pool';
 import type { Scale } from './scale';
+import type { Services } from './services';
 import type { Totals } from './totals';
 
 export type Phase = 'starting' | 'running' | 'stopping';
@@ -22,6 +23,8 @@ export interface MasterContext {
   readonly generations: Generations;
   readonly scale: Scale;
   readonly sockets: OpenSockets;
+  /** The config's services: run-once processes beside the workers. */
+  readonly services: Services;
   /** The counts behind forkd's counters, for the master's lifetime (and its predecessors'). */
   readonly totals: Totals;
   phase(): Phase;

@@ -9,7 +9,7 @@ import type { MasterContext } from './context';
 import type { Loop } from './loop';
 import type { Observability } from './observe';
 import type { Reloader } from './reload';
-import { captureStack } from './stack-capture';
+import { captureStack, inFlightText } from './stack-capture';
 import { WORKER_SCRIPT } from './spawn';
 import type { Upgrader } from './upgrade';
 import type { ToWorker } from '../ipc/messages';
@@ -118,8 +118,10 @@ export function controlActions(d: ControlDeps): ControlActions {
         try {
           // Told first, so that its heartbeat leaves the inspector open for the capture, unwarned.
           if (h.child.connected) await new Promise<void>((ok) => { h.child.send({ type: 'stackCapture', forMs: STACK_CAPTURE_MS + 1000 } satisfies ToWorker, () => ok()); });
-          const frames = await captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS);
-          return `${head}:\n${frames.map((f) => `    at ${f}`).join('\n')}`;
+          const { frames, inFlight } = await captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS);
+          const requests = inFlight === null ? '  in flight: not known'
+            : inFlight.length === 0 ? '  in flight: none' : `  in flight:\n${inFlight.map((r) => `    ${inFlightText(r)}`).join('\n')}`;
+          return `${head}:\n${frames.map((f) => `    at ${f}`).join('\n')}\n${requests}`;
         } catch (err) {
           return `${head}: ${(err as Error).message}`;
         }

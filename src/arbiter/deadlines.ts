@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from '../log/logger';
 import type { LifecycleEvent } from './events';
 import type { Clock, Pool } from './pool';
-import { captureStack } from './stack-capture';
+import { captureStack, type InFlight } from './stack-capture';
 import { WORKER_SCRIPT } from './spawn';
 import type { WorkerHandle } from './worker-handle';
 
@@ -42,14 +42,14 @@ function timedOut(deps: DeadlineDeps, h: WorkerHandle, now: number): void {
   const silentForMs = Math.round(now - h.lastBeatAtMs);
   // A thread is to blame only while the process itself still beats.
   const thread = now - h.lastHeardAtMs < timeoutMs ? h.stalledThread : null;
-  const kill = async (stack: string) => {
-    await deps.emit({ type: 'worker.timedOut', worker: h.info, thread: thread?.index ?? null, silentForMs, stack });
+  const kill = async (stack: string, inFlight: readonly InFlight[] | null) => {
+    await deps.emit({ type: 'worker.timedOut', worker: h.info, thread: thread?.index ?? null, silentForMs, stack, inFlight });
     h.signal('SIGKILL');
   };
-  if (!timeoutStack || h.inspectPort === null) { void kill('not captured (timeoutStack is off)'); return; }
+  if (!timeoutStack || h.inspectPort === null) { void kill('not captured (timeoutStack is off)', null); return; }
   captureStack(h.pid, h.inspectPort, WORKER_SCRIPT, STACK_CAPTURE_MS, thread?.threadId ?? null).then(
-    (frames) => kill(frames.join(' | ')),
-    (err: Error) => kill(`unavailable: ${err.message}`),
+    (c) => kill(c.frames.join(' | '), c.inFlight),
+    (err: Error) => kill(`unavailable: ${err.message}`, null),
   );
 }
 

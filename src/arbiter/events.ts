@@ -7,6 +7,7 @@
 import type { WorkerInfo } from '../config/hooks';
 import type { ExitCode } from '../exit-codes';
 import type { MasterStatus } from '../systemd/lifecycle';
+import type { InFlight } from './stack-capture';
 
 export type LifecycleEvent =
   /** Before the sockets are bound (the onStarting hook is awaited). */
@@ -22,7 +23,9 @@ export type LifecycleEvent =
   | { readonly type: 'worker.ready'; readonly worker: WorkerInfo; readonly bootMs: number }
   | { readonly type: 'worker.stable'; readonly worker: WorkerInfo; readonly resetFailures: boolean }
   | { readonly type: 'worker.recycling'; readonly worker: WorkerInfo; readonly why: string }
-  | { readonly type: 'worker.timedOut'; readonly worker: WorkerInfo; readonly thread: number | null; readonly silentForMs: number; readonly stack: string }
+  | { readonly type: 'worker.timedOut'; readonly worker: WorkerInfo; readonly thread: number | null; readonly silentForMs: number; readonly stack: string;
+    /** The requests it had in flight, read with its stack (null: not read). */
+    readonly inFlight: readonly InFlight[] | null }
   | { readonly type: 'worker.bootFailed'; readonly nr: number; readonly generation: number; readonly failures: number; readonly reason: string; readonly retryInMs: number }
   | {
     readonly type: 'worker.exited'; readonly worker: WorkerInfo; readonly code: number | null; readonly signal: NodeJS.Signals | null;

@@ -115,6 +115,10 @@ function workerMetrics(registry: Registry, ctx: MasterContext): void {
     name: 'forkd_proxy_protocol_refused_total', help: 'Connections closed for their PROXY protocol header: an untrusted peer, a malformed or missing header.', registers: [registry],
     collect() { this.reset(); this.inc(totals.all().proxyRefused); },
   });
+  new Counter({
+    name: 'forkd_request_deadline_total', help: 'Responses forkd ended because their requestDeadline passed (503, 504, or the connection closed).', registers: [registry],
+    collect() { this.reset(); this.inc(totals.all().deadlines); },
+  });
 }
 
 /** What the master knows of its pool and its life: workers by state, the generation, exits, reloads. */
@@ -135,6 +139,14 @@ function masterMetrics(registry: Registry, ctx: MasterContext): void {
   new Counter({
     name: 'forkd_worker_exits_total', help: 'Worker exits, by reason (as the log\'s reason=; a signal\'s name, or crash).', labelNames: ['reason'], registers: [registry],
     collect() { this.reset(); for (const [reason, n] of totals.exits()) this.inc({ reason }, n); },
+  });
+  new Gauge({
+    name: 'forkd_service_up', help: 'Whether each of the config\'s services runs now (1) or is being started again (0).', labelNames: ['service'], registers: [registry],
+    collect() { this.reset(); for (const s of ctx.services.rows()) this.set({ service: s.name }, s.state === 'running' ? 1 : 0); },
+  });
+  new Counter({
+    name: 'forkd_service_restarts_total', help: 'Times each service was started again after it died or hung.', labelNames: ['service'], registers: [registry],
+    collect() { this.reset(); for (const s of ctx.services.rows()) this.inc({ service: s.name }, s.restarts); },
   });
   new Counter({
     name: 'forkd_reloads_total', help: 'Reloads (HUP, config edits, forkd ctl reload), by result.', labelNames: ['result'], registers: [registry],

@@ -266,6 +266,7 @@ export class Observability {
       reloads: totals.reloads(),
       exits: Object.fromEntries(totals.exits()),
       workers: this.rows(),
+      services: this.#ctx.services.rows(),
     };
   }
 

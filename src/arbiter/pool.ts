@@ -63,7 +63,7 @@ export interface PoolDeps {
   readonly appMetrics?: (h: WorkerHandle, msg: Extract<FromWorker, { type: 'appMetrics' }>) => void;
 }
 
-function beatIntervalMs(durations: DurationsMs): number {
+export function beatIntervalMs(durations: DurationsMs): number {
   const timeoutMs = durations.timeout;
   return timeoutMs > 0 ? Math.min(1000, Math.max(50, timeoutMs / 4)) : 1000;
 }

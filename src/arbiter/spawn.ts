@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Config } from '../config/settings';
-import { WORKER_SPEC_ENV } from '../env-names';
+import { APP_INSTANCE_ENV, GENERATION_ENV, THREAD_ENV, WORKER_NUMBER_ENV, WORKER_SPEC_ENV } from '../env-names';
 import type { ToWorker, WorkerConfig, WorkerSpec } from '../ipc/messages';
 import type { WorkerSetup } from './worker-config';
 import { listenerServesTls, type Listener } from '../net/listeners';
@@ -49,17 +49,27 @@ function withoutPreloads(options: string): string {
   return kept.join(' ');
 }
 
-function workerEnv(config: Config, spec: WorkerSpec): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...config.env, [WORKER_SPEC_ENV]: JSON.stringify(spec) };
+/** The environment of a child of the master (a worker, a service): the master's, the config's
+ *  `env`, then `own`; never what systemd gave the master. */
+export function childEnv(config: Config, identity: WorkerSpec['identity'], own: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...config.env, ...own };
   for (const name of MASTER_ONLY_ENV) delete env[name];
-  if (spec.identity?.initgroups && env.NODE_OPTIONS) env.NODE_OPTIONS = withoutPreloads(env.NODE_OPTIONS);
+  if (identity?.initgroups && env.NODE_OPTIONS) env.NODE_OPTIONS = withoutPreloads(env.NODE_OPTIONS);
   return env;
+}
+
+function workerEnv(config: Config, spec: WorkerSpec): NodeJS.ProcessEnv {
+  return childEnv(config, spec.identity, {
+    [WORKER_SPEC_ENV]: JSON.stringify(spec),
+    // Who it is, for the app: set over whatever the master or the config had under these names.
+    [WORKER_NUMBER_ENV]: String(spec.nr), [GENERATION_ENV]: String(spec.generation), [THREAD_ENV]: '1', [APP_INSTANCE_ENV]: String(spec.nr - 1),
+  });
 }
 
 /** A root master starts a worker as its user directly (libuv drops every supplementary group,
  *  then sets the gid, then the uid, before node runs), so nothing runs as root in it. Only with
  *  --initgroups does the worker start as root, to take the user's groups, and drop at once. */
-function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number } {
+export function startAs(identity: WorkerSpec['identity']): { uid?: number; gid?: number } {
   return identity && !identity.initgroups && process.getuid?.() === 0 ? { uid: identity.uid, gid: identity.gid } : {};
 }
 

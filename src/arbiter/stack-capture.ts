@@ -11,6 +11,22 @@
 import type HttpType from 'node:http';
 import type WebSocketType from 'ws';
 
+/** One request a worker had in flight, as it lists them (worker/in-flight.ts). */
+export interface InFlight {
+  readonly method: string;
+  /** The request target, control characters escaped, at most 200 characters. */
+  readonly path: string;
+  /** How long it had run, in ms (null: not known, no response watcher saw it start). */
+  readonly ageMs: number | null;
+  readonly client: string | null;
+}
+
+/** "GET /path (12.3 s, 10.0.0.7)": a request as a log line names it. */
+export function inFlightText(r: InFlight): string {
+  const age = r.ageMs === null ? 'age unknown' : `${(r.ageMs / 1000).toFixed(1)} s`;
+  return `${r.method} ${r.path} (${age}${r.client ? `, ${r.client}` : ''})`;
+}
+
 interface Target { readonly url: string; readonly webSocketDebuggerUrl: string }
 interface CallFrame {
   readonly functionName: string;
@@ -41,28 +57,56 @@ function formatFrame(f: CallFrame, scripts: ReadonlyMap<string, string>): string
 }
 
 interface Message {
+  readonly id?: number;
   readonly method?: string;
   readonly params?: {
     callFrames?: CallFrame[]; scriptId?: string; url?: string;
     sessionId?: string; message?: string; workerInfo?: { title?: string };
   };
+  readonly result?: { result?: { value?: unknown } };
 }
 
-/** Pauses the main thread, or the worker_thread `threadId`, and reads its frames. */
-function pauseAndRead(wsUrl: string, deadlineAt: number, threadId: number | null): Promise<string[]> {
+/** What a capture read: the stack, innermost frame first, and the requests the paused unit had in
+ *  flight (null: its list could not be read). */
+export interface Capture { readonly frames: string[]; readonly inFlight: InFlight[] | null }
+
+/** Read in the paused unit: the list its serving unit registered (worker/in-flight.ts). */
+const IN_FLIGHT_EXPRESSION = `(() => { const f = globalThis[Symbol.for('forkd.inFlight')]; return typeof f === 'function' ? f() : null; })()`;
+
+function readInFlight(value: unknown): InFlight[] | null {
+  if (typeof value !== 'string') return null;
+  try {
+    const list = JSON.parse(value) as unknown;
+    return Array.isArray(list) ? list.filter((r): r is InFlight => typeof r === 'object' && r !== null && typeof (r as InFlight).method === 'string' && typeof (r as InFlight).path === 'string') : null;
+  } catch { return null; }
+}
+
+/** Pauses the main thread, or the worker_thread `threadId`, and reads its frames, then (still
+ *  paused) the requests it has in flight. */
+function pauseAndRead(wsUrl: string, deadlineAt: number, threadId: number | null): Promise<Capture> {
   return new Promise((done, fail) => {
     const WebSocket = require('ws') as typeof WebSocketType;
     const ws = new WebSocket(wsUrl, { handshakeTimeout: Math.max(1, deadlineAt - performance.now()) });
     const what = threadId === null ? 'the worker' : `thread ${threadId}`;
-    const timer = setTimeout(() => { ws.terminate(); fail(new Error(`the inspector did not pause ${what} in time`)); },
-      Math.max(1, deadlineAt - performance.now()));
+    let frames: string[] | null = null;
+    const finish = (inFlight: InFlight[] | null) => { clearTimeout(timer); ws.terminate(); done({ frames: frames!, inFlight }); };
+    // Past the deadline with the frames read, the list is given up; without them, the capture is.
+    const timer = setTimeout(() => {
+      if (frames) { finish(null); return; }
+      ws.terminate();
+      fail(new Error(`the inspector did not pause ${what} in time`));
+    }, Math.max(1, deadlineAt - performance.now()));
     let nextId = 1;
-    const sendTo = (sessionId: string | null, method: string, params: object = {}) => {
-      const msg = { id: nextId++, method, params };
+    let session: string | null = null;
+    const sendTo = (sessionId: string | null, method: string, params: object = {}): number => {
+      const id = nextId++;
+      const msg = { id, method, params };
       if (sessionId === null) ws.send(JSON.stringify(msg));
       else ws.send(JSON.stringify({ id: nextId++, method: 'NodeWorker.sendMessageToWorker', params: { sessionId, message: JSON.stringify(msg) } }));
+      return id;
     };
-    const pause = (sessionId: string | null) => { sendTo(sessionId, 'Debugger.enable'); sendTo(sessionId, 'Debugger.pause'); };
+    const pause = (sessionId: string | null) => { session = sessionId; sendTo(sessionId, 'Debugger.enable'); sendTo(sessionId, 'Debugger.pause'); };
+    let evaluating = -1;
     ws.on('open', () => {
       if (threadId === null) pause(null);
       else sendTo(null, 'NodeWorker.enable', { waitForDebuggerOnStart: false });
@@ -70,10 +114,10 @@ function pauseAndRead(wsUrl: string, deadlineAt: number, threadId: number | null
     const scripts = new Map<string, string>();
     const onDebugger = (msg: Message) => {
       if (msg.method === 'Debugger.scriptParsed' && msg.params?.scriptId) scripts.set(msg.params.scriptId, msg.params.url ?? '');
-      if (msg.method !== 'Debugger.paused') return;
-      clearTimeout(timer);
-      ws.terminate();
-      done((msg.params?.callFrames ?? []).map((f) => formatFrame(f, scripts)));
+      if (msg.id !== undefined && msg.id === evaluating) { finish(readInFlight(msg.result?.result?.value)); return; }
+      if (msg.method !== 'Debugger.paused' || frames) return;
+      frames = (msg.params?.callFrames ?? []).map((f) => formatFrame(f, scripts));
+      evaluating = sendTo(session, 'Runtime.evaluate', { expression: IN_FLIGHT_EXPRESSION, returnByValue: true });
     };
     ws.on('message', (data) => {
       const msg = JSON.parse(String(data)) as Message;
@@ -89,10 +133,10 @@ function pauseAndRead(wsUrl: string, deadlineAt: number, threadId: number | null
   });
 }
 
-/** The stack of the worker (or of its thread `threadId`), innermost frame first; throws with the
- *  reason if it cannot be had in time. `expectScript` guards against a port some other process took
+/** The stack of the worker (or of its thread `threadId`), innermost frame first, and the requests
+ *  it has in flight; throws with the reason if the stack cannot be had in time. `expectScript` guards against a port some other process took
  *  since the worker chose it. */
-export async function captureStack(pid: number, port: number, expectScript: string, timeoutMs: number, threadId: number | null = null): Promise<string[]> {
+export async function captureStack(pid: number, port: number, expectScript: string, timeoutMs: number, threadId: number | null = null): Promise<Capture> {
   const deadlineAt = performance.now() + timeoutMs;
   process.kill(pid, 'SIGUSR1');
   let targets: Target[] | null = null;

@@ -8,8 +8,12 @@ import type { Logger } from '../log/logger';
 import type { Lifecycle } from '../systemd/lifecycle';
 import { createEventStream, type EventOf, type EventStream, type EventType, type LifecycleEvent } from './events';
 import { STABLE_AFTER_MS } from './backoff';
+import { inFlightText, type InFlight } from './stack-capture';
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+/** ": serving GET /a (31.2 s, 10.0.0.7), …": what a hung worker had in flight, for its log line. */
+const inFlightNote = (list: readonly InFlight[] | null) =>
+  (list === null ? '' : list.length === 0 ? ': no request in flight' : `: serving ${list.map(inFlightText).join(', ')}`);
 
 type Table<R> = { readonly [T in EventType]: ((e: EventOf<T>) => R) | null };
 const follow = <R>(table: Table<R>) => (e: LifecycleEvent): R | undefined =>
@@ -31,7 +35,7 @@ function logLines(log: Logger): (e: LifecycleEvent) => void {
       log.debug(`Worker ${e.worker.nr} stable (pid:${e.worker.pid})`, { event: 'worker.stable', nr: e.worker.nr });
     },
     'worker.recycling': (e) => log.info(`Worker (pid:${e.worker.pid}) is to be replaced: ${e.why}`, { event: 'worker.recycle', nr: e.worker.nr }),
-    'worker.timedOut': (e) => log.critical(`WORKER TIMEOUT (pid:${e.worker.pid})${e.thread !== null ? `: thread ${e.thread} is hung` : ''}`,
+    'worker.timedOut': (e) => log.critical(`WORKER TIMEOUT (pid:${e.worker.pid})${e.thread !== null ? `: thread ${e.thread} is hung` : ''}${inFlightNote(e.inFlight)}`,
       { event: 'worker.timeout', nr: e.worker.nr, ...(e.thread !== null ? { thread: e.thread } : {}), silentForMs: e.silentForMs, stack: e.stack }),
     'worker.bootFailed': (e) => log.error(`Worker ${e.nr} failed to boot: ${e.reason}; next start in ${e.retryInMs} ms`,
       { event: 'worker.bootFailed', nr: e.nr, generation: e.generation, failures: e.failures }),

@@ -58,6 +58,7 @@ export class Totals {
     this.#all.sumS = Math.max(this.#all.sumS, d.sumS);
     this.#all.shed = Math.max(this.#all.shed, d.shed);
     this.#all.proxyRefused = Math.max(this.#all.proxyRefused, d.proxyRefused ?? 0);
+    this.#all.deadlines = Math.max(this.#all.deadlines, d.deadlines ?? 0);
     for (const [reason, n] of Object.entries(other.exits)) this.#exits.set(reason, Math.max(this.#exits.get(reason) ?? 0, n));
     this.#reloads.ok = Math.max(this.#reloads.ok, other.reloads.ok);
     this.#reloads.failed = Math.max(this.#reloads.failed, other.reloads.failed);

@@ -38,7 +38,7 @@ export function workerSetupFor({ config, durationsMs, snapshot, tls = null }: Pi
     limitRequestLine: config.limitRequestLine, limitRequestFields: config.limitRequestFields, limitRequestFieldSize: config.limitRequestFieldSize, limitRequestBody: config.limitRequestBody,
     proxyProtocol: config.proxyProtocol, proxyAllowIps: config.proxyAllowIps, forwardedAllowIps: config.forwardedAllowIps,
     keepAliveMs: workerClass.keepAlive ? durationsMs.keepAlive : 0, requestTimeoutMs: durationsMs.requestTimeout,
-    headersTimeoutMs: durationsMs.headersTimeout, hookTimeoutMs: durationsMs.hookTimeout, gracefulTimeoutMs: durationsMs.gracefulTimeout,
+    headersTimeoutMs: durationsMs.headersTimeout, requestDeadlineMs: durationsMs.requestDeadline, hookTimeoutMs: durationsMs.hookTimeout, gracefulTimeoutMs: durationsMs.gracefulTimeout,
     timeoutStack: config.timeoutStack, errorLog: config.errorLog, logLevel: config.logLevel,
     accessLog: config.accessLog, accessLogFormat: config.accessLogFormat,
     metrics: config.statusBind.length > 0 || config.controlSocket !== null,

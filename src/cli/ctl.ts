@@ -8,6 +8,7 @@ import net from 'node:net';
 import { resolve } from 'node:path';
 import { CONTROL_COMMANDS } from '../arbiter/control';
 import type { WorkerRow } from '../arbiter/observe';
+import type { ServiceRow } from '../arbiter/services';
 import { suggestion } from '../config/errors';
 
 const COMMANDS = [...CONTROL_COMMANDS, 'top'] as const;
@@ -43,6 +44,7 @@ interface StatusData {
   readonly listeners: readonly string[];
   readonly lastReload: { ok: boolean; reason?: string } | null;
   readonly workers: readonly WorkerRow[];
+  readonly services?: readonly ServiceRow[];
 }
 
 class CtlError extends Error {}
@@ -143,7 +145,13 @@ function renderStatus(d: StatusData): string {
     String(w.inFlight), dur(w.oldestS), String(w.connections), mib(w.rssBytes), dur(w.lagP99S), `${dur(w.lastBeatS)} ago`]);
   const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: readonly string[]) => r.map((v, i) => (i === r.length - 1 ? v : v.padEnd(widths[i]!))).join('  ');
-  return [...head, line(cols), ...rows.map(line)].join('\n');
+  const services = d.services ?? [];
+  if (services.length === 0) return [...head, line(cols), ...rows.map(line)].join('\n');
+  const sCols = ['SERVICE', 'PID', 'GEN', 'STATE', 'UP', 'RESTARTS', 'MODULE'];
+  const sRows = services.map((s) => [s.name, s.pid === null ? '-' : String(s.pid), s.generation === null ? '-' : String(s.generation), s.state, dur(s.upS), String(s.restarts), s.module]);
+  const sWidths = sCols.map((c, i) => Math.max(c.length, ...sRows.map((r) => r[i]!.length)));
+  const sLine = (r: readonly string[]) => r.map((v, i) => (i === r.length - 1 ? v : v.padEnd(sWidths[i]!))).join('  ');
+  return [...head, line(cols), ...rows.map(line), '', sLine(sCols), ...sRows.map(sLine)].join('\n');
 }
 
 async function top(path: string, timeoutS: number): Promise<number> {

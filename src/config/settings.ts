@@ -2,7 +2,7 @@
  *  validation, the Config type, --print-config and the man page are all derived from it. */
 
 import {
-  addressRanges, bindList, certReqs, sniList, type SniEntry, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
+  addressRanges, bindList, certReqs, sniList, type SniEntry, statusBindList, statsdAddress, tagList, bool, byteSize, duration, envMap, serviceList, integer, list, oneOf, optional, text, workerCount, Invalid, type Parser,
 } from './values';
 import { parseAppSpec } from './app-spec';
 import { HOOK_DOCS, HOOK_NAMES, type HookFn, type HookName } from './hooks';
@@ -287,6 +287,12 @@ export const settings = {
     section: 'Timeouts', flags: ['--graceful-timeout'], metavar: 'SECONDS', parse: duration(), default: 30,
     doc: 'How long a stopping worker has to finish its requests before it is killed.',
   }),
+  requestDeadline: setting({
+    section: 'Timeouts', flags: ['--request-deadline'], metavar: 'SECONDS', parse: duration(), default: 0,
+    doc: 'A response not finished this long after its request reached the app is ended by forkd: 503 if nothing was '
+      + 'written yet (504 from a fetch handler, whose Request.signal is aborted), else its connection is closed; '
+      + 'the request gets a \'deadline\' event first, and it is logged (0: no deadline).',
+  }),
   shutdownDelay: setting({
     section: 'Timeouts', flags: ['--shutdown-delay'], metavar: 'SECONDS', parse: duration(), default: 0,
     doc: 'On TERM, /readyz answers 503 at once while the workers keep serving for this long (the time a load '
@@ -357,6 +363,11 @@ export const settings = {
   env: setting({
     section: 'Process', flags: ['-e', '--env'], metavar: 'KEY=VALUE', parse: envMap, default: {},
     doc: 'Set an environment variable in the workers, repeatable.',
+  }),
+  services: setting({
+    section: 'Process', flags: ['--service'], metavar: 'NAME=MODULE', parse: serviceList, default: [],
+    doc: 'Run MODULE (it exports (ctx) => …) once beside the workers, in a process of its own, restarted when it dies, '
+      + 'replaced at a reload (stopped, then started; overlap: true in a config file starts the new one first), repeatable.',
   }),
   logLevel: setting({
     section: 'Logging', flags: ['--log-level'], metavar: 'LEVEL', parse: oneOf(LOG_LEVELS), default: 'info',

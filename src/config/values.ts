@@ -297,3 +297,40 @@ export function autoWorkers(limit: CpuLimit | null = cgroupCpuLimit()): { count:
 function cpusAvailable(): number {
   return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
 }
+
+/** One of `services`: a module run once per master beside the workers (service/main.ts). */
+export interface ServiceDef {
+  readonly name: string;
+  readonly module: string;
+  /** At a reload, start the new one before stopping the old (false: stop, then start). */
+  readonly overlap: boolean;
+}
+
+const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** `--service NAME=MODULE` (repeatable), or a config file's list of `{ name, module, overlap? }`. */
+export const serviceList: Parser<readonly ServiceDef[]> = parser('NAME=MODULE (repeatable), or a list of { name, module, overlap } in a config file', (input) => {
+  const allowed = 'NAME=MODULE (repeatable), or a list of { name, module, overlap } in a config file';
+  const items = Array.isArray(input) ? input : [input];
+  const out: ServiceDef[] = [];
+  for (const item of items) {
+    let def: ServiceDef;
+    if (typeof item === 'string') {
+      const m = /^([^=]+)=(.+)$/s.exec(item);
+      if (!m) throw new Invalid(allowed, `${JSON.stringify(item)} is not NAME=MODULE`);
+      def = { name: m[1]!, module: m[2]!, overlap: false };
+    } else if (item && typeof item === 'object') {
+      const { name, module, overlap, ...rest } = item as Record<string, unknown>;
+      const extra = Object.keys(rest);
+      if (extra.length) throw new Invalid(allowed, `a service has name, module and overlap, not ${extra.join(', ')}`);
+      if (typeof name !== 'string' || typeof module !== 'string' || module === '') throw new Invalid(allowed, `${JSON.stringify(item)} needs a name and a module`);
+      if (overlap !== undefined && typeof overlap !== 'boolean') throw new Invalid(allowed, `overlap of ${name} is true or false`);
+      def = { name, module, overlap: overlap === true };
+    } else throw new Invalid(allowed);
+    if (!SERVICE_NAME.test(def.name)) throw new Invalid(allowed, `${JSON.stringify(def.name)} is no service name (letters, digits, _ . -; at most 64)`);
+    noNul(def.name, def.module);
+    if (out.some((d) => d.name === def.name)) throw new Invalid(allowed, `two services are named ${def.name}`);
+    out.push(def);
+  }
+  return out;
+}, { repeats: true });

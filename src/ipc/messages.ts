@@ -32,6 +32,8 @@ export interface WorkerConfig {
   readonly keepAliveMs: number;
   readonly requestTimeoutMs: number;
   readonly headersTimeoutMs: number;
+  /** A response not finished this long after its request reached the app is ended (0: never). */
+  readonly requestDeadlineMs: number;
   readonly hookTimeoutMs: number;
   readonly gracefulTimeoutMs: number;
   /** The master may ask for the worker's stack through its inspector (SIGUSR1). */
@@ -156,3 +158,39 @@ export const isToSuccessor = accepts<ToSuccessor>({ handover: true, tally: true,
 export function assertNever(x: never): never {
   throw new Error(`unexpected value: ${JSON.stringify(x)}`);
 }
+
+/** What the master gives a service (one of the config's `services`) in its environment. */
+export interface ServiceSpec {
+  /** The service's name (`services[].name`). */
+  readonly service: string;
+  /** Its module, as the config names it (found from the service's working directory). */
+  readonly module: string;
+  readonly generation: number;
+  /** The resolved title name ("forkd: service NAME [app]"). */
+  readonly name: string;
+  /** Load the module, say so, and wait for the master's go before running it (a stop-then-start
+   *  replacement: the old service is stopped in between). */
+  readonly hold: boolean;
+  readonly beatIntervalMs: number;
+  readonly timeoutStack: boolean;
+  readonly errorLog: string;
+  readonly logLevel: LogLevel;
+  readonly identity: WorkerSpec['identity'];
+}
+
+export type FromService =
+  /** The module loaded and exports a function; the inspector port, as a worker's ready says. */
+  | { readonly type: 'loaded'; readonly inspectPort: number | null }
+  /** The module could not be loaded, or exports no function. */
+  | { readonly type: 'failed'; readonly reason: string }
+  /** Its function runs. */
+  | { readonly type: 'running' }
+  | { readonly type: 'beat' };
+
+export type ToService =
+  /** A held service may run now (the one it replaces has stopped). */
+  | { readonly type: 'go' }
+  | { readonly type: 'reopenLogs' };
+
+export const isFromService = accepts<FromService>({ loaded: true, failed: true, running: true, beat: true });
+export const isToService = accepts<ToService>({ go: true, reopenLogs: true });

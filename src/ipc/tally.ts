@@ -22,10 +22,12 @@ export interface Tally {
   shed: number;
   /** Connections closed for their PROXY protocol header (untrusted peer, malformed, missing). */
   proxyRefused: number;
+  /** Responses forkd ended because their requestDeadline passed. */
+  deadlines: number;
 }
 
 export function emptyTally(): Tally {
-  return { codes: CODE_CLASSES.map(() => 0), buckets: [...DURATION_BUCKETS_S.map(() => 0), 0], sumS: 0, shed: 0, proxyRefused: 0 };
+  return { codes: CODE_CLASSES.map(() => 0), buckets: [...DURATION_BUCKETS_S.map(() => 0), 0], sumS: 0, shed: 0, proxyRefused: 0, deadlines: 0 };
 }
 
 /** The class index of a status code; one outside 100..599 counts as a 5xx. */
@@ -51,6 +53,7 @@ export function addTally(into: Tally, from: Tally): void {
   into.sumS += from.sumS;
   into.shed += from.shed;
   into.proxyRefused += from.proxyRefused ?? 0;
+  into.deadlines += from.deadlines ?? 0;
 }
 
 /** A tally as it came over a channel, or null when it is not one (a worker is not trusted to
@@ -61,7 +64,9 @@ export function readTally(x: unknown): Tally | null {
   if (!t || typeof t !== 'object' || !nums(t.codes, CODE_CLASSES.length) || !nums(t.buckets, DURATION_BUCKETS_S.length + 1)) return null;
   if (typeof t.sumS !== 'number' || !(t.sumS >= 0) || typeof t.shed !== 'number' || !(t.shed >= 0)) return null;
   // Absent from a master of an earlier release (its totals at a USR2 handover).
-  if (t.proxyRefused === undefined) (t as { proxyRefused: number }).proxyRefused = 0;
-  else if (typeof t.proxyRefused !== 'number' || !(t.proxyRefused >= 0)) return null;
+  for (const name of ['proxyRefused', 'deadlines'] as const) {
+    if (t[name] === undefined) (t as Record<typeof name, number>)[name] = 0;
+    else if (typeof t[name] !== 'number' || !(t[name] >= 0)) return null;
+  }
   return t as Tally;
 }

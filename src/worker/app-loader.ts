@@ -22,7 +22,7 @@ export type LoadedApp =
 
 export { AppLoadError };
 
-function findModule(spec: string, cwd: string): string {
+export function findModule(spec: string, cwd: string): string {
   const found = findAppModule(spec, cwd);
   if (found) return found;
   throw new AppLoadError(`cannot find module ${spec} (looked for ${resolve(cwd, spec)} with ${APP_EXTENSIONS.filter(Boolean).join(', ')})`);
@@ -68,7 +68,7 @@ function requirable(file: string): boolean {
  *  required (import() of the first module starts Node's ES module loader: 3–4 ms of every worker's
  *  start on Node 20, measured); ES modules are imported, and so is a .js file that turns out to be
  *  an ES module with top-level await (require() refuses it before running any of it). */
-async function loadModule(file: string): Promise<Record<string, unknown>> {
+export async function loadModule(file: string): Promise<Record<string, unknown>> {
   if (isTypeScriptFile(file)) {
     registerTsNode(file);
     return asNamespace(require(file));

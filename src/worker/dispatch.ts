@@ -12,6 +12,7 @@ import type { LoadedApp } from './app-loader';
 import type { Connections } from './connections';
 import { isH2, trackStream, windDown } from './h2';
 import { refusalFor } from './request-guard';
+import { deadlinePassed } from './deadline';
 import { keepSocket } from '../log/access';
 import type { ServeOptions } from './serve';
 import type { Logger } from '../log/logger';
@@ -134,6 +135,9 @@ function guarded(listener: http.RequestListener, log: Logger): http.RequestListe
 }
 
 function appError(log: Logger, err: unknown, req: http.IncomingMessage, res: http.ServerResponse): void {
+  // Its deadline passed and forkd ended it: what the app does with it now (an aborted fetch
+  // rejecting) is said at debug only, and the response, answered already, is left alone.
+  if (deadlinePassed(res)) { log.debug('app error after the request deadline', { event: 'app.error', method: req.method, url: req.url, error: err }); return; }
   log.error('app error', { event: 'app.error', method: req.method, url: req.url, error: err });
   if (res.headersSent) { res.destroy(); return; }
   if (isH2(req)) {

@@ -15,13 +15,13 @@ process.on('SIGINT', () => stop.quick());
 process.on('SIGQUIT', () => stop.quick());
 for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as const) process.on(sig, () => undefined);
 
-import net from 'node:net';
+import { dropPrivileges, freePort } from './become';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
 import { ExitCode } from '../exit-codes';
 import type { ConfigSnapshot } from '../config/compile';
-import { WORKER_SPEC_ENV } from '../env-names';
+import { THREAD_ENV, WORKER_SPEC_ENV } from '../env-names';
 import { assertNever, isToWorker, type BeatReport, type FromWorker, type StalledThread, type WorkerSpec } from '../ipc/messages';
 import { addTally, emptyTally, type Tally } from '../ipc/tally';
 import { createLogger, type Logger } from '../log/logger';
@@ -47,29 +47,6 @@ function send(msg: FromWorker): Promise<void> {
     if (!process.connected) { done(); return; }
     process.send!(msg, undefined, {}, () => done());
   });
-}
-
-/** A port for the inspector, should the master need this worker's stack (see USR1 above). */
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const probe = net.createServer();
-    probe.once('error', fail);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => ok(port));
-    });
-  });
-}
-
-/** Becomes the configured user before anything of the app runs: groups first, then gid, then uid
- *  (once the uid is dropped, nothing else may be changed). A master running as root starts workers
- *  as the user already, unless --initgroups asks for the user's groups. */
-function dropPrivileges(identity: WorkerSpec['identity']): void {
-  if (!identity || (process.getuid!() === identity.uid && process.getgid!() === identity.gid && process.getuid!() !== 0)) return;
-  if (identity.initgroups) (process as unknown as { initgroups(user: string, gid: number): void }).initgroups(identity.user, identity.gid);
-  else process.setgroups!([identity.gid]);
-  process.setgid!(identity.gid);
-  process.setuid!(identity.uid);
 }
 
 type RawHandle = { readonly fd: number };
@@ -158,7 +135,7 @@ function startThreads(spec: WorkerSpec, snapshot: ConfigSnapshot | null, tls: Tl
   const { Worker: NodeWorker } = require('node:worker_threads') as typeof import('node:worker_threads');
   const script = join(__dirname, 'thread.js');
   return Array.from({ length: spec.config.threads }, (_, index) => {
-    const worker = new NodeWorker(script, { workerData: { spec, index, snapshot, tls } satisfies ThreadData });
+    const worker = new NodeWorker(script, { workerData: { spec, index, snapshot, tls } satisfies ThreadData, env: { ...process.env, [THREAD_ENV]: String(index + 1) } });
     const state: ThreadState = { worker, stats: { inFlight: 0, requests: 0, connections: 0, oldestMs: null }, lastAtMs: performance.now(), drained: false };
     worker.on('error', (err) => {
       log.critical(`worker crashed: thread ${index + 1} threw`, { event: 'worker.crash', nr: spec.nr, error: err });

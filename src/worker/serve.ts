@@ -19,6 +19,8 @@ import { createDispatch, refusedOn } from './dispatch';
 import { createDrain, responseOn } from './drain';
 import { refusalFor, type RequestLimits } from './request-guard';
 import { ageMs, type ResponseDone } from './responses';
+import { watchDeadlines } from './deadline';
+import { forEachInFlight, registerInFlight } from './in-flight';
 import { createH2Server, trackSessions } from './h2';
 import { carryClient, requireProxyHeader, type ProxyOptions } from './proxy-protocol';
 import { secureContextOptions, sniContexts, sniLookup, type TlsMaterial } from '../config/tls';
@@ -32,6 +34,8 @@ export interface ServeOptions {
   readonly keepAliveMs: number;
   readonly requestTimeoutMs: number;
   readonly headersTimeoutMs: number;
+  /** A response not finished this long after its request reached the app is ended (deadline.ts; 0: never). */
+  readonly requestDeadlineMs: number;
   readonly backlog: number;
   readonly limits: RequestLimits;
   /** Requests after which `onRecycle` is called once (0: never). */
@@ -72,10 +76,9 @@ export interface Serving {
   /** Serves on `fds` (one per listener), accepting on each of `spareFds`' copies of them too. */
   listen(fds: readonly number[], spareFds?: readonly (readonly number[])[]): Promise<void>;
   stats(): ServingStats;
-  /** Connections the balance asked to close since the last call. */
-  takeShed(): number;
-  /** Connections closed for their PROXY header since the last call. */
-  takeRefused(): number;
+  /** What the unit counted since the last call: connections the balance asked to close, connections
+   *  closed for their PROXY header, responses ended at their deadline. */
+  takeCounted(): { shed: number; proxyRefused: number; deadlines: number };
   /** The master's fair share of connections for this unit: shed above it (never a pause). */
   setFairShare(connections: number): void;
   /** New certificates for the TLS listeners: new handshakes get them; open connections keep theirs. */
@@ -174,10 +177,16 @@ function serverFor(app: LoadedApp, index: number, dispatch: http.RequestListener
   return server;
 }
 
+/** When nobody else watches responses, the deadline needs their start times: a watcher that does nothing else. */
+const noteStart: ResponseDone = () => undefined;
+
 export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
   const sockets = new Connections();
   const accepting = new Accepting(sockets, opts, opts.makeRoom ? () => makeRoom() : undefined);
-  const requests = createDispatch(app, sockets, opts);
+  const watched = opts.requestDeadlineMs > 0 && opts.responseDone.length === 0 && !opts.accessLog;
+  const requests = createDispatch(app, sockets, watched ? { ...opts, responseDone: [noteStart] } : opts);
+  const deadlines = opts.requestDeadlineMs > 0 ? watchDeadlines(sockets, opts.requestDeadlineMs, opts.log) : null;
+  registerInFlight(sockets);
   const drain = createDrain(sockets);
   const secureServers = new Set<net.Server>();
   const sni: Sni = { byName: opts.tls ? sniContexts(opts.tls.material) : new Map() };
@@ -241,15 +250,14 @@ export function createServing(app: LoadedApp, opts: ServeOptions): Serving {
         const age = ageMs(res, now);
         if (age !== null && (oldestMs === null || age > oldestMs)) oldestMs = age;
       };
-      for (const conn of sockets.all()) {
-        if (conn.streams) { for (const res of conn.streams) count(res); continue; }
-        const res = responseOn(conn.socket);
-        if (res) count(res);
-      }
+      forEachInFlight(sockets, count);
       return { inFlight, requests: requests.count(), connections: sockets.size, oldestMs };
     },
-    takeShed: () => requests.takeShed(),
-    takeRefused() { const n = refused; refused = 0; return n; },
+    takeCounted() {
+      const counted = { shed: requests.takeShed(), proxyRefused: refused, deadlines: deadlines?.take() ?? 0 };
+      refused = 0;
+      return counted;
+    },
     setFairShare: (connections) => requests.setFairShare(connections),
     setTls(material) {
       sni.byName = sniContexts(material);

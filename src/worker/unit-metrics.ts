@@ -16,9 +16,10 @@ export interface UnitReport {
 
 export interface UnitMetrics {
   readonly responseDone: ResponseDone;
-  /** What was counted since the last call, the balance's closes (`shed`) and the connections closed
-   *  for their PROXY header (`proxyRefused`) added; starts again. */
-  take(shed: number, proxyRefused: number): UnitReport;
+  /** What was counted since the last call, with what the unit counted itself added: the balance's
+   *  closes, the connections closed for their PROXY header, the responses ended at their
+   *  deadline; starts again. */
+  take(counted: Pick<Tally, 'shed' | 'proxyRefused' | 'deadlines'>): UnitReport;
 }
 
 /** The loop delay is sampled every LAG_RESOLUTION_MS. */
@@ -32,10 +33,11 @@ export function createUnitMetrics(): UnitMetrics {
     // A response whose connection went before it was sent is no response finished: its status
     // would be the default 200. The access log still has its line.
     responseDone: (res, durationMs) => { if (res.writableFinished) observe(tally, res.statusCode, durationMs); },
-    take(shed, proxyRefused) {
+    take(counted) {
       const out = tally;
-      out.shed += shed;
-      out.proxyRefused += proxyRefused;
+      out.shed += counted.shed;
+      out.proxyRefused += counted.proxyRefused;
+      out.deadlines += counted.deadlines;
       tally = emptyTally();
       let lagMs: readonly [number, number] | null = null;
       // The histogram records each timer period as it was, the resolution included: subtract it.

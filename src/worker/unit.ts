@@ -113,6 +113,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
     keepAliveMs: config.keepAliveMs,
     requestTimeoutMs: config.requestTimeoutMs,
     headersTimeoutMs: config.headersTimeoutMs,
+    requestDeadlineMs: config.requestDeadlineMs,
     backlog: config.backlog,
     limits: { line: config.limitRequestLine, fields: config.limitRequestFields, fieldSize: config.limitRequestFieldSize, body: config.limitRequestBody },
     maxRequests: config.maxRequests > 0 ? config.maxRequests + jitter : 0,
@@ -136,7 +137,7 @@ export async function startUnit(deps: UnitDeps): Promise<Unit> {
   return {
     shape: loaded.app.shape,
     stats: () => serving.stats(),
-    report: () => metrics?.take(serving.takeShed(), serving.takeRefused()) ?? null,
+    report: () => metrics?.take(serving.takeCounted()) ?? null,
     setFairShare: (n) => serving.setFairShare(n),
     setTls: (material) => serving.setTls(material),
     reopenLogs() {

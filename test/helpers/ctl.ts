@@ -37,7 +37,7 @@ export function writeConfig(dir: string, extra: Record<string, unknown> = {}): v
   }, null, 2)};\n`);
 }
 
-export interface Status { master: { pid: number; generation: number; workers: number }; workers: { nr: number; pid: number; generation: number; state: string }[] }
+export interface Status { master: { pid: number; generation: number; workers: number }; workers: { nr: number; pid: number; generation: number; state: string; inFlight: number }[] }
 
 export async function status(dir: string): Promise<Status> {
   const r = await ctl(dir, ['status', '--json']);

@@ -167,16 +167,21 @@ test('reopen answers once the logs are reopened', async () => {
   });
 });
 
-test('stacks 1: the JavaScript stack worker 1 is in; all workers without NR', async () => {
+test('stacks 1: the JavaScript stack worker 1 is in; all workers without NR, with the requests each has in flight', async () => {
   await withMaster({}, async (f, dir) => {
     const r = await ctl(dir, ['stacks', '1']);
     assert.is(r.code, 0, r.stderr);
     const one = (await status(dir)).workers.find((w) => w.nr === 1)!;
     assert.match(r.stdout, new RegExp(`^worker 1 \\(pid ${one.pid}, generation 1\\):\\n    at \\S`));
     assert.not.match(r.stdout, 'worker 2');
+    const late = request(`${f.url}/late?ms=3000`);
+    await waitFor(async () => (await status(dir)).workers.some((w) => w.inFlight === 1), 'the request to be in flight');
     const all = await ctl(dir, ['stacks']);
     assert.is(all.code, 0, all.stderr);
     assert.is(all.stdout.match(/^worker \d \(pid \d+, generation 1\):\n    at /gm)?.length, 2, all.stdout);
+    assert.match(all.stdout, /\n  in flight:\n    GET \/late\?ms=3000 \(\d+\.\d s, 127\.0\.0\.1\)(\n|$)/);
+    assert.match(all.stdout, /\n  in flight: none(\n|$)/);
+    assert.is((await late).status, 200);
   });
 });
 

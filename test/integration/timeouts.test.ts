@@ -8,19 +8,32 @@ import { load, rawExchange, request } from '../helpers/http';
 
 const probe = join(APPS, 'probe.js');
 
-test('a hung worker is killed after timeout, its stack logged, and replaced', async () => {
+test('a hung worker is killed after timeout, its stack and the request that hung it logged, and replaced', async () => {
   const f = await startForkd(['-w', '2', '-b', '127.0.0.1:0', '-t', '1', probe]);
   try {
-    const hung = request(`${f.url}/spin`).then(() => 'answered', (err: Error) => err.message);
+    const hung = request(`${f.url}/spin?job=42`).then(() => 'answered', (err: Error) => err.message);
     const m = await f.waitForLog(/\[CRITICAL\] WORKER TIMEOUT \(pid:(\d+)\)(.*)/);
     const pid = Number(m[1]);
     const line = m[2]!;
+    // Read in the paused worker: no response watcher, so its age is not known.
+    assert.match(line, /^: serving GET \/spin\?job=42 \(age unknown, 127\.0\.0\.1\) /, line);
     assert.match(line, /stack="spinForever \(\S*probe\.js:\d+:\d+\) \| probe \(\S*probe\.js:\d+:\d+\)/, line);
     assert.match(line, /silentForMs=\d+/);
     assert.is(await hung, 'socket hang up');
     await waitFor(() => !isAlive(pid), 'the hung worker to be gone');
     await waitFor(() => f.workers().length === 2 && !f.workers().includes(pid), 'a replacement');
     assert.is((await request(`${f.url}/`)).status, 200);
+  } finally {
+    await f.kill();
+  }
+});
+
+test('with the access log on, the hung request\'s age is known too', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '-t', '1', '--access-logfile', '/dev/null', probe]);
+  try {
+    void request(`${f.url}/spin`).catch(() => undefined);
+    const m = await f.waitForLog(/WORKER TIMEOUT \(pid:\d+\): serving GET \/spin \((\d+\.\d) s, 127\.0\.0\.1\) /);
+    assert.ok(Number(m[1]) >= 0.9, m[0]);
   } finally {
     await f.kill();
   }

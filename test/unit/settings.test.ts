@@ -70,9 +70,9 @@ test('durations take seconds or units', () => {
 });
 
 test('durations become milliseconds once: every duration setting of the table, and only those', () => {
-  const { config } = layers({ cli: cli('--keep-alive', '500ms', '-t', '2m', '--hook-timeout', '0.25', '--shutdown-delay', '5s') });
+  const { config } = layers({ cli: cli('--keep-alive', '500ms', '-t', '2m', '--hook-timeout', '0.25', '--shutdown-delay', '5s', '--request-deadline', '30') });
   assert.equal(durationsMs(config), {
-    timeout: 120_000, bootTimeout: 30_000, hookTimeout: 250, gracefulTimeout: 30_000, shutdownDelay: 5000, keepAlive: 500,
+    timeout: 120_000, bootTimeout: 30_000, hookTimeout: 250, gracefulTimeout: 30_000, requestDeadline: 30_000, shutdownDelay: 5000, keepAlive: 500,
     requestTimeout: 300_000, headersTimeout: 60_000,
   });
 });
@@ -221,6 +221,23 @@ test('help and print-config are derived from the table', () => {
 test('did-you-mean stays quiet for far-off words', () => {
   assert.is(didYouMean('zzzzzzzz', ['workers', 'timeout']), null);
   assert.is(didYouMean('graceful_timeout', ['gracefulTimeout', 'timeout']), 'gracefulTimeout');
+});
+
+test('services: --service NAME=MODULE repeated, or a config file\'s list with overlap; a bad one is refused naming what is wrong', () => {
+  assert.equal(layers({ cli: cli('--service', 'cron=./jobs/cron.js', '--service', 'mail=./jobs/mail.mjs') }).config.services, [
+    { name: 'cron', module: './jobs/cron.js', overlap: false }, { name: 'mail', module: './jobs/mail.mjs', overlap: false },
+  ]);
+  const file = (services: unknown) => layers({ file: { path: '/srv/forkd.config.json', values: { services } } });
+  assert.equal(file([{ name: 'cron', module: 'cron.js', overlap: true }, 'mail=mail.js']).config.services, [
+    { name: 'cron', module: 'cron.js', overlap: true }, { name: 'mail', module: 'mail.js', overlap: false },
+  ]);
+  assert.equal(layers({}).config.services, []);
+  assert.match(configError(() => file([{ name: 'a', module: 'x.js' }, { name: 'a', module: 'y.js' }])), 'two services are named a');
+  assert.match(configError(() => file([{ name: 'a' }])), '{"name":"a"} needs a name and a module');
+  assert.match(configError(() => file([{ name: 'a', module: 'x.js', every: '1m' }])), 'a service has name, module and overlap, not every');
+  assert.match(configError(() => file(['no/slash=x.js'])), '"no/slash" is no service name');
+  assert.match(configError(() => file([{ name: 'a', module: 'x.js', overlap: 'yes' }])), 'overlap of a is true or false');
+  assert.match(configError(() => file(['cron'])), '"cron" is not NAME=MODULE');
 });
 
 test.run();
