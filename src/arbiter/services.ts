@@ -33,7 +33,8 @@ class Proc {
   readonly startedAtMs = performance.now();
   lastBeatAtMs = performance.now();
   inspectPort: number | null = null;
-  killTimer: NodeJS.Timeout | null = null;
+  #killTimer: NodeJS.Timeout | null = null;
+  #killAtMs = Infinity;
   readonly exited: Promise<void>;
   exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   failure: string | null = null;
@@ -44,30 +45,50 @@ class Proc {
   runningAtMs: number | null = null;
 
   constructor(readonly child: ChildProcess, readonly generation: number) {
-    this.exited = new Promise((ok) => child.once('exit', (code, signal) => { this.state = 'exited'; this.exit = { code, signal }; ok(); }));
+    this.exited = new Promise((ok) => {
+      const over = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (this.state === 'exited') return;
+        this.state = 'exited';
+        this.exit = { code, signal };
+        if (this.#killTimer) clearTimeout(this.#killTimer);
+        ok();
+      };
+      child.once('exit', over);
+      // A process that could not be started (ENOENT, EAGAIN…) emits 'error' and no 'exit'.
+      child.once('error', (err) => { if (child.pid === undefined) { this.failure = `it could not be started: ${err.message}`; over(null, null); } });
+    });
   }
 
   get pid(): number { return this.child.pid ?? -1; }
 
   send(msg: ToService): void { if (this.child.connected) this.child.send(msg, () => undefined); }
 
-  /** TERM (its signal aborts), then a kill after `gracefulMs`. */
+  /** TERM (its signal aborts), then a kill after `gracefulMs`; a later stop may only bring the kill nearer. */
   stop(gracefulMs: number): Promise<void> {
-    if (this.state !== 'exited' && this.state !== 'stopping') {
+    if (this.state === 'exited') return this.exited;
+    if (this.state !== 'stopping') {
       this.state = 'stopping';
       this.stopAsked = true;
       this.child.kill('SIGTERM');
-      this.killTimer = setTimeout(() => this.child.kill('SIGKILL'), gracefulMs);
     }
-    return this.exited.then(() => { if (this.killTimer) clearTimeout(this.killTimer); });
+    const killAt = performance.now() + gracefulMs;
+    if (killAt < this.#killAtMs) {
+      this.#killAtMs = killAt;
+      if (this.#killTimer) clearTimeout(this.#killTimer);
+      this.#killTimer = setTimeout(() => this.child.kill('SIGKILL'), gracefulMs);
+    }
+    return this.exited;
   }
 }
 
 interface Entry {
   def: ServiceDef;
+  /** The process that runs it (or is starting to). */
   current: Proc | null;
   /** Its replacement while a reload brings it in. */
   next: Proc | null;
+  /** One more for each reload's replacement: what a replacement waits for is dropped once another came. */
+  epoch: number;
   readonly backoff: Backoff;
   restarts: number;
   retry: NodeJS.Timeout | null;
@@ -83,16 +104,18 @@ export interface ServiceRow {
   readonly state: State | 'waiting';
   readonly generation: number | null;
   readonly restarts: number;
+  /** How long its function has run, in seconds (null: it does not run). */
   readonly upS: number | null;
 }
 
 export class Services {
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
+  /** Processes being stopped that are no entry's any more (replaced, removed): the master's stop waits for them too. */
+  readonly #leaving = new Set<Proc>();
   #gen: Generation | null = null;
   #stopping = false;
   #timer: NodeJS.Timeout | null = null;
-
   readonly #changed: () => void;
 
   /** `changed` is called when one of its processes exits (the master's stop waits for them). */
@@ -102,48 +125,40 @@ export class Services {
   get size(): number {
     let n = 0;
     for (const e of this.#entries.values()) for (const p of [e.current, e.next]) if (p && p.state !== 'exited') n++;
+    for (const p of this.#leaving) if (p.state !== 'exited') n++;
     return n;
   }
 
   /** Starts the services of `gen`. */
   start(gen: Generation): void {
     this.#gen = gen;
-    for (const def of gen.config.services) {
-      const entry: Entry = { def, current: null, next: null, backoff: new Backoff(), restarts: 0, retry: null, retired: false };
-      this.#entries.set(def.name, entry);
-      entry.current = this.#launch(entry, false);
-    }
-    if (gen.config.services.length > 0 && !this.#timer) this.#timer = setInterval(() => this.#check(), CHECK_EVERY_MS);
+    for (const def of gen.config.services) this.#add(def);
+    this.#watch();
   }
 
   /** A reload committed `gen`: each service is replaced with the new code, new ones start, removed ones stop. */
   reload(gen: Generation): void {
+    if (this.#stopping) return;
     this.#gen = gen;
     const wanted = new Set(gen.config.services.map((d) => d.name));
     for (const [name, entry] of this.#entries) {
       if (wanted.has(name)) continue;
       entry.retired = true;
       if (entry.retry) clearTimeout(entry.retry);
-      void entry.current?.stop(gen.durationsMs.gracefulTimeout);
-      void entry.next?.stop(gen.durationsMs.gracefulTimeout);
+      for (const p of [entry.current, entry.next]) if (p) this.#retire(p);
       this.#entries.delete(name);
       this.#log.info(`Service ${name} removed from the config: stopping it`, { event: 'service.removed', service: name });
     }
     for (const def of gen.config.services) {
       const entry = this.#entries.get(def.name);
-      if (!entry) {
-        const fresh: Entry = { def, current: null, next: null, backoff: new Backoff(), restarts: 0, retry: null, retired: false };
-        this.#entries.set(def.name, fresh);
-        fresh.current = this.#launch(fresh, false);
-        continue;
-      }
+      if (!entry) { this.#add(def); continue; }
       entry.def = def;
       this.#replace(entry);
     }
-    if (gen.config.services.length > 0 && !this.#timer) this.#timer = setInterval(() => this.#check(), CHECK_EVERY_MS);
+    this.#watch();
   }
 
-  /** The master stops: every service is stopped gracefully; resolves once all have exited. */
+  /** The master stops: every service is stopped (TERM, a kill after `gracefulMs`); resolves once all have exited. */
   stopAll(gracefulMs: number): Promise<void> {
     this.#stopping = true;
     const all: Promise<void>[] = [];
@@ -152,6 +167,7 @@ export class Services {
       if (entry.retry) { clearTimeout(entry.retry); entry.retry = null; }
       for (const p of [entry.current, entry.next]) if (p) all.push(p.stop(gracefulMs));
     }
+    for (const p of this.#leaving) all.push(p.stop(gracefulMs));
     return Promise.all(all).then(() => { if (this.#timer) { clearInterval(this.#timer); this.#timer = null; } });
   }
 
@@ -162,17 +178,33 @@ export class Services {
   rows(): ServiceRow[] {
     const now = performance.now();
     return [...this.#entries.values()].map((e) => {
-      const p = e.current;
+      const p = e.current && e.current.state !== 'exited' ? e.current : null;
       return {
-        name: e.def.name, module: e.def.module, pid: p && p.state !== 'exited' ? p.pid : null,
-        state: p && p.state !== 'exited' ? p.state : 'waiting', generation: p?.generation ?? null, restarts: e.restarts,
-        upS: p && p.state === 'running' ? Math.round((now - p.startedAtMs) / 100) / 10 : null,
+        name: e.def.name, module: e.def.module, pid: p ? p.pid : null, state: p ? p.state : 'waiting', generation: p?.generation ?? null,
+        restarts: e.restarts, upS: p && p.state === 'running' && p.runningAtMs !== null ? Math.round((now - p.runningAtMs) / 100) / 10 : null,
       };
     });
   }
 
-  /** Starts a process for `entry` (held: it loads and waits for a go). */
-  #launch(entry: Entry, hold: boolean): Proc {
+  #watch(): void {
+    if (this.#entries.size > 0 && !this.#timer) this.#timer = setInterval(() => this.#check(), CHECK_EVERY_MS);
+  }
+
+  #add(def: ServiceDef): void {
+    const entry: Entry = { def, current: null, next: null, epoch: 0, backoff: new Backoff(), restarts: 0, retry: null, retired: false };
+    this.#entries.set(def.name, entry);
+    entry.current = this.#launch(entry, false);
+  }
+
+  /** Stops a process no entry keeps any more; the master's stop still waits for it. */
+  #retire(p: Proc): void {
+    this.#leaving.add(p);
+    void p.stop(this.#gen!.durationsMs.gracefulTimeout).then(() => { this.#leaving.delete(p); this.#changed(); });
+  }
+
+  /** Starts a process for `entry` (held: it loads and waits for a go); null when it could not be
+   *  spawned, and then it is tried again after the backoff. */
+  #launch(entry: Entry, hold: boolean): Proc | null {
     const gen = this.#gen!;
     const identity = gen.identity ? { ...gen.identity, initgroups: gen.config.initgroups } : null;
     const spec: ServiceSpec = {
@@ -180,12 +212,17 @@ export class Services {
       beatIntervalMs: beatIntervalMs(gen.durationsMs), timeoutStack: gen.config.timeoutStack,
       errorLog: gen.config.errorLog, logLevel: gen.config.logLevel, identity,
     };
-    const child = spawn(process.execPath, [...gen.config.nodeArgs, SERVICE_SCRIPT], {
-      ...startAs(identity), cwd: gen.cwd, env: childEnv(gen.config, identity, { [SERVICE_SPEC_ENV]: JSON.stringify(spec) }),
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json',
-    });
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [...gen.config.nodeArgs, SERVICE_SCRIPT], {
+        ...startAs(identity), cwd: gen.cwd, env: childEnv(gen.config, identity, { [SERVICE_SPEC_ENV]: JSON.stringify(spec) }),
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json',
+      });
+    } catch (err) {
+      this.#died(entry, null, `it could not be started: ${(err as Error).message}`);
+      return null;
+    }
     const proc = new Proc(child, gen.id);
-    child.on('error', (err) => { proc.failure = `it could not be started: ${err.message}`; });
     child.on('message', (msg: unknown) => { if (isFromService(msg)) this.#onMessage(entry, proc, msg); });
     void proc.exited.then(() => this.#onExit(entry, proc));
     this.#log.info(`Starting service ${entry.def.name} (pid:${proc.pid})`, { event: 'service.start', service: entry.def.name, generation: gen.id });
@@ -195,20 +232,23 @@ export class Services {
   #onMessage(entry: Entry, proc: Proc, msg: FromService): void {
     proc.lastBeatAtMs = performance.now();
     switch (msg.type) {
-      case 'loaded':
+      case 'loaded': {
         proc.inspectPort = msg.inspectPort;
         if (proc.state === 'loading') proc.state = 'loaded';
-        // A held replacement: the old one goes now; the new one runs once it has exited.
-        if (entry.next === proc && !entry.def.overlap) {
-          const old = entry.current;
-          void (old ? old.stop(this.#gen!.durationsMs.gracefulTimeout) : Promise.resolve()).then(() => {
-            if (entry.next !== proc || proc.state === 'exited') return;
-            entry.current = proc;
-            entry.next = null;
-            proc.send({ type: 'go' });
-          });
-        }
+        if (entry.next !== proc || entry.def.overlap) break;
+        // A held replacement: the old one goes now, and the new one runs once it has exited.
+        const epoch = entry.epoch;
+        const handOver = () => {
+          if (entry.epoch !== epoch || entry.next !== proc || proc.state === 'exited' || proc.stopAsked) return;
+          entry.current = proc;
+          entry.next = null;
+          proc.send({ type: 'go' });
+        };
+        const old = entry.current;
+        if (old && old.state !== 'exited') void old.stop(this.#gen!.durationsMs.gracefulTimeout).then(handOver);
+        else handOver();
         break;
+      }
       case 'running':
         if (proc.state === 'loading' || proc.state === 'loaded') proc.state = 'running';
         proc.runningAtMs = performance.now();
@@ -216,7 +256,7 @@ export class Services {
           const old = entry.current;
           entry.current = proc;
           entry.next = null;
-          void old?.stop(this.#gen!.durationsMs.gracefulTimeout);
+          if (old) this.#retire(old);
         }
         break;
       case 'failed': proc.failure = msg.reason; break;
@@ -226,12 +266,17 @@ export class Services {
 
   /** A reload's replacement of `entry`: held (stop-then-start) unless the service overlaps. */
   #replace(entry: Entry): void {
-    if (entry.next) void entry.next.stop(0);
-    // Not running (waiting out its backoff, or gone): the new code simply starts.
-    if (!entry.current || entry.current.state === 'exited' || entry.current.state === 'stopping') {
-      if (entry.retry) { clearTimeout(entry.retry); entry.retry = null; }
-      entry.backoff.reset();
-      entry.current = this.#launch(entry, false);
+    entry.epoch++;
+    if (entry.retry) { clearTimeout(entry.retry); entry.retry = null; }
+    entry.backoff.reset();
+    // A replacement that was still loading or held is superseded (a held one exits at once).
+    if (entry.next) { const superseded = entry.next; entry.next = null; this.#retire(superseded); }
+    const old = entry.current;
+    if (!old || old.state === 'exited') { entry.current = this.#launch(entry, false); return; }
+    if (old.stopAsked) {
+      // A hand-over under way: the one it stops is going; the new code starts once it has gone.
+      const epoch = entry.epoch;
+      void old.exited.then(() => { if (entry.epoch === epoch && !entry.retired && !this.#stopping) entry.current = this.#launch(entry, false); });
       return;
     }
     entry.next = this.#launch(entry, !entry.def.overlap);
@@ -240,30 +285,45 @@ export class Services {
   #onExit(entry: Entry, proc: Proc): void {
     this.#changed();
     const name = entry.def.name;
-    const how = proc.exit?.signal ? `was killed by ${proc.exit.signal}` : `exited with code ${proc.exit?.code}`;
-    if (entry.next === proc) {
-      // A replacement that never ran: the one it was to replace serves on.
-      entry.next = null;
-      if (!proc.stopAsked) {
-        this.#log.error(`Reload: service ${name}'s new code failed to start (${proc.failure ?? how}); the running one carries on`,
-          { event: 'service.reloadFailed', service: name });
-      }
-      return;
-    }
+    const how = proc.failure ?? (proc.exit?.signal ? `was killed by ${proc.exit.signal}` : `exited with code ${proc.exit?.code}`);
     if (proc.stopAsked) {
       this.#log.info(`Service ${name} (pid:${proc.pid}) stopped`, { event: 'service.stopped', service: name });
       return;
     }
-    if (entry.current !== proc || entry.retired || this.#stopping) return;
+    if (entry.next === proc) {
+      entry.next = null;
+      const old = entry.current;
+      if (old && !old.stopAsked && old.state !== 'exited') {
+        this.#log.error(`Reload: service ${name}'s new code failed to start (${how}); the running one carries on`, { event: 'service.reloadFailed', service: name });
+        return;
+      }
+      // The hand-over had begun (the old one is being stopped): the service is down, and starts again.
+      this.#died(entry, proc, how);
+      return;
+    }
+    if (entry.current !== proc) return;
     // It ran long enough to have started: a run of failures ends.
     if (proc.runningAtMs !== null && performance.now() - proc.runningAtMs >= STABLE_AFTER_MS) entry.backoff.reset();
+    this.#died(entry, proc, how);
+  }
+
+  /** `entry`'s process died (or could not be spawned): started again after the backoff, once the
+   *  one a hand-over was stopping has gone. */
+  #died(entry: Entry, proc: Proc | null, how: string): void {
+    if (entry.retired || this.#stopping) return;
     const delay = entry.backoff.failed(performance.now());
     entry.restarts++;
-    this.#log.error(`Service ${name} (pid:${proc.pid}) ${proc.failure ? `failed: ${proc.failure}` : how}; starting it again in ${delay} ms`,
-      { event: 'service.died', service: name, restarts: entry.restarts });
+    const who = proc ? ` (pid:${proc.pid})` : '';
+    this.#log.error(`Service ${entry.def.name}${who} ${proc?.failure ? `failed: ${proc.failure}` : how}; starting it again in ${delay} ms`,
+      { event: 'service.died', service: entry.def.name, restarts: entry.restarts });
+    const epoch = entry.epoch;
+    if (entry.retry) clearTimeout(entry.retry);
     entry.retry = setTimeout(() => {
       entry.retry = null;
-      if (!entry.retired && !this.#stopping && entry.current === proc) entry.current = this.#launch(entry, false);
+      const start = () => { if (entry.epoch === epoch && !entry.retired && !this.#stopping) entry.current = this.#launch(entry, false); };
+      const old = entry.current;
+      if (old && old !== proc && old.state !== 'exited') void old.exited.then(start);
+      else start();
     }, delay);
   }
 
@@ -272,11 +332,17 @@ export class Services {
     const gen = this.#gen;
     if (!gen || this.#stopping) return;
     const timeoutMs = gen.durationsMs.timeout;
-    if (timeoutMs <= 0) return;
     const now = performance.now();
     for (const entry of this.#entries.values()) {
+      // One whose module never finishes loading (its top level hangs) has bootTimeout, as a worker has.
+      for (const q of [entry.current, entry.next]) {
+        if (!q || q.state !== 'loading' || q.timedOut || now - q.startedAtMs <= gen.durationsMs.bootTimeout) continue;
+        q.timedOut = true;
+        q.failure = `it did not load within ${gen.durationsMs.bootTimeout / 1000} s (bootTimeout)`;
+        q.child.kill('SIGKILL');
+      }
       const p = entry.current;
-      if (!p || p.state !== 'running' || p.timedOut || now - p.lastBeatAtMs <= timeoutMs) continue;
+      if (timeoutMs <= 0 || !p || p.state !== 'running' || p.timedOut || now - p.lastBeatAtMs <= timeoutMs) continue;
       p.timedOut = true;
       const silentForMs = Math.round(now - p.lastBeatAtMs);
       const kill = (stack: string) => {

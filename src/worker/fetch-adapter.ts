@@ -5,6 +5,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { isH2 } from './h2';
+import { keepAborter } from './fetch-abort';
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 
@@ -66,22 +67,10 @@ async function writeResponse(response: Response, res: ServerResponse, h2: boolea
   }
 }
 
-const kAborter = Symbol('forkd.fetchAborter');
-type WithAborter = IncomingMessage & { [kAborter]?: AbortController };
-
-/** The request deadline passed (deadline.ts): aborts a fetch handler's Request.signal with a
- *  TimeoutError. False when `req` was not served by a fetch handler. */
-export function abortFetch(req: IncomingMessage): boolean {
-  const aborter = (req as WithAborter)[kAborter];
-  if (!aborter) return false;
-  aborter.abort(new DOMException('the request deadline passed', 'TimeoutError'));
-  return true;
-}
-
 export function fetchListener(handler: FetchHandler): RequestListener {
   return (req, res) => {
     const aborter = new AbortController();
-    (req as WithAborter)[kAborter] = aborter;
+    keepAborter(req, aborter);
     res.once('close', () => { if (!res.writableFinished) aborter.abort(); });
     return Promise.resolve()
       .then(() => handler(toRequest(req, aborter.signal)))

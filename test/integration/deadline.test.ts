@@ -45,6 +45,25 @@ test('an async handler that does not answer in time: its client gets 503 at the 
   }
 });
 
+test('an app that answers when told of the deadline has answered; a \'deadline\' listener that throws is logged, and the worker lives', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--request-deadline', '1', probe]);
+  try {
+    const [worker] = f.workers();
+    const own = await request(`${f.url}/awaits?ms=2500&answer=1`);
+    assert.is(own.status, 202);
+    assert.is(own.body, 'answered at the deadline\n');
+    await f.waitForLog(/request deadline \(1 s\) passed: GET \/awaits\?ms=2500&answer=1, running 1\.\d s, client 127\.0\.0\.1: the app answered it when told/);
+    const thrown = await request(`${f.url}/awaits?ms=2500&throw=1`);
+    assert.is(thrown.status, 503);
+    await f.waitForLog(/\[ERROR\] a 'deadline' listener threw .*a deadline listener that throws/);
+    await new Promise((ok) => setTimeout(ok, 2000));
+    assert.equal(f.workers(), [worker]);
+    assert.is((await request(`${f.url}/count`)).status, 200);
+  } finally {
+    await f.kill();
+  }
+});
+
 test('a response that had begun when its deadline passed has its connection closed', async () => {
   const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--request-deadline', '1', probe]);
   try {

@@ -132,4 +132,14 @@ test('a hung service is killed after timeout, its stack logged, and started agai
   }
 });
 
+test('a service whose module never finishes loading is killed at bootTimeout and started again', async () => {
+  const f = await startForkd(['-w', '1', '-b', '127.0.0.1:0', '--boot-timeout', '1', '--service', `slow=${join(FIXTURES, 'services', 'hangs-loading.js')}`, probe]);
+  try {
+    await f.waitForLog(/Service slow \(pid:\d+\) failed: it did not load within 1 s \(bootTimeout\); starting it again in \d+ ms/);
+    assert.is((await request(`${f.url}/count`)).status, 200);
+  } finally {
+    await f.kill();
+  }
+});
+
 test.run();
