@@ -7,7 +7,7 @@
  *  - a reload replaces each stop-then-start, so two never run at once: the new process loads the
  *    module and waits; once it has loaded, the old one is stopped, and when it has exited the new one
  *    runs. If the new one cannot load, the old one runs on. `overlap: true` starts the new one first
- *    and stops the old one once the new one runs;
+ *    and stops the old one once the new one runs (at its first heartbeat after its function began);
  *  - the master's stop stops them gracefully (their signal aborts, gracefulTimeout, then a kill). */
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -252,15 +252,18 @@ export class Services {
       case 'running':
         if (proc.state === 'loading' || proc.state === 'loaded') proc.state = 'running';
         proc.runningAtMs = performance.now();
-        if (entry.next === proc && entry.def.overlap) {
+        break;
+      case 'failed': proc.failure = msg.reason; break;
+      case 'beat':
+        // An overlapping replacement takes over at its first beat once it runs: its function has
+        // begun by then ('running' is said just before it is called).
+        if (entry.next === proc && entry.def.overlap && proc.state === 'running') {
           const old = entry.current;
           entry.current = proc;
           entry.next = null;
           if (old) this.#retire(old);
         }
         break;
-      case 'failed': proc.failure = msg.reason; break;
-      case 'beat': break;
     }
   }
 
