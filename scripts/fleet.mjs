@@ -100,12 +100,19 @@ const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { retu
 const dir = mkdtempSync(join(tmpdir(), 'forkd-fleet-'));
 chmodSync(dir, 0o755);
 const groups = new Set();   // the process groups of the hosts' masters (a successor master joins its predecessor's)
-const others = new Set();   // the balancer's and wrk's pids
+const others = new Set();   // wrk's pid
+const peers = new Set();    // the balancer's process group (nginx's workers are in its master's group)
 let cleaned = false;
 async function cleanup() {
   if (cleaned) return;
   cleaned = true;
   for (const pid of others) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  // The balancer stops its own workers on TERM (a KILL of nginx's master would leave them behind);
+  // its whole group is killed if it has not gone in time.
+  for (const g of peers) { try { process.kill(-g, 'SIGTERM'); } catch { /* gone */ } }
+  await until('the balancer to stop', 10_000, () => [...peers].every((g) => !alive(-g))).catch(() => {
+    for (const g of peers) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
+  });
   for (const g of groups) { try { process.kill(-g, 'SIGTERM'); } catch { /* gone */ } }
   await until('the hosts to stop', 15_000, () => [...groups].every((g) => !alive(-g))).catch(() => {
     for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
@@ -172,8 +179,8 @@ function balancerConfig(example) {
 
 /** A balancer child: its output kept with the time each line arrived. */
 function runPeer(cmd, args) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  others.add(child.pid);
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  peers.add(child.pid);
   const lines = [];
   let partial = '';
   const take = (c) => {
