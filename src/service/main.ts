@@ -20,7 +20,7 @@ import { ExitCode } from '../exit-codes';
 import { isToService, type FromService, type ServiceSpec } from '../ipc/messages';
 import { createLogger, type Logger } from '../log/logger';
 import { findModule, loadModule } from '../worker/app-loader';
-import { dropPrivileges, freePort } from '../worker/become';
+import { dropPrivileges, freePort, sendToMaster, takeSpec } from '../worker/become';
 
 /** What a service's function is given. */
 export interface ServiceContext {
@@ -33,21 +33,13 @@ export interface ServiceContext {
 }
 
 function readSpec(): ServiceSpec {
-  const raw = process.env[SERVICE_SPEC_ENV];
-  if (!raw || typeof process.send !== 'function') {
-    process.stderr.write('forkd: the service entry is started by the forkd master, not by hand\n');
-    process.exit(ExitCode.Usage);
-  }
-  delete process.env[SERVICE_SPEC_ENV];
-  return JSON.parse(raw) as ServiceSpec;
+  const spec = takeSpec<ServiceSpec>(SERVICE_SPEC_ENV);
+  if (spec) return spec;
+  process.stderr.write('forkd: the service entry is started by the forkd master, not by hand\n');
+  process.exit(ExitCode.Usage);
 }
 
-function send(msg: FromService): Promise<void> {
-  return new Promise((done) => {
-    if (!process.connected) { done(); return; }
-    process.send!(msg, undefined, {}, () => done());
-  });
-}
+const send = (msg: FromService): Promise<void> => sendToMaster(msg);
 
 /** The function the module exports: its default export, or the module itself (CommonJS). */
 function serviceFunction(mod: Record<string, unknown>): ((ctx: ServiceContext) => unknown) | null {

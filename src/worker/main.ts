@@ -15,7 +15,7 @@ process.on('SIGINT', () => stop.quick());
 process.on('SIGQUIT', () => stop.quick());
 for (const sig of ['SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGWINCH', 'SIGUSR2'] as const) process.on(sig, () => undefined);
 
-import { dropPrivileges, freePort } from './become';
+import { dropPrivileges, freePort, sendToMaster, takeSpec } from './become';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { runHook, type Hooks, type WorkerInfo } from '../config/hooks';
@@ -33,21 +33,13 @@ import { appMetricsHere, mergeThreads, type AppMetrics } from './app-metrics';
 import { answeredInOrder, loadFailure, readWorkerHooks, startUnit, watchConnections } from './unit';
 
 function readSpec(): WorkerSpec {
-  const raw = process.env[WORKER_SPEC_ENV];
-  if (!raw || typeof process.send !== 'function') {
-    process.stderr.write('forkd: the worker entry is started by the forkd master, not by hand\n');
-    process.exit(ExitCode.Usage);
-  }
-  delete process.env[WORKER_SPEC_ENV];
-  return JSON.parse(raw) as WorkerSpec;
+  const spec = takeSpec<WorkerSpec>(WORKER_SPEC_ENV);
+  if (spec) return spec;
+  process.stderr.write('forkd: the worker entry is started by the forkd master, not by hand\n');
+  process.exit(ExitCode.Usage);
 }
 
-function send(msg: FromWorker): Promise<void> {
-  return new Promise((done) => {
-    if (!process.connected) { done(); return; }
-    process.send!(msg, undefined, {}, () => done());
-  });
-}
+const send = (msg: FromWorker): Promise<void> => sendToMaster(msg);
 
 type RawHandle = { readonly fd: number };
 
